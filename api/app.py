@@ -1,0 +1,61 @@
+"""The FastAPI application and what it opens at start-up."""
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+
+from fastapi import APIRouter, FastAPI
+from fastapi.concurrency import run_in_threadpool
+
+from api.errors import install_error_handlers
+from api.files.router import router as files_router
+from api.reaper import run_reaper
+from api.settings import Settings
+from api.tenancy import bootstrap_keys
+from api.uploads.router import router as uploads_router
+from storage.blob import open_blob_store
+from storage.db import Database
+
+VERSION = "0.1.0"
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or Settings()
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        db = Database(settings.resolved_database_url)
+        await run_in_threadpool(db.migrate)
+        store = await run_in_threadpool(open_blob_store, settings)
+        await run_in_threadpool(
+            bootstrap_keys, db, settings.data_dir, settings.default_project,
+            settings.bootstrap_api_key,
+        )
+        app.state.settings, app.state.db, app.state.store = settings, db, store
+        reaper = asyncio.create_task(run_reaper(db, store, settings.reaper_interval_seconds))
+        try:
+            yield
+        finally:
+            reaper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await reaper
+            db.dispose()
+
+    app = FastAPI(
+        title="tuneserve",
+        version=VERSION,
+        description="Self-hosted, OpenAI-compatible fine-tuning and LoRA serving.",
+        lifespan=lifespan,
+    )
+    install_error_handlers(app)
+    v1 = APIRouter(prefix="/v1")
+    v1.include_router(files_router)
+    v1.include_router(uploads_router)
+    app.include_router(v1)
+
+    @app.get("/health", tags=["health"])
+    def health() -> dict[str, str]:
+        return {"status": "ok"}
+
+    return app

@@ -1,0 +1,54 @@
+"""File rows: lookups scoped to a project, creation, deletion."""
+
+import time
+
+from sqlalchemy import Select, or_, select
+from sqlalchemy.orm import Session
+
+from api.errors import not_found
+from storage.blob import BlobStore
+from storage.keys import file_key
+from storage.models import File
+
+
+def visible_files(project_id: str) -> Select[tuple[File]]:
+    """The project's files that have not expired (the reaper deletes those soon after)."""
+    now = int(time.time())
+    return select(File).where(
+        File.project_id == project_id, or_(File.expires_at.is_(None), File.expires_at > now)
+    )
+
+
+def get_file(session: Session, project_id: str, file_id: str, param: str = "file_id") -> File:
+    row = session.scalar(visible_files(project_id).where(File.id == file_id))
+    if row is None:
+        raise not_found("file", file_id, param)
+    return row
+
+
+def add_file(
+    session: Session,
+    *,
+    file_id: str,
+    project_id: str,
+    filename: str,
+    purpose: str,
+    size: int,
+    expires_after: int | None = None,
+) -> File:
+    now = int(time.time())
+    row = File(
+        id=file_id, project_id=project_id, filename=filename, purpose=purpose, bytes=size,
+        status="processed", created_at=now,
+        expires_at=None if expires_after is None else now + expires_after,
+    )
+    session.add(row)
+    session.flush()
+    return row
+
+
+def delete_file(session: Session, store: BlobStore, row: File) -> None:
+    # The row goes first: a crash in between leaves an unreachable blob, never a dangling row.
+    session.delete(row)
+    session.commit()
+    store.delete(file_key(row.project_id, row.id))

@@ -1,0 +1,48 @@
+"""Sweeps away expired files and uploads, so their bytes do not linger in storage."""
+
+import asyncio
+import logging
+import time
+
+from fastapi.concurrency import run_in_threadpool
+from sqlalchemy import select, update
+
+from storage.blob import BlobStore
+from storage.db import Database
+from storage.keys import file_key, upload_prefix
+from storage.models import File, Upload
+
+log = logging.getLogger("tuneserve.api")
+
+
+def reap_expired(db: Database, store: BlobStore, batch: int = 500) -> int:
+    """Deletes expired files and expires stale uploads; returns how many objects went."""
+    now = int(time.time())
+    with db.session() as session:
+        files = list(session.scalars(
+            select(File).where(File.expires_at.is_not(None), File.expires_at <= now).limit(batch)
+        ))
+        for row in files:
+            session.delete(row)
+        uploads = list(session.scalars(
+            select(Upload).where(Upload.status == "pending", Upload.expires_at <= now)
+            .limit(batch)
+        ))
+        if uploads:
+            session.execute(update(Upload).where(Upload.id.in_([u.id for u in uploads]))
+                            .values(status="expired"))
+    for row in files:
+        store.delete(file_key(row.project_id, row.id))
+    for upload in uploads:
+        store.delete_prefix(upload_prefix(upload.project_id, upload.id))
+    return len(files) + len(uploads)
+
+
+async def run_reaper(db: Database, store: BlobStore, interval: float) -> None:
+    while True:
+        try:
+            if await run_in_threadpool(reap_expired, db, store):
+                continue
+        except Exception:
+            log.exception("reaping expired objects failed; trying again later")
+        await asyncio.sleep(interval)

@@ -1,0 +1,152 @@
+"""`/v1/uploads`: a large file in parts, assembled into a File on completion."""
+
+import time
+
+from fastapi import APIRouter, Request
+from fastapi.concurrency import run_in_threadpool
+
+from api.deps import DB, AppSettings, CurrentProject, DBFactory, Storage
+from api.errors import APIError
+from api.files import service as files
+from api.ingest import BlobSink
+from api.multipart import read_form
+from api.uploads import service
+from api.uploads.schemas import (
+    CompleteUploadRequest,
+    CreateUploadRequest,
+    UploadObject,
+    UploadPartObject,
+)
+from storage.ids import new_id
+from storage.keys import file_key, upload_part_key, upload_prefix
+from storage.models import Upload, UploadPart
+
+router = APIRouter(prefix="/uploads", tags=["uploads"])
+
+_PART_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "required": ["data"],
+                    "properties": {"data": {"type": "string", "format": "binary"}},
+                }
+            }
+        },
+    }
+}
+
+
+@router.post("", response_model=UploadObject)
+def create_upload(
+    body: CreateUploadRequest, project: CurrentProject, session: DB, settings: AppSettings
+) -> UploadObject:
+    if body.bytes > settings.max_upload_bytes:
+        raise APIError(400, f"An upload may hold at most {settings.max_upload_bytes} bytes.",
+                       param="bytes", code="file_too_large")
+    now = int(time.time())
+    row = Upload(
+        id=new_id("upload_"), project_id=project.id, filename=body.filename,
+        purpose=body.purpose, mime_type=body.mime_type, bytes=body.bytes, status="pending",
+        created_at=now, expires_at=now + settings.upload_ttl_seconds,
+        file_expires_after=body.expires_after.seconds if body.expires_after else None,
+    )
+    session.add(row)
+    session.commit()
+    return UploadObject.of(row)
+
+
+@router.post("/{upload_id}/parts", response_model=UploadPartObject, openapi_extra=_PART_BODY)
+async def add_upload_part(
+    upload_id: str, request: Request, project: CurrentProject, db: DBFactory, store: Storage,
+    settings: AppSettings,
+) -> UploadPartObject:
+    def room_left() -> int:
+        with db.session() as session:
+            upload = service.get_pending_upload(session, project.id, upload_id)
+            return upload.bytes - service.parts_bytes(session, upload_id)
+
+    room = await run_in_threadpool(room_left)
+    part_id = new_id("part_")
+    key = upload_part_key(project.id, upload_id, part_id)
+    sink = BlobSink(store, key, min(settings.max_part_bytes, max(room, 0)), check_jsonl=False)
+    try:
+        await read_form(request, lambda name: sink if name == "data" else None)
+        if sink.part is None:
+            raise APIError(400, "Missing required parameter: 'data'.", param="data",
+                           code="missing_required_parameter")
+        if sink.size == 0:
+            raise APIError(400, "The part is empty.", param="data", code="empty_part")
+        await sink.commit()
+    except APIError as err:
+        await sink.abort()
+        if err.status == 413:
+            raise APIError(400, f"The part is larger than the {sink.max_bytes} bytes left "
+                           "in this upload (a part is at most "
+                           f"{settings.max_part_bytes} bytes).",
+                           param="data", code="part_too_large") from None
+        raise
+    except BaseException:
+        await sink.abort()
+        raise
+
+    def record() -> UploadPart:
+        with db.session() as session:
+            # Still pending? A cancel or complete may have landed while the bytes streamed.
+            service.get_pending_upload(session, project.id, upload_id)
+            row = UploadPart(id=part_id, upload_id=upload_id, bytes=sink.size,
+                             created_at=int(time.time()))
+            session.add(row)
+            session.flush()
+            return row
+
+    try:
+        part = await run_in_threadpool(record)
+    except BaseException:
+        await run_in_threadpool(store.delete, key)
+        raise
+    return UploadPartObject.of(part)
+
+
+@router.post("/{upload_id}/complete", response_model=UploadObject)
+def complete_upload(
+    upload_id: str, body: CompleteUploadRequest, project: CurrentProject, db: DBFactory,
+    store: Storage,
+) -> UploadObject:
+    with db.session() as session:
+        upload = service.get_pending_upload(session, project.id, upload_id)
+        parts = service.ordered_parts(session, upload, body.part_ids)
+    file_id = new_id("file-")
+    key = file_key(project.id, file_id)
+    store.compose(key, [upload_part_key(project.id, upload_id, p.id) for p in parts])
+    try:
+        service.verify_content(store, key, body.md5, check_jsonl=upload.purpose == "fine-tune")
+        with db.session() as session:
+            if not service.finish(session, upload, "completed", file_id):
+                raise APIError(409, f"Upload '{upload_id}' was completed or cancelled meanwhile.",
+                               param="upload_id", code="upload_not_pending")
+            row = files.add_file(
+                session, file_id=file_id, project_id=project.id, filename=upload.filename,
+                purpose=upload.purpose, size=upload.bytes,
+                expires_after=upload.file_expires_after,
+            )
+    except BaseException:
+        store.delete(key)
+        raise
+    store.delete_prefix(upload_prefix(project.id, upload_id))
+    return UploadObject.of(upload, row, status="completed")
+
+
+@router.post("/{upload_id}/cancel", response_model=UploadObject)
+def cancel_upload(
+    upload_id: str, project: CurrentProject, session: DB, store: Storage
+) -> UploadObject:
+    upload = service.get_pending_upload(session, project.id, upload_id)
+    if not service.finish(session, upload, "cancelled"):
+        raise APIError(409, f"Upload '{upload_id}' was completed or cancelled meanwhile.",
+                       param="upload_id", code="upload_not_pending")
+    session.commit()
+    store.delete_prefix(upload_prefix(project.id, upload_id))
+    return UploadObject.of(upload, status="cancelled")

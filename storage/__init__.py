@@ -1,0 +1,1 @@
+"""Blob store, metadata database and ids: the layer every other package builds on."""

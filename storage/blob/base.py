@@ -1,0 +1,105 @@
+"""The blob store contract: streamed, atomic writes; streamed, ranged reads."""
+
+from abc import ABC, abstractmethod
+from collections.abc import Iterable, Iterator
+from types import TracebackType
+from typing import Self
+
+READ_CHUNK = 1 << 20
+
+
+class BlobNotFound(KeyError):
+    """No blob at that key."""
+
+
+class BlobWriter(ABC):
+    """Receives a blob's bytes in order. Nothing is visible at the key until `commit()`;
+    leaving the `with` block without committing aborts and leaves no trace."""
+
+    def __init__(self) -> None:
+        self.size = 0
+        self._done = False
+
+    @abstractmethod
+    def _write(self, data: bytes) -> None: ...
+
+    @abstractmethod
+    def _commit(self) -> None: ...
+
+    @abstractmethod
+    def _abort(self) -> None: ...
+
+    def write(self, data: bytes) -> None:
+        if data:
+            self._write(data)
+            self.size += len(data)
+
+    def commit(self) -> int:
+        self._commit()
+        self._done = True
+        return self.size
+
+    def abort(self) -> None:
+        if not self._done:
+            self._done = True
+            self._abort()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.abort()
+
+
+class BlobStore(ABC):
+    """Keys are `/`-separated paths built from our own ids (`files/{project}/{file_id}`)."""
+
+    @abstractmethod
+    def writer(self, key: str) -> BlobWriter: ...
+
+    @abstractmethod
+    def read(self, key: str, start: int = 0, end: int | None = None) -> Iterator[bytes]:
+        """Bytes `[start, end)` of the blob, in chunks. Raises `BlobNotFound` before yielding."""
+
+    @abstractmethod
+    def size(self, key: str) -> int: ...
+
+    @abstractmethod
+    def delete(self, key: str) -> None:
+        """Removes the blob; a missing key is not an error."""
+
+    @abstractmethod
+    def list_keys(self, prefix: str) -> list[str]: ...
+
+    def exists(self, key: str) -> bool:
+        try:
+            self.size(key)
+        except BlobNotFound:
+            return False
+        return True
+
+    def delete_prefix(self, prefix: str) -> None:
+        for key in self.list_keys(prefix):
+            self.delete(key)
+
+    def put(self, key: str, chunks: Iterable[bytes] | bytes) -> int:
+        with self.writer(key) as w:
+            for chunk in [chunks] if isinstance(chunks, bytes) else chunks:
+                w.write(chunk)
+            return w.commit()
+
+    def get(self, key: str) -> bytes:
+        return b"".join(self.read(key))
+
+    def compose(self, key: str, sources: list[str]) -> int:
+        """Writes the concatenation of `sources` at `key`; the sources stay in place."""
+        with self.writer(key) as w:
+            for source in sources:
+                for chunk in self.read(source):
+                    w.write(chunk)
+            return w.commit()

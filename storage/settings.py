@@ -1,0 +1,25 @@
+"""Where data lives. Shared by the API and by training workers on other nodes."""
+
+from pathlib import Path
+
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class StorageSettings(BaseSettings):
+    """Blob store and metadata DB location; env vars prefixed `TUNESERVE_`."""
+
+    model_config = SettingsConfigDict(env_prefix="TUNESERVE_", extra="ignore")
+
+    data_dir: Path = Path("./data")
+    # `s3://bucket/prefix` switches the blob store to S3; empty means `{data_dir}/blobs`.
+    blob_url: str = ""
+    s3_endpoint: str | None = None
+    s3_region: str = "us-east-1"
+    # Empty means a SQLite file under the data dir.
+    database_url: str = ""
+
+    @property
+    def resolved_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{(self.data_dir / 'tuneserve.db').resolve()}"
