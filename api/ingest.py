@@ -47,7 +47,7 @@ class JsonlChecker:
         if self.error or not line.strip():
             return
         try:
-            json.loads(line)
+            json.loads(line.decode("utf-8"))
         except UnicodeDecodeError:
             self.error = f"Line {self.line} is not valid UTF-8."
         except ValueError as exc:

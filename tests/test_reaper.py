@@ -1,0 +1,39 @@
+"""Expired files and uploads leave the DB and the blob store."""
+
+import time
+
+from sqlalchemy import select, update
+
+from api.files.service import add_file, visible_files
+from api.reaper import reap_expired
+from api.tenancy import get_or_create_project
+from storage.blob import BlobStore
+from storage.db import Database
+from storage.keys import file_key, upload_part_key
+from storage.models import File, Upload
+
+
+def test_expired_objects_are_swept(database: Database, blob_store: BlobStore) -> None:
+    now = int(time.time())
+    with database.session() as s:
+        project = get_or_create_project(s, "p")
+        for file_id, expires_after in (("file-old", 3600), ("file-keep", None)):
+            add_file(s, file_id=file_id, project_id=project.id, filename="f", purpose="batch",
+                     size=1, expires_after=expires_after)
+            blob_store.put(file_key(project.id, file_id), b"x")
+        s.add(Upload(id="upload_old", project_id=project.id, filename="u", purpose="batch",
+                     mime_type="text/plain", bytes=1, status="pending", created_at=now,
+                     expires_at=now + 3600))
+    blob_store.put(upload_part_key(project.id, "upload_old", "part_1"), b"x")
+    assert reap_expired(database, blob_store) == 0
+
+    with database.session() as s:  # time passes
+        s.execute(update(File).where(File.id == "file-old").values(expires_at=now - 1))
+        s.execute(update(Upload).values(expires_at=now - 1))
+        assert [f.id for f in s.scalars(visible_files(project.id))] == ["file-keep"]
+    assert reap_expired(database, blob_store) == 2
+
+    with database.session() as s:
+        assert list(s.scalars(select(File.id))) == ["file-keep"]
+        assert s.scalar(select(Upload.status)) == "expired"
+    assert blob_store.list_keys("") == [file_key(project.id, "file-keep")]

@@ -1,0 +1,1 @@
+"""Dataset validation, trainers and the job worker."""
