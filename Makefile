@@ -10,11 +10,11 @@ STAMP := $(VENV)/.installed-$(EXTRA)
 
 install: $(STAMP)
 
+# vllm pulls CUDA builds of torchvision/torchaudio/torchcodec from PyPI; they break
+# `import transformers` beside the CPU torch, and text-only serving and training need none.
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q -e ".[$(EXTRA),dev]"
-	# vllm pulls CUDA builds of these from PyPI; they break `import transformers` beside the
-	# CPU torch, and text-only serving and training need none of them.
 	if [ "$(EXTRA)" = cpu ]; then $(BIN)/pip uninstall -q -y torchvision torchaudio torchcodec; fi
 	touch $@
 

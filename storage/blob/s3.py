@@ -11,11 +11,13 @@ from botocore.exceptions import ClientError
 
 from storage.blob.base import READ_CHUNK, BlobNotFound, BlobStore, BlobWriter
 
-# S3 rejects multipart parts under 5 MiB (all but the last).
+# S3 rejects multipart parts under 5 MiB (all but the last) and more than 10,000 parts.
 MIN_PART = 5 << 20
-PART_SIZE = 8 << 20
-# Parts uploading while the next one fills: bounds memory at PART_SIZE * (PARTS_IN_FLIGHT + 1).
-PARTS_IN_FLIGHT = 3
+MAX_PARTS = 10_000
+# Small parts, several in flight: measured faster on SeaweedFS than fewer large ones, and
+# memory stays bounded at PART_SIZE * (PARTS_IN_FLIGHT + 2). Largest blob: ~48 GiB.
+PART_SIZE = MIN_PART
+PARTS_IN_FLIGHT = 4
 
 
 def _missing(err: ClientError) -> bool:
@@ -32,20 +34,18 @@ class S3BlobWriter(BlobWriter):
         super().__init__()
         self._store = store
         self._key = key
-        self._buffer: list[bytes] = []
-        self._buffered = 0
+        self._buffer = bytearray()
         self._upload_id: str | None = None
         self._parts: deque[Future[dict[str, Any]]] = deque()
         self._done_parts: list[dict[str, Any]] = []
 
     def _write(self, data: bytes) -> None:
-        self._buffer.append(data)
-        self._buffered += len(data)
-        while self._buffered >= PART_SIZE:
-            joined = b"".join(self._buffer)
-            self._buffer = [joined[PART_SIZE:]] if len(joined) > PART_SIZE else []
-            self._buffered = len(joined) - PART_SIZE
-            self._send_part(joined[:PART_SIZE])
+        self._buffer += data
+        while len(self._buffer) >= PART_SIZE:
+            # One copy out of the buffer; the remainder moves down in place.
+            part = bytes(memoryview(self._buffer)[:PART_SIZE])
+            del self._buffer[:PART_SIZE]
+            self._send_part(part)
 
     def _send_part(self, body: bytes) -> None:
         s3, bucket, key = self._store.client, self._store.bucket, self._store.key(self._key)
@@ -54,6 +54,8 @@ class S3BlobWriter(BlobWriter):
         while len(self._parts) >= PARTS_IN_FLIGHT:
             self._done_parts.append(self._parts.popleft().result())
         number = len(self._done_parts) + len(self._parts) + 1
+        if number > MAX_PARTS:
+            raise ValueError(f"blob {self._key!r} exceeds {MAX_PARTS} parts of {PART_SIZE} bytes")
         upload_id = self._upload_id
 
         def upload() -> dict[str, Any]:
@@ -66,7 +68,8 @@ class S3BlobWriter(BlobWriter):
 
     def _commit(self) -> None:
         s3, bucket, key = self._store.client, self._store.bucket, self._store.key(self._key)
-        rest = b"".join(self._buffer)
+        rest = bytes(self._buffer)
+        self._buffer = bytearray()
         if self._upload_id is None:
             s3.put_object(Bucket=bucket, Key=key, Body=rest)
             return
@@ -82,7 +85,7 @@ class S3BlobWriter(BlobWriter):
         )
 
     def _abort(self) -> None:
-        self._buffer = []
+        self._buffer = bytearray()
         for f in self._parts:
             f.cancel()
         for f in self._parts:
@@ -116,6 +119,9 @@ class S3BlobStore(BlobStore):
                 s3={"addressing_style": "path"},
                 max_pool_connections=32,
                 retries={"max_attempts": 5, "mode": "standard"},
+                # Over http SigV4 already hashes every body; over https TLS guards it. A CRC
+                # on top costs CPU on the upload path for nothing.
+                request_checksum_calculation="when_required",
             ),
         )
         self.pool = ThreadPoolExecutor(max_workers=16, thread_name_prefix="s3-part")
