@@ -9,12 +9,16 @@ from fastapi.concurrency import run_in_threadpool
 
 from api.errors import install_error_handlers
 from api.files.router import router as files_router
+from api.fine_tuning.router import router as fine_tuning_router
+from api.models.router import router as models_router
 from api.reaper import run_reaper
 from api.settings import Settings
 from api.tenancy import bootstrap_keys
 from api.uploads.router import router as uploads_router
 from storage.blob import open_blob_store
 from storage.db import Database
+from training.executors import LocalExecutor
+from training.scheduler import Scheduler
 
 VERSION = "0.1.0"
 
@@ -34,9 +38,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         )
         app.state.settings, app.state.db, app.state.store = settings, db, store
         reaper = asyncio.create_task(run_reaper(db, store, settings.reaper_interval_seconds))
+        scheduler = Scheduler(settings, db, store, LocalExecutor(settings))
+        scheduler.start()
         try:
             yield
         finally:
+            await run_in_threadpool(scheduler.stop)
             reaper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await reaper
@@ -52,6 +59,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     v1 = APIRouter(prefix="/v1")
     v1.include_router(files_router)
     v1.include_router(uploads_router)
+    v1.include_router(fine_tuning_router)
+    v1.include_router(models_router)
     app.include_router(v1)
 
     @app.get("/health", tags=["health"])

@@ -41,6 +41,13 @@ def _keys_create(args: argparse.Namespace) -> None:
     print(secret)
 
 
+def _models_prepare(args: argparse.Namespace) -> None:
+    from storage.base_models import default_model_dir
+    from training.prepare import prepare_default_model
+
+    print(prepare_default_model(default_model_dir(Settings())))
+
+
 def _openapi(args: argparse.Namespace) -> None:
     text = openapi_yaml()
     if args.out == "-":
@@ -64,6 +71,12 @@ def main(argv: list[str] | None = None) -> None:
     create = keys.add_parser("create", help="print a new key for a new or existing project")
     create.add_argument("--project", required=True)
     create.set_defaults(run=_keys_create)
+
+    models = commands.add_parser("models", help="manage base models").add_subparsers(
+        dest="models_command", required=True
+    )
+    prepare = models.add_parser("prepare", help="build the default base model (no network)")
+    prepare.set_defaults(run=_models_prepare)
 
     spec = commands.add_parser("openapi", help="write the OpenAPI document the app serves")
     spec.add_argument("--out", default="openapi.yaml")

@@ -1,11 +1,11 @@
 """All of the API's settings, from `TUNESERVE_*` environment variables."""
 
-from storage.settings import StorageSettings
+from training.settings import TrainingSettings
 
 MiB = 1 << 20
 
 
-class Settings(StorageSettings):
+class Settings(TrainingSettings):
     host: str = "127.0.0.1"
     port: int = 8000
     # Creates the default project with this key when the key store is empty.

@@ -11,3 +11,14 @@ def upload_prefix(project_id: str, upload_id: str) -> str:
 
 def upload_part_key(project_id: str, upload_id: str, part_id: str) -> str:
     return upload_prefix(project_id, upload_id) + part_id
+
+
+def job_prefix(project_id: str, job_id: str) -> str:
+    """Everything a job keeps while it runs (its resumable training state)."""
+    return f"jobs/{project_id}/{job_id}/"
+
+
+def adapter_prefix(project_id: str, model_key: str) -> str:
+    """A servable PEFT adapter; `model_key` is the model's short id, plus `-ckpt-step-N` for
+    a checkpoint."""
+    return f"adapters/{project_id}/{model_key}/"

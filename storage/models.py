@@ -1,6 +1,8 @@
 """Metadata tables. Public ids are random strings; `seq` orders rows for cursor pagination."""
 
-from sqlalchemy import BigInteger, ForeignKey, Index, Integer, String, Text
+from typing import Any
+
+from sqlalchemy import JSON, BigInteger, Float, ForeignKey, Index, Integer, String, Text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 # SQLite only auto-increments an INTEGER PRIMARY KEY.
@@ -75,4 +77,90 @@ class UploadPart(Base):
         ForeignKey("uploads.id", ondelete="CASCADE"), index=True
     )
     bytes: Mapped[int] = mapped_column(BigInteger)
+    created_at: Mapped[int] = mapped_column(BigInteger)
+
+
+class FineTuningJob(Base):
+    __tablename__ = "fine_tuning_jobs"
+    __table_args__ = (
+        Index("ix_jobs_project_seq", "project_id", "seq"),
+        Index("ix_jobs_status", "status"),
+    )
+
+    seq: Mapped[int] = mapped_column(SeqType, primary_key=True, autoincrement=True)
+    id: Mapped[str] = mapped_column(String(64), unique=True)
+    project_id: Mapped[str] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"))
+    model: Mapped[str] = mapped_column(String(256))
+    training_file: Mapped[str] = mapped_column(String(64))
+    validation_file: Mapped[str | None] = mapped_column(String(64), default=None)
+    suffix: Mapped[str | None] = mapped_column(String(64), default=None)
+    seed: Mapped[int] = mapped_column(BigInteger)
+    # {"type": ..., type: {"hyperparameters": {...}}}: as sent, then with "auto" resolved.
+    method: Mapped[dict[str, Any]] = mapped_column(JSON)
+    user_metadata: Mapped[dict[str, str] | None] = mapped_column("metadata", JSON, default=None)
+    integrations: Mapped[list[dict[str, Any]] | None] = mapped_column(JSON, default=None)
+    status: Mapped[str] = mapped_column(String(32))
+    error: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
+    # Decided at creation (checkpoints are named after it); shown once the job succeeds.
+    model_name: Mapped[str] = mapped_column(String(512))
+    fine_tuned_model: Mapped[str | None] = mapped_column(String(512), default=None)
+    created_at: Mapped[int] = mapped_column(BigInteger)
+    started_at: Mapped[int | None] = mapped_column(BigInteger, default=None)
+    finished_at: Mapped[int | None] = mapped_column(BigInteger, default=None)
+    estimated_finish: Mapped[int | None] = mapped_column(BigInteger, default=None)
+    trained_tokens: Mapped[int | None] = mapped_column(BigInteger, default=None)
+    result_files: Mapped[list[str]] = mapped_column(JSON, default=list)
+    # From validation: what one epoch holds.
+    n_examples: Mapped[int | None] = mapped_column(BigInteger, default=None)
+    n_tokens: Mapped[int | None] = mapped_column(BigInteger, default=None)
+    # A request for the running worker ("pause"); the worker clears it when done.
+    control: Mapped[str | None] = mapped_column(String(16), default=None)
+    worker: Mapped[str | None] = mapped_column(String(256), default=None)
+    heartbeat_at: Mapped[float | None] = mapped_column(Float, default=None)
+    step: Mapped[int] = mapped_column(BigInteger, default=0)
+    total_steps: Mapped[int | None] = mapped_column(BigInteger, default=None)
+
+
+class JobEvent(Base):
+    __tablename__ = "fine_tuning_job_events"
+    __table_args__ = (Index("ix_events_job_seq", "job_id", "seq"),)
+
+    seq: Mapped[int] = mapped_column(SeqType, primary_key=True, autoincrement=True)
+    id: Mapped[str] = mapped_column(String(64), unique=True)
+    job_id: Mapped[str] = mapped_column(ForeignKey("fine_tuning_jobs.id", ondelete="CASCADE"))
+    created_at: Mapped[int] = mapped_column(BigInteger)
+    level: Mapped[str] = mapped_column(String(8))
+    message: Mapped[str] = mapped_column(Text)
+    type: Mapped[str] = mapped_column(String(16))
+    data: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
+
+
+class JobCheckpoint(Base):
+    __tablename__ = "fine_tuning_job_checkpoints"
+    __table_args__ = (Index("ix_checkpoints_job_seq", "job_id", "seq"),)
+
+    seq: Mapped[int] = mapped_column(SeqType, primary_key=True, autoincrement=True)
+    id: Mapped[str] = mapped_column(String(64), unique=True)
+    job_id: Mapped[str] = mapped_column(ForeignKey("fine_tuning_jobs.id", ondelete="CASCADE"))
+    created_at: Mapped[int] = mapped_column(BigInteger)
+    step_number: Mapped[int] = mapped_column(BigInteger)
+    metrics: Mapped[dict[str, Any]] = mapped_column(JSON)
+    fine_tuned_model_checkpoint: Mapped[str] = mapped_column(String(512))
+
+
+class FineTunedModel(Base):
+    """A servable adapter: a job's final model or one of its checkpoints."""
+
+    __tablename__ = "fine_tuned_models"
+    __table_args__ = (Index("ix_models_project", "project_id"),)
+
+    seq: Mapped[int] = mapped_column(SeqType, primary_key=True, autoincrement=True)
+    # The name clients use: ft:{base}:{project}:{suffix}:{short id}[:ckpt-step-N]
+    id: Mapped[str] = mapped_column(String(512), unique=True)
+    project_id: Mapped[str] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"))
+    job_id: Mapped[str] = mapped_column(String(64))
+    base_model: Mapped[str] = mapped_column(String(256))
+    # Blob prefix holding the PEFT adapter (adapter_config.json, adapter_model.safetensors…).
+    adapter_prefix: Mapped[str] = mapped_column(String(512))
+    checkpoint_id: Mapped[str | None] = mapped_column(String(64), default=None)
     created_at: Mapped[int] = mapped_column(BigInteger)

@@ -17,6 +17,10 @@ class StorageSettings(BaseSettings):
     s3_region: str = "us-east-1"
     # Empty means a SQLite file under the data dir.
     database_url: str = ""
+    # Where prepared base models live; empty means `{data_dir}/models`.
+    models_dir: Path | None = None
+    # JSON list of extra base models: [{"name", "path", "context_length"?}].
+    base_models: str = ""
 
     @property
     def resolved_database_url(self) -> str:

@@ -7,8 +7,11 @@ from sqlalchemy.orm import Session
 
 from api.errors import not_found
 from storage.blob import BlobStore
+from storage.files import add_file
 from storage.keys import file_key
 from storage.models import File
+
+__all__ = ["add_file", "delete_file", "get_file", "visible_files"]
 
 
 def visible_files(project_id: str) -> Select[tuple[File]]:
@@ -23,27 +26,6 @@ def get_file(session: Session, project_id: str, file_id: str, param: str = "file
     row = session.scalar(visible_files(project_id).where(File.id == file_id))
     if row is None:
         raise not_found("file", file_id, param)
-    return row
-
-
-def add_file(
-    session: Session,
-    *,
-    file_id: str,
-    project_id: str,
-    filename: str,
-    purpose: str,
-    size: int,
-    expires_after: int | None = None,
-) -> File:
-    now = int(time.time())
-    row = File(
-        id=file_id, project_id=project_id, filename=filename, purpose=purpose, bytes=size,
-        status="processed", created_at=now,
-        expires_at=None if expires_after is None else now + expires_after,
-    )
-    session.add(row)
-    session.flush()
     return row
 
 

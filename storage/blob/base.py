@@ -2,6 +2,7 @@
 
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator
+from pathlib import Path
 from types import TracebackType
 from typing import Self
 
@@ -95,6 +96,26 @@ class BlobStore(ABC):
 
     def get(self, key: str) -> bytes:
         return b"".join(self.read(key))
+
+    def upload_dir(self, local_dir: Path, prefix: str, names: Iterable[str] | None = None) -> None:
+        """Copies the files of `local_dir` (or just `names`) under `prefix`."""
+        for path in sorted(local_dir.rglob("*")):
+            rel = path.relative_to(local_dir).as_posix()
+            if path.is_file() and (names is None or rel in names):
+                with open(path, "rb") as f:
+                    self.put(prefix + rel, iter(lambda f=f: f.read(READ_CHUNK), b""))
+
+    def download_prefix(self, prefix: str, local_dir: Path) -> list[Path]:
+        """Copies every blob under `prefix` into `local_dir`, keeping relative paths."""
+        paths = []
+        for key in self.list_keys(prefix):
+            path = local_dir / key[len(prefix):]
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with open(path, "wb") as f:
+                for chunk in self.read(key):
+                    f.write(chunk)
+            paths.append(path)
+        return paths
 
     def compose(self, key: str, sources: list[str]) -> int:
         """Writes the concatenation of `sources` at `key`; the sources stay in place."""

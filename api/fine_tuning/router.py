@@ -1,0 +1,128 @@
+"""`/v1/fine_tuning/jobs`: create, list, retrieve, cancel, pause, resume, events,
+checkpoints."""
+
+import time
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Request
+from sqlalchemy import select
+
+from api.deps import DB, AppSettings, CurrentProject, Storage
+from api.fine_tuning import service
+from api.fine_tuning.schemas import (
+    CreateFineTuningJobRequest,
+    FineTuningJobCheckpointList,
+    FineTuningJobCheckpointObject,
+    FineTuningJobEventList,
+    FineTuningJobEventObject,
+    FineTuningJobList,
+    FineTuningJobObject,
+)
+from api.pagination import page
+from storage.base_models import base_models
+from storage.models import FineTuningJob, JobCheckpoint, JobEvent
+
+router = APIRouter(prefix="/fine_tuning/jobs", tags=["fine-tuning"])
+
+# How long a pause request waits for the worker to checkpoint and stop before answering.
+PAUSE_WAIT_SECONDS = 30.0
+
+
+
+@router.post("", response_model=FineTuningJobObject)
+def create_job(
+    body: CreateFineTuningJobRequest, project: CurrentProject, session: DB,
+    settings: AppSettings,
+) -> FineTuningJobObject:
+    job = service.create_job(session, project, body, base_models(settings))
+    session.commit()
+    return FineTuningJobObject.of(job)
+
+
+@router.get("", response_model=FineTuningJobList)
+def list_jobs(
+    request: Request,
+    project: CurrentProject,
+    session: DB,
+    after: str | None = None,
+    limit: Annotated[int, Query(ge=1, le=100)] = 20,
+) -> FineTuningJobList:
+    query = select(FineTuningJob).where(FineTuningJob.project_id == project.id)
+    # `metadata[key]=value` filters, as the openai client sends them.
+    for name, value in request.query_params.items():
+        if name.startswith("metadata[") and name.endswith("]"):
+            key = name[len("metadata[") : -1]
+            query = query.where(FineTuningJob.user_metadata[key].as_string() == value)
+    rows, has_more = page(session, query, FineTuningJob, after=after, limit=limit)
+    return FineTuningJobList(data=[FineTuningJobObject.of(j) for j in rows], has_more=has_more)
+
+
+@router.get("/{fine_tuning_job_id}", response_model=FineTuningJobObject)
+def retrieve_job(fine_tuning_job_id: str, project: CurrentProject,
+                 session: DB) -> FineTuningJobObject:
+    return FineTuningJobObject.of(service.get_job(session, project.id, fine_tuning_job_id))
+
+
+@router.post("/{fine_tuning_job_id}/cancel", response_model=FineTuningJobObject)
+def cancel_job(fine_tuning_job_id: str, project: CurrentProject, session: DB,
+               store: Storage) -> FineTuningJobObject:
+    job = service.get_job(session, project.id, fine_tuning_job_id)
+    service.cancel_job(session, store, job)
+    session.commit()
+    return _fresh(session, project.id, fine_tuning_job_id)
+
+
+@router.post("/{fine_tuning_job_id}/pause", response_model=FineTuningJobObject)
+def pause_job(fine_tuning_job_id: str, project: CurrentProject,
+              session: DB) -> FineTuningJobObject:
+    job = service.get_job(session, project.id, fine_tuning_job_id)
+    waiting = service.pause_job(session, job)
+    session.commit()
+    deadline = time.monotonic() + PAUSE_WAIT_SECONDS
+    while waiting and time.monotonic() < deadline:
+        time.sleep(0.25)
+        if _fresh(session, project.id, fine_tuning_job_id).status != "running":
+            break
+    return _fresh(session, project.id, fine_tuning_job_id)
+
+
+@router.post("/{fine_tuning_job_id}/resume", response_model=FineTuningJobObject)
+def resume_job(fine_tuning_job_id: str, project: CurrentProject,
+               session: DB) -> FineTuningJobObject:
+    service.resume_job(session, service.get_job(session, project.id, fine_tuning_job_id))
+    session.commit()
+    return _fresh(session, project.id, fine_tuning_job_id)
+
+
+@router.get("/{fine_tuning_job_id}/events", response_model=FineTuningJobEventList)
+def list_events(
+    fine_tuning_job_id: str, project: CurrentProject, session: DB,
+    after: str | None = None, limit: Annotated[int, Query(ge=1, le=1000)] = 20,
+) -> FineTuningJobEventList:
+    service.get_job(session, project.id, fine_tuning_job_id)
+    query = select(JobEvent).where(JobEvent.job_id == fine_tuning_job_id)
+    rows, has_more = page(session, query, JobEvent, after=after, limit=limit)
+    return FineTuningJobEventList(data=[FineTuningJobEventObject.of(e) for e in rows],
+                                  has_more=has_more)
+
+
+@router.get("/{fine_tuning_job_id}/checkpoints", response_model=FineTuningJobCheckpointList)
+def list_checkpoints(
+    fine_tuning_job_id: str, project: CurrentProject, session: DB,
+    after: str | None = None, limit: Annotated[int, Query(ge=1, le=100)] = 10,
+) -> FineTuningJobCheckpointList:
+    service.get_job(session, project.id, fine_tuning_job_id)
+    query = select(JobCheckpoint).where(JobCheckpoint.job_id == fine_tuning_job_id)
+    rows, has_more = page(session, query, JobCheckpoint, after=after, limit=limit)
+    return FineTuningJobCheckpointList(
+        data=[FineTuningJobCheckpointObject.of(c) for c in rows],
+        first_id=rows[0].id if rows else None, last_id=rows[-1].id if rows else None,
+        has_more=has_more,
+    )
+
+
+def _fresh(session: DB, project_id: str, job_id: str) -> FineTuningJobObject:
+    # A new transaction: SQLite would otherwise keep showing the snapshot it started with.
+    session.commit()
+    session.expire_all()
+    return FineTuningJobObject.of(service.get_job(session, project_id, job_id))

@@ -1,0 +1,107 @@
+"""Creating jobs and acting on them on behalf of a client."""
+
+import secrets
+import time
+from typing import Any
+
+from sqlalchemy.orm import Session
+
+from api.errors import APIError, not_found
+from api.files.service import get_file
+from api.fine_tuning.schemas import CreateFineTuningJobRequest
+from storage.base_models import BaseModelSpec
+from storage.blob import BlobStore
+from storage.ids import new_id
+from storage.models import FineTuningJob, Project
+from training import jobs
+
+
+def get_job(session: Session, project_id: str, job_id: str) -> FineTuningJob:
+    job = jobs.get_job(session, job_id)
+    if job is None or job.project_id != project_id:
+        raise not_found("fine-tuning job", job_id, "fine_tuning_job_id")
+    return job
+
+
+def _method(body: CreateFineTuningJobRequest) -> dict[str, Any]:
+    method = body.method
+    if method is None or method.type == "supervised":
+        given = method.supervised if method and method.supervised else None
+        hp = (given.hyperparameters.model_dump(exclude_none=True) if given
+              else body.hyperparameters.model_dump() if body.hyperparameters else {})
+        return {"type": "supervised", "supervised": {"hyperparameters": hp}}
+    if method.type == "dpo":
+        hp = method.dpo.hyperparameters.model_dump(exclude_none=True) if method.dpo else {}
+        return {"type": "dpo", "dpo": {"hyperparameters": hp}}
+    raise APIError(400, "Reinforcement fine-tuning is not supported yet; use 'supervised' or "
+                   "'dpo'.", param="method.type", code="unsupported_method")
+
+
+def _training_file(session: Session, project_id: str, file_id: str, param: str) -> None:
+    row = get_file(session, project_id, file_id, param)
+    if row.purpose != "fine-tune":
+        raise APIError(400, f"File '{file_id}' has purpose '{row.purpose}'; fine-tuning "
+                       "needs a file uploaded with purpose 'fine-tune'.",
+                       param=param, code="invalid_file_purpose")
+
+
+def create_job(session: Session, project: Project, body: CreateFineTuningJobRequest,
+               models: dict[str, BaseModelSpec]) -> FineTuningJob:
+    method = _method(body)
+    if body.model not in models:
+        raise APIError(400, f"Model '{body.model}' is not available for fine-tuning; choose "
+                       f"one of: {', '.join(sorted(models))}.", param="model",
+                       code="model_not_available")
+    _training_file(session, project.id, body.training_file, "training_file")
+    if body.validation_file:
+        _training_file(session, project.id, body.validation_file, "validation_file")
+    job = FineTuningJob(
+        id=new_id("ftjob-"), project_id=project.id, model=body.model,
+        training_file=body.training_file, validation_file=body.validation_file,
+        suffix=body.suffix,
+        seed=body.seed if body.seed is not None else secrets.randbelow(2**31),
+        method=method, user_metadata=body.metadata,
+        integrations=[i.model_dump(exclude_none=True) for i in body.integrations or []] or None,
+        status="validating_files", created_at=int(time.time()),
+        model_name=jobs.fine_tuned_model_name(body.model, project.name, body.suffix),
+        result_files=[],
+    )
+    session.add(job)
+    session.flush()
+    jobs.add_event(session, job.id, f"Validating training file: {body.training_file}"
+                   + (f" and validation file: {body.validation_file}"
+                      if body.validation_file else ""))
+    return job
+
+
+def _conflict(job: FineTuningJob, action: str) -> APIError:
+    return APIError(409, f"Job {job.id} is {job.status}; it cannot be {action}.",
+                    param="fine_tuning_job_id", code=f"job_not_{action.replace(' ', '_')}")
+
+
+def cancel_job(session: Session, store: BlobStore, job: FineTuningJob) -> None:
+    if not jobs.transition(session, job.id, jobs.ACTIVE, status="cancelled",
+                           finished_at=int(time.time()), control=None, estimated_finish=None):
+        raise _conflict(job, "cancelled")
+    jobs.add_event(session, job.id, "Fine-tuning job cancelled")
+    if job.status != "running":
+        # No worker holds it: its outputs (a paused job's state) go now. A running job's go
+        # once the scheduler has stopped its worker.
+        jobs.discard_outputs(session, store, job)
+
+
+def pause_job(session: Session, job: FineTuningJob) -> bool:
+    """Returns True when a running worker was asked to pause (it checkpoints, then stops)."""
+    if jobs.transition(session, job.id, ("running",), control="pause"):
+        jobs.add_event(session, job.id, "Pause requested; saving a checkpoint")
+        return True
+    if jobs.transition(session, job.id, ("validating_files", "queued"), status="paused"):
+        jobs.add_event(session, job.id, "Fine-tuning job paused")
+        return False
+    raise _conflict(job, "paused")
+
+
+def resume_job(session: Session, job: FineTuningJob) -> None:
+    if not jobs.transition(session, job.id, ("paused",), status="queued"):
+        raise _conflict(job, "resumed")
+    jobs.add_event(session, job.id, "Fine-tuning job resumed; moving job to queued state")
