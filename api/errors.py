@@ -57,14 +57,22 @@ def error_response(err: APIError) -> JSONResponse:
     return JSONResponse({"error": body}, status_code=err.status, headers=err.headers)
 
 
+# Segments pydantic adds to a location for union members and validators; not field names.
+_TYPE_TAGS = {"int", "float", "str", "bool", "list", "dict", "none", "constrained-int",
+              "constrained-float", "constrained-str"}
+
+
 def _param_of(loc: tuple[Any, ...]) -> str | None:
-    return ".".join(str(p) for p in loc if not isinstance(p, int)) or None
+    names = [str(p) for p in loc if not isinstance(p, int)]
+    names = [n for n in names if n not in _TYPE_TAGS and "[" not in n and "(" not in n]
+    return ".".join(names) or None
 
 
 def validation_error(errors: Sequence[Any], *, located: bool = True) -> APIError:
     """The first of pydantic's errors as an OpenAI error naming the field. FastAPI's own
     errors are `located`: their loc starts with `body`, `query` or `path`."""
-    first = errors[0]
+    # In a union (`"auto"` or a number), the literal's complaint is the least useful one.
+    first = next((e for e in errors if e.get("type") != "literal_error"), errors[0])
     loc = tuple(first.get("loc", ()))
     param = _param_of(loc[1:] if located else loc)
     if first.get("type") == "missing":

@@ -1,11 +1,13 @@
 """Shared real services: one SeaweedFS and fresh PostgreSQL databases for the whole session."""
 
+import json
 from collections.abc import Iterator
 from pathlib import Path
 
 import openai
 import pytest
 
+from storage.base_models import DEFAULT_BASE_MODEL
 from storage.blob import BlobStore, LocalBlobStore, S3BlobStore
 from storage.db import Database
 from storage.ids import random_token
@@ -13,6 +15,9 @@ from tests.support import postgres
 from tests.support.seaweedfs import SeaweedFS
 from tests.support.server import TuneserveServer
 
+ROOT = Path(__file__).resolve().parents[1]
+MODELS_DIR = ROOT / "data" / "models"
+SHORT_CONTEXT_MODEL = "SmolLM2-135M-Instruct-ctx64"
 # Small limits so the 413 paths are cheap to reach.
 SMALL_FILE_LIMIT = 4 << 20
 SMALL_PART_LIMIT = 2 << 20
@@ -59,15 +64,31 @@ def database(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Databas
     db.dispose()
 
 
-@pytest.fixture(scope="session", params=["local+sqlite", "s3+postgresql"])
-def server(
-    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+@pytest.fixture(scope="session")
+def models_dir() -> Path:
+    """The default base model, prepared once (`make test` has usually done it already)."""
+    from storage.base_models import DEFAULT_BASE_MODEL
+    from training.prepare import prepare_default_model
+
+    prepare_default_model(MODELS_DIR / DEFAULT_BASE_MODEL)
+    return MODELS_DIR
+
+
+def _start_server(
+    kind: str, request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory,
+    models_dir: Path,
 ) -> Iterator[TuneserveServer]:
-    """A running tuneserve: embedded defaults, or S3 (SeaweedFS) with PostgreSQL."""
-    env = {"TUNESERVE_MAX_FILE_BYTES": str(SMALL_FILE_LIMIT), "TUNESERVE_MAX_PART_BYTES":
-           str(SMALL_PART_LIMIT)}
+    env = {
+        "TUNESERVE_MAX_FILE_BYTES": str(SMALL_FILE_LIMIT),
+        "TUNESERVE_MAX_PART_BYTES": str(SMALL_PART_LIMIT),
+        "TUNESERVE_MODELS_DIR": str(models_dir),
+        "TUNESERVE_WORKER_HEARTBEAT_TIMEOUT": "10",
+        # A tiny-context twin of the default model, to reach the length check cheaply.
+        "TUNESERVE_BASE_MODELS": json.dumps([{"name": SHORT_CONTEXT_MODEL, "context_length": 64,
+                                              "path": str(models_dir / DEFAULT_BASE_MODEL)}]),
+    }
     db_name = None
-    if request.param == "s3+postgresql":
+    if kind == "s3+postgresql":
         db_name, url = postgres.create_database()
         env |= request.getfixturevalue("s3_env") | {"TUNESERVE_DATABASE_URL": url}
         env["TUNESERVE_BLOB_URL"] += "/" + random_token(8)
@@ -79,11 +100,52 @@ def server(
 
 
 @pytest.fixture(scope="session")
+def local_server(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory,
+                 models_dir: Path) -> Iterator[TuneserveServer]:
+    """tuneserve on its embedded defaults: local blobs, SQLite."""
+    yield from _start_server("local+sqlite", request, tmp_path_factory, models_dir)
+
+
+@pytest.fixture(scope="session")
+def s3_server(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory,
+              models_dir: Path) -> Iterator[TuneserveServer]:
+    """tuneserve at scale: S3 (SeaweedFS) and PostgreSQL."""
+    yield from _start_server("s3+postgresql", request, tmp_path_factory, models_dir)
+
+
+@pytest.fixture(scope="session", params=["local+sqlite", "s3+postgresql"])
+def server(request: pytest.FixtureRequest) -> TuneserveServer:
+    """Each storage configuration in turn."""
+    return request.getfixturevalue("local_server" if request.param == "local+sqlite"
+                                   else "s3_server")
+
+
+@pytest.fixture(scope="session")
 def other_key(server: TuneserveServer) -> str:
     """A key of a second project on the same server."""
-    return server.cli("keys", "create", "--project", "other-team").strip()
+    return server.other_key()
 
 
 @pytest.fixture
 def client(server: TuneserveServer) -> openai.OpenAI:
     return server.client()
+
+
+@pytest.fixture(scope="session")
+def sft_job(local_server: TuneserveServer) -> "openai.types.fine_tuning.FineTuningJob":
+    """The one shared SFT run: 24 examples in a JSON answer format, with a validation file,
+    4 epochs of 3 steps, trained to success."""
+    from tests.support.training import BASE, sft_example, upload, wait_for
+
+    client = local_server.client()
+    training = upload(client, [sft_example(i) for i in range(24)])
+    validation = upload(client, [sft_example(i) for i in range(100, 104)], "valid.jsonl")
+    job = client.fine_tuning.jobs.create(
+        model=BASE, training_file=training, validation_file=validation, suffix="tune", seed=7,
+        metadata={"purpose": "shared-run"},
+        method={"type": "supervised", "supervised": {"hyperparameters": {
+            "n_epochs": 4, "batch_size": 8, "learning_rate_multiplier": 4, "lora_rank": 8}}},
+    )
+    done = wait_for(client, job.id)
+    assert done.status == "succeeded", done.error
+    return done

@@ -37,6 +37,12 @@ class TuneserveServer:
             raise RuntimeError(f"tuneserve {' '.join(args)} failed:\n{out.stderr}")
         return out.stdout
 
+    def other_key(self) -> str:
+        """A key of a second project (made once per server)."""
+        if not hasattr(self, "_other_key"):
+            self._other_key = self.cli("keys", "create", "--project", "other-team").strip()
+        return self._other_key
+
     def start(self, timeout: float = 60) -> "TuneserveServer":
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.log_path = self.data_dir / "server.log"

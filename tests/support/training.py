@@ -1,0 +1,65 @@
+"""Training data and waiting helpers for the job tests."""
+
+import json
+import time
+
+import openai
+from openai.types.fine_tuning import FineTuningJob
+
+from storage.base_models import DEFAULT_BASE_MODEL
+
+BASE = DEFAULT_BASE_MODEL
+TERMINAL = ("succeeded", "failed", "cancelled")
+
+
+def sft_example(i: int) -> dict:  # type: ignore[type-arg]
+    # A behaviour the base model does not have: every answer is a small JSON object.
+    return {"messages": [
+        {"role": "system", "content": "You answer in JSON."},
+        {"role": "user", "content": f"What is {i} plus {i}?"},
+        {"role": "assistant", "content": json.dumps({"answer": 2 * i, "unit": "none"})},
+    ]}
+
+
+def dpo_example(i: int) -> dict:  # type: ignore[type-arg]
+    return {
+        "input": {"messages": [{"role": "user", "content": f"What is {i} plus {i}?"}]},
+        "preferred_output": [{"role": "assistant", "content": str(2 * i)}],
+        "non_preferred_output": [{"role": "assistant", "content": "I cannot say."}],
+    }
+
+
+def jsonl(records: list) -> bytes:  # type: ignore[type-arg]
+    return "".join(json.dumps(r) + "\n" for r in records).encode()
+
+
+def upload(client: openai.OpenAI, records: list, name: str = "train.jsonl") -> str:  # type: ignore[type-arg]
+    return client.files.create(file=(name, jsonl(records)), purpose="fine-tune").id
+
+
+def wait_for(client: openai.OpenAI, job_id: str, statuses: tuple[str, ...] = TERMINAL,
+             timeout: float = 300) -> FineTuningJob:
+    deadline = time.monotonic() + timeout
+    while True:
+        job = client.fine_tuning.jobs.retrieve(job_id)
+        if job.status in statuses:
+            return job
+        if time.monotonic() > deadline:
+            raise AssertionError(f"job {job_id} still {job.status} after {timeout}s")
+        time.sleep(0.5)
+
+
+def wait_for_event(client: openai.OpenAI, job_id: str, fragment: str,
+                   timeout: float = 300) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if any(fragment in e.message for e in client.fine_tuning.jobs.list_events(job_id,
+                                                                                  limit=200)):
+            return
+        time.sleep(0.5)
+    raise AssertionError(f"no event with {fragment!r} for {job_id} after {timeout}s")
+
+
+def events(client: openai.OpenAI, job_id: str) -> list:  # type: ignore[type-arg]
+    """All of a job's events, oldest first."""
+    return list(reversed(list(client.fine_tuning.jobs.list_events(job_id, limit=1000))))

@@ -1,0 +1,288 @@
+"""Fine-tuning jobs through the official openai client, on the real model with real training."""
+
+import csv
+import io
+
+import httpx
+import openai
+import pytest
+from openai.types.fine_tuning import FineTuningJob
+
+from tests.conftest import SHORT_CONTEXT_MODEL
+from tests.support.openai_spec import assert_matches
+from tests.support.server import TuneserveServer
+from tests.support.training import (
+    BASE,
+    dpo_example,
+    events,
+    jsonl,
+    sft_example,
+    upload,
+    wait_for,
+)
+
+
+def test_sft_job_trains_to_success(sft_job, local_server: TuneserveServer) -> None:  # type: ignore[no-untyped-def]
+    client = local_server.client()
+    assert sft_job.fine_tuned_model.startswith(f"ft:{BASE}:default:tune:")
+    assert sft_job.trained_tokens > 0 and sft_job.finished_at >= sft_job.created_at
+    hp = sft_job.method.supervised.hyperparameters
+    assert (hp.n_epochs, hp.batch_size, hp.learning_rate_multiplier) == (4, 8, 4.0)
+    extensions = sft_job.method.model_dump()["supervised"]["hyperparameters"]
+    assert extensions["lora_rank"] == 8 and extensions["use_qlora"] is True
+
+    messages = [e.message for e in events(client, sft_job.id) if e.type == "message"]
+    for fragment in ("Validating training file", "Files validated", "Fine-tuning job started",
+                     "Checkpoint created at step 3", "New fine-tuned model created",
+                     "successfully completed"):
+        assert any(fragment in m for m in messages), (fragment, messages)
+    metrics = [e.data for e in events(client, sft_job.id) if e.type == "metrics"]
+    steps = [m for m in metrics if "train_loss" in m]
+    assert [m["step"] for m in steps] == list(range(1, 13))
+    assert all(0 <= m["train_mean_token_accuracy"] <= 1 for m in steps)
+    assert any("valid_loss" in m for m in steps)
+    assert steps[-1]["train_loss"] < steps[0]["train_loss"]
+    assert any("full_valid_loss" in m for m in metrics)
+
+    # One per epoch; only the last three are kept.
+    checkpoints = list(client.fine_tuning.jobs.checkpoints.list(sft_job.id))
+    assert [c.step_number for c in checkpoints] == [12, 9, 6]
+    assert checkpoints[0].fine_tuned_model_checkpoint == sft_job.fine_tuned_model + ":ckpt-step-12"
+    assert checkpoints[0].metrics.train_loss is not None
+    models = {m.id for m in client.models.list()}
+    assert {BASE, sft_job.fine_tuned_model, checkpoints[2].fine_tuned_model_checkpoint} <= models
+    assert sft_job.fine_tuned_model + ":ckpt-step-3" not in models
+
+    (result_id,) = sft_job.result_files
+    assert client.files.retrieve(result_id).purpose == "fine-tune-results"
+    rows = list(csv.DictReader(io.StringIO(client.files.content(result_id).read().decode())))
+    assert [int(r["step"]) for r in rows] == list(range(1, 13))
+    assert set(rows[0]) == {"step", "train_loss", "train_accuracy", "valid_loss",
+                            "valid_mean_token_accuracy"}
+
+    with local_server.http() as http:
+        assert_matches("FineTuningJob", http.get(f"/fine_tuning/jobs/{sft_job.id}").json())
+        assert_matches("ListFineTuningJobEventsResponse",
+                       http.get(f"/fine_tuning/jobs/{sft_job.id}/events").json())
+        assert_matches("ListFineTuningJobCheckpointsResponse",
+                       http.get(f"/fine_tuning/jobs/{sft_job.id}/checkpoints").json())
+        assert_matches("ListModelsResponse", http.get("/models").json())
+
+
+def test_adapter_loads_in_peft_and_changes_the_answers(  # type: ignore[no-untyped-def]
+    sft_job, local_server: TuneserveServer, models_dir, tmp_path
+) -> None:
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from storage.blob import LocalBlobStore
+
+    store = LocalBlobStore(local_server.data_dir / "blobs")
+    short = sft_job.fine_tuned_model.split(":")[4]
+    (prefix,) = {k.rsplit("/", 1)[0] + "/" for k in store.list_keys("adapters/")
+                 if f"/{short}/" in k}
+    files = store.download_prefix(prefix, tmp_path / "adapter")
+    assert {"adapter_config.json", "adapter_model.safetensors", "tokenizer.json"} <= {
+        f.name for f in files}
+
+    base_dir = models_dir / BASE
+    tokenizer = AutoTokenizer.from_pretrained(base_dir)
+    model = AutoModelForCausalLM.from_pretrained(base_dir, dtype=torch.float32)
+
+    def answers(m) -> list[str]:  # type: ignore[no-untyped-def]
+        out = []
+        for i in (3, 5, 11):
+            prompt = sft_example(i)["messages"][:-1]
+            ids = tokenizer.apply_chat_template(prompt, add_generation_prompt=True,
+                                                return_tensors="pt", return_dict=True)
+            gen = m.generate(**ids, max_new_tokens=16, do_sample=False)
+            out.append(tokenizer.decode(gen[0, ids["input_ids"].shape[1]:],
+                                        skip_special_tokens=True))
+        return out
+
+    before = answers(model)
+    tuned = PeftModel.from_pretrained(model, tmp_path / "adapter")
+    after = answers(tuned)
+    assert before != after
+    assert sum('"answer"' in a for a in after) >= 2, after
+    assert not any('"answer"' in b for b in before), before
+
+
+def test_dpo_job_trains_on_s3_and_postgresql(s3_server: TuneserveServer) -> None:
+    client = s3_server.client()
+    training = upload(client, [dpo_example(i) for i in range(12)])
+    job = client.fine_tuning.jobs.create(
+        model=BASE, training_file=training, suffix="prefs",
+        method={"type": "dpo", "dpo": {"hyperparameters": {
+            "n_epochs": 1, "batch_size": 4, "beta": 0.2}}},
+    )
+    assert job.status == "validating_files"
+    assert job.method.dpo.hyperparameters.beta == 0.2
+    done = wait_for(client, job.id)
+    assert done.status == "succeeded", done.error
+    assert done.method.dpo.hyperparameters.beta == 0.2
+    assert [c.step_number for c in client.fine_tuning.jobs.checkpoints.list(job.id)] == [3]
+    metrics = [e.data for e in events(client, job.id) if e.type == "metrics"]
+    assert [m["step"] for m in metrics] == [1, 2, 3]
+    assert done.fine_tuned_model in {m.id for m in client.models.list()}
+
+
+def _failed(client: openai.OpenAI, training: bytes, *, method: str = "supervised",
+            model: str = BASE, validation: bytes | None = None) -> FineTuningJob:
+    kwargs = {}
+    if validation is not None:
+        kwargs["validation_file"] = client.files.create(file=("v.jsonl", validation),
+                                                        purpose="fine-tune").id
+    job = client.fine_tuning.jobs.create(
+        model=model, method={"type": method},
+        training_file=client.files.create(file=("t.jsonl", training), purpose="fine-tune").id,
+        **kwargs,
+    )
+    done = wait_for(client, job.id, timeout=120)
+    assert done.status == "failed"
+    assert any(e.level == "error" for e in events(client, job.id))
+    return done
+
+
+GOOD = [sft_example(i) for i in range(10)]
+
+
+def _with(line: int, record: object) -> list:  # type: ignore[type-arg]
+    records: list = list(GOOD)  # type: ignore[type-arg]
+    records[line - 1] = record
+    return records
+
+
+@pytest.mark.parametrize(
+    ("records", "method", "code", "fragment"),
+    [
+        (GOOD[:3], "supervised", "invalid_n_examples",
+         "Training file has 3 example(s), but must have at least 10 examples"),
+        (_with(4, [1, 2]), "supervised", "invalid_file_format", "Line 4"),
+        (_with(2, {"prompt": "x"}), "supervised", "invalid_file_format", "Line 2"),
+        (_with(5, {"messages": [{"role": "wizard", "content": "x"}]}), "supervised",
+         "invalid_file_format", "wizard"),
+        (_with(6, {"messages": [{"role": "user", "content": "x"}]}), "supervised",
+         "invalid_file_format", "Line 6"),
+        (_with(7, {"messages": [{"role": "user", "content": "x"},
+                                {"role": "assistant", "content": "y", "weight": 2}]}),
+         "supervised", "invalid_file_format", "Line 7"),
+        (_with(8, {"messages": [{"role": "user", "content": "x", "weight": 1},
+                                {"role": "assistant", "content": "y"}]}),
+         "supervised", "invalid_file_format", "Line 8"),
+        (_with(9, {"messages": [{"role": "user", "content": "x", "mood": "happy"},
+                                {"role": "assistant", "content": "y"}]}),
+         "supervised", "invalid_file_format", "mood"),
+        ([{**dpo_example(i)} for i in range(9)] + [{"input": {"messages": [
+            {"role": "user", "content": "x"}]}, "preferred_output": [
+            {"role": "assistant", "content": "y"}]}], "dpo", "invalid_file_format", "Line 10"),
+    ],
+)
+def test_invalid_training_files_fail_the_job(
+    local_server: TuneserveServer, records: list, method: str, code: str, fragment: str  # type: ignore[type-arg]
+) -> None:
+    done = _failed(local_server.client(), jsonl(records), method=method)
+    assert done.error.code == code
+    assert done.error.param == "training_file"
+    assert fragment in done.error.message
+    assert done.fine_tuned_model is None
+
+
+def test_too_long_example_fails_against_the_context_length(local_server: TuneserveServer) -> None:
+    records = _with(3, {"messages": [{"role": "user", "content": "word " * 80},
+                                     {"role": "assistant", "content": "ok"}]})
+    done = _failed(local_server.client(), jsonl(records), model=SHORT_CONTEXT_MODEL)
+    assert done.error.code == "exceeds_context_length"
+    assert "Line 3" in done.error.message and "64" in done.error.message
+
+
+def test_bad_validation_file_names_it(local_server: TuneserveServer) -> None:
+    done = _failed(local_server.client(), jsonl(GOOD), validation=b'{"messages": []}\n')
+    assert done.error.param == "validation_file"
+    assert "Line 1" in done.error.message
+
+
+@pytest.mark.parametrize(
+    ("change", "param"),
+    [
+        ({"model": "gpt-17"}, "model"),
+        ({"method": {"type": "reinforcement"}}, "method.type"),
+        ({"method": {"type": "supervised", "supervised": {"hyperparameters": {"n_epochs": 0}}}},
+         "method.supervised.hyperparameters.n_epochs"),
+        ({"method": {"type": "supervised", "supervised": {"hyperparameters": {
+            "lora_rank": 1000}}}}, "method.supervised.hyperparameters.lora_rank"),
+        ({"method": {"type": "supervised", "supervised": {"hyperparameters": {
+            "target_modules": ["lm_head"]}}}}, "method.supervised.hyperparameters.target_modules"),
+        ({"method": {"type": "dpo", "dpo": {"hyperparameters": {"beta": 5}}}},
+         "method.dpo.hyperparameters.beta"),
+        ({"hyperparameters": {"batch_size": 1000}}, "hyperparameters.batch_size"),
+        ({"suffix": "has:colon"}, "suffix"),
+        ({"seed": -1}, "seed"),
+        ({"metadata": {f"k{i}": "v" for i in range(17)}}, "metadata"),
+    ],
+)
+def test_bad_job_requests_get_a_400_naming_the_field(
+    local_server: TuneserveServer, change: dict, param: str  # type: ignore[type-arg]
+) -> None:
+    client = local_server.client()
+    body = {"model": BASE, "training_file": upload(client, GOOD), **change}
+    with local_server.http() as http:
+        response = http.post("/fine_tuning/jobs", json=body)
+    assert response.status_code == 400, response.text
+    assert response.json()["error"]["param"] == param
+
+
+def test_training_file_must_be_fine_tune_and_the_projects_own(
+    local_server: TuneserveServer,
+) -> None:
+    client = local_server.client()
+    wrong = client.files.create(file=("t.jsonl", jsonl(GOOD)), purpose="user_data").id
+    with pytest.raises(openai.BadRequestError) as info:
+        client.fine_tuning.jobs.create(model=BASE, training_file=wrong)
+    assert info.value.body["param"] == "training_file"
+    theirs = upload(local_server.client(local_server.other_key()), GOOD)
+    with pytest.raises(openai.NotFoundError) as info:
+        client.fine_tuning.jobs.create(model=BASE, training_file=theirs)
+    assert info.value.body["param"] == "training_file"
+    with pytest.raises(openai.NotFoundError):
+        client.fine_tuning.jobs.create(model=BASE, training_file=upload(client, GOOD),
+                                       validation_file="file-missing")
+
+
+def test_list_paginates_filters_by_metadata_and_is_per_project(
+    local_server: TuneserveServer,
+) -> None:
+    client = local_server.client()
+    training = upload(client, GOOD[:2])  # fails validation quickly; only the listing matters
+    ids = [client.fine_tuning.jobs.create(model=BASE, training_file=training,
+                                          metadata={"batch": "listing", "n": str(i)}).id
+           for i in range(3)]
+    page = client.fine_tuning.jobs.list(limit=2)
+    assert [j.id for j in page.data] == ids[::-1][:2] and page.has_more
+    assert [j.id for j in client.fine_tuning.jobs.list(metadata={"n": "1"})] == [ids[1]]
+    walked = [j.id for j in client.fine_tuning.jobs.list(limit=1)]
+    assert walked[:3] == ids[::-1]
+    other = local_server.client(local_server.other_key())
+    assert all(j.id not in ids for j in other.fine_tuning.jobs.list())
+    for call in (other.fine_tuning.jobs.retrieve, other.fine_tuning.jobs.cancel,
+                 other.fine_tuning.jobs.list_events):
+        with pytest.raises(openai.NotFoundError):
+            call(ids[0])
+    with local_server.http() as http:
+        assert_matches("ListPaginatedFineTuningJobsResponse",
+                       http.get("/fine_tuning/jobs", params={"limit": 2}).json())
+
+
+def test_finished_jobs_cannot_be_cancelled_paused_or_resumed(
+    sft_job, local_server: TuneserveServer  # type: ignore[no-untyped-def]
+) -> None:
+    client = local_server.client()
+    for call in (client.fine_tuning.jobs.cancel, client.fine_tuning.jobs.pause,
+                 client.fine_tuning.jobs.resume):
+        with pytest.raises(openai.ConflictError) as info:
+            call(sft_job.id)
+        assert info.value.response.headers["x-should-retry"] == "false"
+    with pytest.raises(openai.NotFoundError):
+        client.fine_tuning.jobs.retrieve("ftjob-nope")
+    assert httpx.codes.CONFLICT == 409
