@@ -1,0 +1,161 @@
+"""Cancel, pause/resume, and recovery from killed workers and a killed API, on real training."""
+
+import os
+import signal
+import time
+from pathlib import Path
+
+import openai
+import psutil
+import pytest
+
+from tests.support.server import TuneserveServer
+from tests.support.training import (
+    BASE,
+    events,
+    sft_example,
+    upload,
+    wait_for,
+    wait_for_event,
+)
+
+TRAINING = [sft_example(i) for i in range(24)]
+
+
+def _worker(job_id: str) -> psutil.Process | None:
+    for proc in psutil.process_iter(["cmdline"]):
+        cmd = proc.info["cmdline"] or []
+        if "training.worker" in cmd and job_id in cmd:
+            return proc
+    return None
+
+
+def _wait_gone(job_id: str, timeout: float = 20) -> None:
+    deadline = time.monotonic() + timeout
+    while _worker(job_id) is not None:
+        assert time.monotonic() < deadline, f"the worker of {job_id} is still running"
+        time.sleep(0.2)
+
+
+def _start(client: openai.OpenAI, n_epochs: int, batch_size: int) -> str:
+    return client.fine_tuning.jobs.create(
+        model=BASE, training_file=upload(client, TRAINING), seed=3,
+        method={"type": "supervised", "supervised": {"hyperparameters": {
+            "n_epochs": n_epochs, "batch_size": batch_size}}},
+    ).id
+
+
+def _train_steps(client: openai.OpenAI, job_id: str) -> list[int]:
+    return [e.data["step"] for e in events(client, job_id)
+            if e.type == "metrics" and "train_loss" in e.data]
+
+
+def test_cancel_stops_the_worker_and_keeps_no_model(local_server: TuneserveServer) -> None:
+    client = local_server.client()
+    job_id = _start(client, n_epochs=5, batch_size=2)
+    wait_for_event(client, job_id, "Checkpoint created")
+    cancelled = client.fine_tuning.jobs.cancel(job_id)
+    assert cancelled.status == "cancelled"
+    _wait_gone(job_id)
+    # Its checkpoints and their adapters go once the worker is down.
+    deadline = time.monotonic() + 10
+    while list(client.fine_tuning.jobs.checkpoints.list(job_id)):
+        assert time.monotonic() < deadline, "checkpoints of a cancelled job were kept"
+        time.sleep(0.2)
+    job = client.fine_tuning.jobs.retrieve(job_id)
+    assert job.status == "cancelled" and job.fine_tuned_model is None
+    assert not [m for m in client.models.list() if job_id[-8:] in m.id]
+    assert not list((local_server.data_dir / "blobs" / "jobs").rglob(f"*{job_id}*/*"))
+    with pytest.raises(openai.ConflictError):
+        client.fine_tuning.jobs.cancel(job_id)
+
+
+def test_cancel_a_queued_job(local_server: TuneserveServer) -> None:
+    client = local_server.client()
+    job = client.fine_tuning.jobs.create(model=BASE, training_file=upload(client, TRAINING))
+    assert client.fine_tuning.jobs.cancel(job.id).status == "cancelled"
+    time.sleep(2)  # the scheduler must not pick it up
+    assert client.fine_tuning.jobs.retrieve(job.id).status == "cancelled"
+    assert _worker(job.id) is None
+
+
+def test_pause_then_resume_continues_from_the_checkpoint(local_server: TuneserveServer) -> None:
+    client = local_server.client()
+    job_id = _start(client, n_epochs=2, batch_size=2)  # 24 steps
+    wait_for_event(client, job_id, "Step 3/")
+    paused = client.fine_tuning.jobs.pause(job_id)
+    assert paused.status == "paused"
+    _wait_gone(job_id, timeout=10)
+    at = _train_steps(client, job_id)[-1]
+    assert 3 <= at < 24
+    with pytest.raises(openai.ConflictError):
+        client.fine_tuning.jobs.pause(job_id)
+
+    assert client.fine_tuning.jobs.resume(job_id).status in ("queued", "running")
+    done = wait_for(client, job_id)
+    assert done.status == "succeeded", done.error
+    steps = _train_steps(client, job_id)
+    # The step count keeps going: nothing before the pause is trained again.
+    assert steps == list(range(1, 25))
+    messages = [e.message for e in events(client, job_id)]
+    assert any(f"paused at step {at}" in m for m in messages)
+    assert any(f"resumed from step {at}" in m for m in messages)
+
+
+def test_killed_worker_resumes_from_its_last_checkpoint(local_server: TuneserveServer) -> None:
+    client = local_server.client()
+    job_id = _start(client, n_epochs=3, batch_size=4)  # 18 steps, checkpoints at 6 and 12
+    wait_for_event(client, job_id, "Checkpoint created at step 6")
+    worker = _worker(job_id)
+    assert worker is not None
+    worker.send_signal(signal.SIGKILL)
+    done = wait_for(client, job_id)
+    assert done.status == "succeeded", done.error
+    messages = [e.message for e in events(client, job_id)]
+    assert any("interrupted" in m for m in messages)
+    steps = _train_steps(client, job_id)
+    assert steps[-1] == 18 and set(steps) == set(range(1, 19))
+
+
+def test_killed_worker_before_any_checkpoint_fails_clearly(
+    local_server: TuneserveServer,
+) -> None:
+    client = local_server.client()
+    job_id = _start(client, n_epochs=1, batch_size=1)
+    wait_for_event(client, job_id, "Fine-tuning job started")
+    deadline = time.monotonic() + 60
+    while (worker := _worker(job_id)) is None:
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    worker.send_signal(signal.SIGKILL)
+    done = wait_for(client, job_id)
+    assert done.status == "failed"
+    assert done.error.code == "worker_lost"
+    assert "no checkpoint" in done.error.message
+
+
+def test_api_and_worker_killed_mid_job_then_recovery(
+    tmp_path: Path, local_server: TuneserveServer
+) -> None:
+    # Its own server, so killing it leaves the shared one alone.
+    server = TuneserveServer(tmp_path / "data", {
+        k: v for k, v in local_server.env.items() if k.startswith("TUNESERVE_")
+        and k not in ("TUNESERVE_DATA_DIR", "TUNESERVE_BOOTSTRAP_API_KEY")})
+    server.start()
+    try:
+        client = server.client()
+        job_id = _start(client, n_epochs=3, batch_size=4)
+        wait_for_event(client, job_id, "Checkpoint created at step 6")
+        worker = _worker(job_id)
+        assert worker is not None
+        os.kill(server.proc.pid, signal.SIGKILL)  # type: ignore[union-attr]
+        worker.send_signal(signal.SIGKILL)
+        server.proc.wait()  # type: ignore[union-attr]
+
+        server.start()  # the job is still `running` in the DB, with nobody training it
+        done = wait_for(server.client(), job_id)
+        assert done.status == "succeeded", done.error
+        assert _train_steps(server.client(), job_id)[-1] == 18
+        assert any("interrupted" in e.message for e in events(server.client(), job_id))
+    finally:
+        server.stop()
