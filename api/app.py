@@ -2,11 +2,13 @@
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import AsyncIterator
 
-from fastapi import APIRouter, FastAPI
+from fastapi import APIRouter, FastAPI, Request
 from fastapi.concurrency import run_in_threadpool
 
+from api.chat.router import router as chat_router
 from api.errors import install_error_handlers
 from api.files.router import router as files_router
 from api.fine_tuning.router import router as fine_tuning_router
@@ -15,12 +17,35 @@ from api.reaper import run_reaper
 from api.settings import Settings
 from api.tenancy import bootstrap_keys
 from api.uploads.router import router as uploads_router
-from storage.blob import open_blob_store
+from serving.adapters import AdapterManager
+from serving.engine import VLLMEngine
+from serving.proxy import ChatProxy
+from storage.base_models import base_models
+from storage.blob import BlobStore, open_blob_store
 from storage.db import Database
 from training.executors import LocalExecutor
 from training.scheduler import Scheduler
 
 VERSION = "0.1.0"
+
+log = logging.getLogger("tuneserve.api")
+
+
+async def _start_serving(app: FastAPI, settings: Settings, db: Database,
+                         store: BlobStore) -> VLLMEngine | None:
+    if not settings.serving_enabled:
+        return None
+    spec = base_models(settings).get(settings.served_model)
+    if spec is None or not spec.prepared:
+        log.warning("not serving: base model %r is not prepared (run `tuneserve models "
+                    "prepare`)", settings.served_model)
+        return None
+    engine = VLLMEngine(settings, spec)
+    await engine.start()
+    app.state.engine = engine
+    app.state.adapters = AdapterManager(settings, db, store, engine)
+    app.state.proxy = ChatProxy(engine)
+    return engine
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -40,9 +65,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         reaper = asyncio.create_task(run_reaper(db, store, settings.reaper_interval_seconds))
         scheduler = Scheduler(settings, db, store, LocalExecutor(settings))
         scheduler.start()
+        engine = await _start_serving(app, settings, db, store)
         try:
             yield
         finally:
+            if engine is not None:
+                await app.state.proxy.close()
+                await app.state.adapters.close()
+                await engine.stop()
             await run_in_threadpool(scheduler.stop)
             reaper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -61,10 +91,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     v1.include_router(uploads_router)
     v1.include_router(fine_tuning_router)
     v1.include_router(models_router)
+    v1.include_router(chat_router)
     app.include_router(v1)
 
     @app.get("/health", tags=["health"])
-    def health() -> dict[str, str]:
-        return {"status": "ok"}
+    def health(request: Request) -> dict[str, str]:
+        engine = getattr(request.app.state, "engine", None)
+        return {"status": "ok", "engine": engine.state.value if engine else "off"}
 
     return app

@@ -1,11 +1,12 @@
 """All of the API's settings, from `TUNESERVE_*` environment variables."""
 
+from serving.settings import ServingSettings
 from training.settings import TrainingSettings
 
 MiB = 1 << 20
 
 
-class Settings(TrainingSettings):
+class Settings(TrainingSettings, ServingSettings):
     host: str = "127.0.0.1"
     port: int = 8000
     # Creates the default project with this key when the key store is empty.

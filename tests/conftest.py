@@ -76,9 +76,10 @@ def models_dir() -> Path:
 
 def _start_server(
     kind: str, request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory,
-    models_dir: Path,
+    models_dir: Path, extra: dict[str, str] | None = None,
 ) -> Iterator[TuneserveServer]:
     env = {
+        **(extra or {}),
         "TUNESERVE_MAX_FILE_BYTES": str(SMALL_FILE_LIMIT),
         "TUNESERVE_MAX_PART_BYTES": str(SMALL_PART_LIMIT),
         "TUNESERVE_MODELS_DIR": str(models_dir),
@@ -102,8 +103,9 @@ def _start_server(
 @pytest.fixture(scope="session")
 def local_server(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory,
                  models_dir: Path) -> Iterator[TuneserveServer]:
-    """tuneserve on its embedded defaults: local blobs, SQLite."""
-    yield from _start_server("local+sqlite", request, tmp_path_factory, models_dir)
+    """tuneserve on its embedded defaults: local blobs, SQLite, and the suite's one vLLM."""
+    yield from _start_server("local+sqlite", request, tmp_path_factory, models_dir,
+                             {"TUNESERVE_SERVING_ENABLED": "true"})
 
 
 @pytest.fixture(scope="session")

@@ -1,6 +1,7 @@
 """`/v1/models`: the base models, plus the project's fine-tuned models and checkpoints."""
 
-from fastapi import APIRouter
+from anyio import from_thread
+from fastapi import APIRouter, Request
 from sqlalchemy import select
 
 from api.deps import DB, AppSettings, CurrentProject, Storage
@@ -54,7 +55,7 @@ def retrieve_model(model: str, project: CurrentProject, session: DB,
 
 
 @router.delete("/{model:path}", response_model=ModelDeleted)
-def delete_model(model: str, project: CurrentProject, session: DB, store: Storage,
+def delete_model(model: str, request: Request, project: CurrentProject, session: DB, store: Storage,
                  settings: AppSettings) -> ModelDeleted:
     if model in base_models(settings):
         raise APIError(403, f"The base model '{model}' cannot be deleted.", param="model",
@@ -64,5 +65,8 @@ def delete_model(model: str, project: CurrentProject, session: DB, store: Storag
         raise _not_found(model)
     session.delete(row)
     session.commit()
+    adapters = getattr(request.app.state, "adapters", None)
+    if adapters is not None:
+        from_thread.run(adapters.forget, model)
     store.delete_prefix(row.adapter_prefix)
     return ModelDeleted(id=model, deleted=True)

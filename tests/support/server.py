@@ -25,6 +25,8 @@ class TuneserveServer:
             **os.environ,
             "TUNESERVE_DATA_DIR": str(data_dir),
             "TUNESERVE_BOOTSTRAP_API_KEY": self.api_key,
+            # One vLLM engine is shared by the suite: only the server that asks gets one.
+            "TUNESERVE_SERVING_ENABLED": "false",
             **(env or {}),
         }
         self.proc: subprocess.Popen[bytes] | None = None

@@ -1,0 +1,179 @@
+"""The vLLM engine as a managed subprocess: started, health-checked, restarted if it dies.
+It listens on loopback only; tuneserve is its only client."""
+
+import asyncio
+import contextlib
+import logging
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from enum import Enum
+from pathlib import Path
+
+import httpx
+
+from serving.settings import ServingSettings
+from storage.base_models import BaseModelSpec
+
+log = logging.getLogger("tuneserve.engine")
+
+
+class EngineState(Enum):
+    STARTING = "starting"
+    READY = "ready"
+    DOWN = "down"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _has_cuda() -> bool:
+    return shutil.which("nvidia-smi") is not None
+
+
+class EngineUnavailable(RuntimeError):
+    """The engine is starting or restarting."""
+
+
+async def send_with_retry(http: httpx.AsyncClient, request: httpx.Request,
+                          stream: bool = False) -> httpx.Response:
+    """Sends once more on a fresh connection if a pooled one turns out dead (the engine
+    restarted behind it); the engine never saw the first attempt."""
+    try:
+        return await http.send(request, stream=stream)
+    except (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError, httpx.ConnectError):
+        return await http.send(request, stream=stream)
+
+
+class VLLMEngine:
+    """One vLLM OpenAI server for one base model, with runtime LoRA loading enabled."""
+
+    def __init__(self, settings: ServingSettings, model: BaseModelSpec) -> None:
+        self.settings = settings
+        self.model = model
+        self.port = settings.vllm_port or _free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.state = EngineState.DOWN
+        # Bumped at every (re)start: adapters registered with an older process are gone.
+        self.generation = 0
+        self.ready = asyncio.Event()
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._supervisor: asyncio.Task[None] | None = None
+        self._stopping = False
+        self.log_path = settings.data_dir.resolve() / "logs" / "vllm.log"
+
+    def command(self) -> list[str]:
+        s = self.settings
+        return [
+            sys.executable, "-m", "vllm.entrypoints.openai.api_server",
+            "--model", str(self.model.path), "--served-model-name", self.model.name,
+            "--host", "127.0.0.1", "--port", str(self.port),
+            "--enable-lora", "--max-lora-rank", str(s.max_lora_rank),
+            "--max-loras", str(s.max_loras), "--max-cpu-loras", str(s.max_cpu_loras),
+            "--max-model-len", str(s.max_model_len), "--dtype", "bfloat16",
+            "--disable-uvicorn-access-log",
+        ]
+
+    def environment(self) -> dict[str, str]:
+        env = dict(os.environ)
+        env.update({
+            "VLLM_ALLOW_RUNTIME_LORA_UPDATING": "True",
+            "HF_HUB_OFFLINE": "1",
+            "TRANSFORMERS_OFFLINE": "1",
+            "VLLM_NO_USAGE_STATS": "1",
+            "DO_NOT_TRACK": "1",
+        })
+        if not _has_cuda():
+            cores = os.cpu_count() or 1
+            env.setdefault("VLLM_CPU_KVCACHE_SPACE", str(self.settings.kv_cache_gib))
+            env.setdefault("VLLM_CPU_OMP_THREADS_BIND", f"0-{cores - 1}")
+            env.setdefault("VLLM_CPU_NUM_OF_RESERVED_CPU", "0")
+        return env
+
+    async def start(self) -> None:
+        self._stopping = False
+        self._supervisor = asyncio.create_task(self._supervise())
+
+    async def stop(self) -> None:
+        self._stopping = True
+        if self._supervisor:
+            self._supervisor.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._supervisor
+        await asyncio.to_thread(self._kill)
+
+    def _kill(self) -> None:
+        proc = self._proc
+        if proc and proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(20)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+        self.state = EngineState.DOWN
+        self.ready.clear()
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc and self._proc.poll() is None else None
+
+    def mark_unreachable(self) -> None:
+        """A request could not reach the engine: stop sending more until the supervisor has
+        seen it healthy again (it restarts the process if it is gone)."""
+        if self.state is EngineState.READY:
+            self.state = EngineState.STARTING
+            self.ready.clear()
+
+    def _spawn(self) -> None:
+        # Adapters registered with an earlier process are gone with it.
+        self.generation += 1
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.log_path, "ab") as out:
+            self._proc = subprocess.Popen(
+                self.command(), env=self.environment(), stdout=out, stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL, start_new_session=True,
+                cwd=Path(__file__).resolve().parents[1],
+            )
+
+    async def _supervise(self) -> None:
+        async with httpx.AsyncClient(timeout=5) as http:
+            while not self._stopping:
+                self.state = EngineState.STARTING
+                self.ready.clear()
+                await asyncio.to_thread(self._spawn)
+                log.info("starting vLLM for %s on %s (log: %s)", self.model.name, self.url,
+                         self.log_path)
+                started = time.monotonic()
+                while not self._stopping and self._proc and self._proc.poll() is None:
+                    try:
+                        healthy = (await http.get(f"{self.url}/health")).status_code == 200
+                    except httpx.HTTPError:
+                        healthy = False
+                    if healthy and self.state is not EngineState.READY:
+                        self.state = EngineState.READY
+                        self.ready.set()
+                        log.info("vLLM ready after %.1f s", time.monotonic() - started)
+                    elif not healthy and self.state is EngineState.READY:
+                        log.warning("vLLM stopped answering its health check; restarting")
+                        break
+                    elif (not healthy and
+                          time.monotonic() - started > self.settings.engine_startup_timeout):
+                        log.error("vLLM did not become healthy in time; restarting")
+                        break
+                    await asyncio.sleep(0.5 if self.state is EngineState.READY else 0.25)
+                self.state = EngineState.DOWN
+                self.ready.clear()
+                await asyncio.to_thread(self._kill)
+                if not self._stopping:
+                    log.warning("vLLM exited; restarting it")
+                    await asyncio.sleep(1)

@@ -1,0 +1,29 @@
+"""Settings of the inference side: the managed vLLM engine and the adapter cache."""
+
+from pathlib import Path
+
+from storage.base_models import DEFAULT_BASE_MODEL
+from storage.settings import StorageSettings
+
+
+class ServingSettings(StorageSettings):
+    # Off: no vLLM is started and chat completions answer 503 (training-only nodes, tests
+    # that do not chat).
+    serving_enabled: bool = True
+    # The base model this node's engine serves; adapters of other bases are not served here.
+    served_model: str = DEFAULT_BASE_MODEL
+    # 0 picks a free loopback port.
+    vllm_port: int = 0
+    max_loras: int = 4
+    max_cpu_loras: int = 8
+    max_lora_rank: int = 64
+    max_model_len: int = 1024
+    # GiB of KV cache for vLLM on the CPU (VLLM_CPU_KVCACHE_SPACE).
+    kv_cache_gib: int = 1
+    # Adapters kept registered in the engine at once; the least recently used past this are
+    # unloaded (their weights also leave vLLM's own CPU LRU as it needs room).
+    max_loaded_adapters: int = 32
+    # Local disk cache of adapters fetched from the blob store.
+    adapter_cache_dir: Path | None = None
+    adapter_cache_bytes: int = 4 << 30
+    engine_startup_timeout: float = 300.0
