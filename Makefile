@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 EXTRA := $(shell command -v nvidia-smi >/dev/null 2>&1 && echo gpu || echo cpu)
 STAMP := $(VENV)/.installed-$(EXTRA)
 
-.PHONY: install model run test lint openapi bench-upload postgres
+.PHONY: install model run test lint openapi bench-upload bench-train bench-serve postgres
 
 install: $(STAMP)
 
@@ -41,5 +41,11 @@ lint: install
 openapi: install
 	$(BIN)/tuneserve openapi --out openapi.yaml
 
-bench-upload: install postgres
+bench-upload: install
 	$(BIN)/python bench/upload.py
+
+bench-train: model
+	$(BIN)/python bench/train.py
+
+bench-serve: model
+	$(BIN)/python bench/serve.py

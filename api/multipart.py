@@ -3,7 +3,7 @@ arrive, so an upload is never held whole in memory or spooled to a temp file."""
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 from fastapi import Request
 from python_multipart.multipart import MultipartParser, parse_options_header
@@ -11,6 +11,15 @@ from python_multipart.multipart import MultipartParser, parse_options_header
 from api.errors import APIError
 
 MAX_FIELD_BYTES = 64 * 1024
+BINARY = {"type": "string", "format": "binary"}
+
+
+def multipart_body(required: list[str], properties: dict[str, Any]) -> dict[str, Any]:
+    """The OpenAPI request body of a route that reads its form with `read_form` (FastAPI
+    cannot see it)."""
+    schema = {"type": "object", "required": required, "properties": properties}
+    return {"requestBody": {"required": True,
+                            "content": {"multipart/form-data": {"schema": schema}}}}
 
 
 @dataclass

@@ -34,6 +34,14 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
 def _has_cuda() -> bool:
     return shutil.which("nvidia-smi") is not None
 
@@ -110,16 +118,21 @@ class VLLMEngine:
         await asyncio.to_thread(self._kill)
 
     def _kill(self) -> None:
+        """Stops the whole process group: vLLM's engine core and workers outlive its API
+        server process if only that one dies."""
         proc = self._proc
-        if proc and proc.poll() is None:
+        if proc is not None:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(proc.pid, signal.SIGTERM)
-            try:
+            with contextlib.suppress(subprocess.TimeoutExpired):
                 proc.wait(20)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
+            deadline = time.monotonic() + 10
+            while _group_alive(proc.pid) and time.monotonic() < deadline:
+                time.sleep(0.1)
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(5)
         self.state = EngineState.DOWN
         self.ready.clear()
 

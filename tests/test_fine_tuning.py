@@ -50,7 +50,7 @@ def test_sft_job_trains_to_success(sft_job, local_server: TuneserveServer) -> No
     assert checkpoints[0].fine_tuned_model_checkpoint == sft_job.fine_tuned_model + ":ckpt-step-12"
     assert checkpoints[0].metrics.train_loss is not None
     models = {m.id for m in client.models.list()}
-    assert {BASE, sft_job.fine_tuned_model, checkpoints[2].fine_tuned_model_checkpoint} <= models
+    assert {BASE, sft_job.fine_tuned_model, checkpoints[0].fine_tuned_model_checkpoint} <= models
     assert sft_job.fine_tuned_model + ":ckpt-step-3" not in models
 
     (result_id,) = sft_job.result_files

@@ -13,7 +13,7 @@ from api.errors import APIError, validation_error
 from api.files import service
 from api.files.schemas import CreateFileForm, FileDeleted, FileList, FileObject
 from api.ingest import BlobSink
-from api.multipart import read_form
+from api.multipart import BINARY, multipart_body, read_form
 from api.pagination import page
 from storage.blob import BlobNotFound
 from storage.ids import new_id
@@ -25,31 +25,13 @@ router = APIRouter(prefix="/files", tags=["files"])
 # Room for the multipart framing and small fields around the file itself.
 FORM_OVERHEAD = 64 * 1024
 
-_UPLOAD_BODY = {
-    "requestBody": {
-        "required": True,
-        "content": {
-            "multipart/form-data": {
-                "schema": {
-                    "type": "object",
-                    "required": ["file", "purpose"],
-                    "properties": {
-                        "file": {"type": "string", "format": "binary"},
-                        "purpose": {
-                            "type": "string",
-                            "enum": ["assistants", "batch", "fine-tune", "vision", "user_data",
-                                     "evals"],
-                        },
-                        "expires_after[anchor]": {"type": "string", "enum": ["created_at"]},
-                        "expires_after[seconds]": {
-                            "type": "integer", "minimum": 3600, "maximum": 2592000,
-                        },
-                    },
-                }
-            }
-        },
-    }
-}
+_UPLOAD_BODY = multipart_body(["file", "purpose"], {
+    "file": BINARY,
+    "purpose": {"type": "string", "enum": ["assistants", "batch", "fine-tune", "vision",
+                                           "user_data", "evals"]},
+    "expires_after[anchor]": {"type": "string", "enum": ["created_at"]},
+    "expires_after[seconds]": {"type": "integer", "minimum": 3600, "maximum": 2592000},
+})
 
 
 @router.post("", response_model=FileObject, openapi_extra=_UPLOAD_BODY)

@@ -9,7 +9,7 @@ from api.deps import DB, AppSettings, CurrentProject, DBFactory, Storage
 from api.errors import APIError
 from api.files import service as files
 from api.ingest import BlobSink
-from api.multipart import read_form
+from api.multipart import BINARY, multipart_body, read_form
 from api.uploads import service
 from api.uploads.schemas import (
     CompleteUploadRequest,
@@ -23,20 +23,7 @@ from storage.models import Upload, UploadPart
 
 router = APIRouter(prefix="/uploads", tags=["uploads"])
 
-_PART_BODY = {
-    "requestBody": {
-        "required": True,
-        "content": {
-            "multipart/form-data": {
-                "schema": {
-                    "type": "object",
-                    "required": ["data"],
-                    "properties": {"data": {"type": "string", "format": "binary"}},
-                }
-            }
-        },
-    }
-}
+_PART_BODY = multipart_body(["data"], {"data": BINARY})
 
 
 @router.post("", response_model=UploadObject)

@@ -1,0 +1,179 @@
+"""Serving benchmarks, each a ratio measured side by side in one run, on the real engine.
+
+P1  aggregate output tokens/s with requests spread over 16 distinct adapters (more than
+    `max_loras`, so adapters swap) vs the same load on one adapter (goal >= 0.90); also one
+    adapter vs the base model alone, for the record.
+P2  the same load through tuneserve vs straight to the vLLM subprocess: throughput ratio
+    (goal >= 0.97) and added median time to first token (goal <= 5 ms).
+P3  seconds from a job's `succeeded` to the first token from its model (goal <= 2 s).
+
+Usage: `python bench/serve.py [--requests 32] [--concurrency 8] [--tokens 48]`.
+"""
+
+import argparse
+import asyncio
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import openai
+import torch
+from safetensors.torch import load_file, save_file
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from storage.base_models import DEFAULT_BASE_MODEL  # noqa: E402
+from storage.blob import LocalBlobStore  # noqa: E402
+from storage.db import Database  # noqa: E402
+from storage.keys import adapter_prefix  # noqa: E402
+from storage.models import FineTunedModel  # noqa: E402
+from tests.support.chat import engine_url, wait_for_engine  # noqa: E402
+from tests.support.server import TuneserveServer  # noqa: E402
+from tests.support.training import sft_example, upload, wait_for  # noqa: E402
+from training.prepare import prepare_default_model  # noqa: E402
+
+BASE = DEFAULT_BASE_MODEL
+PROMPT = [{"role": "user", "content": "Write a short story about a lighthouse keeper."}]
+
+
+async def one(client: openai.AsyncOpenAI, model: str, tokens: int) -> tuple[int, float]:
+    """Streams one answer of exactly `tokens` tokens; returns (tokens, time to first token)."""
+    t = time.perf_counter()
+    first = None
+    count = 0
+    stream = await client.chat.completions.create(
+        model=model, messages=PROMPT, max_tokens=tokens, temperature=0, stream=True,
+        stream_options={"include_usage": True}, extra_body={"min_tokens": tokens})
+    async for chunk in stream:
+        if first is None and chunk.choices and chunk.choices[0].delta.content:
+            first = time.perf_counter() - t
+        if chunk.usage:
+            count = chunk.usage.completion_tokens
+    return count, first or 0.0
+
+
+async def load(client: openai.AsyncOpenAI, models: list[str], requests: int, concurrency: int,
+               tokens: int) -> tuple[float, list[float]]:
+    """Output tokens/s of `requests` answers, `concurrency` at a time, models round-robin."""
+    gate = asyncio.Semaphore(concurrency)
+
+    async def run(i: int) -> tuple[int, float]:
+        async with gate:
+            return await one(client, models[i % len(models)], tokens)
+
+    t = time.perf_counter()
+    results = await asyncio.gather(*(run(i) for i in range(requests)))
+    elapsed = time.perf_counter() - t
+    return sum(n for n, _ in results) / elapsed, [f for _, f in results]
+
+
+def clone_adapters(server: TuneserveServer, source: str, project_id: str, n: int) -> list[str]:
+    """`n` distinct adapters made from a trained one by perturbing its LoRA B matrices, and
+    registered as the project's models (a benchmark fixture: training 16 jobs on a CPU would
+    take most of the run)."""
+    store = LocalBlobStore(server.data_dir / "blobs")
+    db = Database(f"sqlite:///{server.data_dir / 'tuneserve.db'}")
+    src_prefix = adapter_prefix(project_id, source.split(":")[4])
+    work = Path(tempfile.mkdtemp(prefix="bench-adapters-"))
+    files = store.download_prefix(src_prefix, work / "src")
+    names = []
+    for i in range(n):
+        name = f"{source[: source.rfind(':')]}:bench{i:02d}"
+        prefix = adapter_prefix(project_id, f"bench{i:02d}")
+        for f in files:
+            if f.name == "adapter_model.safetensors":
+                weights = load_file(f)
+                gen = torch.Generator().manual_seed(i)
+                for key, value in weights.items():
+                    if "lora_B" in key:
+                        noise = torch.randn(value.shape, generator=gen, dtype=torch.float32)
+                        weights[key] = (value.float() + 1e-3 * noise).to(value.dtype)
+                out = work / f"w{i}.safetensors"
+                save_file(weights, out)
+                store.put(prefix + f.name, out.read_bytes())
+            else:
+                store.put(prefix + f.name, f.read_bytes())
+        with db.session() as s:
+            s.add(FineTunedModel(id=name, project_id=project_id, job_id="bench",
+                                 base_model=BASE, adapter_prefix=prefix,
+                                 created_at=int(time.time())))
+        names.append(name)
+    db.dispose()
+    return names
+
+
+async def main_async(args: argparse.Namespace) -> None:
+    models = ROOT / "data" / "models"
+    prepare_default_model(models / BASE)
+    work = Path(tempfile.mkdtemp(prefix="tuneserve-bench-serve-"))
+    server = TuneserveServer(work / "tuneserve", {
+        "TUNESERVE_MODELS_DIR": str(models), "TUNESERVE_SERVING_ENABLED": "true"}).start()
+    try:
+        wait_for_engine(server)
+        sync = server.client()
+        client = openai.AsyncOpenAI(api_key=server.api_key, base_url=server.base_url,
+                                    max_retries=0, timeout=600)
+        direct = openai.AsyncOpenAI(api_key="unused", base_url=engine_url(server) + "/v1",
+                                    max_retries=0, timeout=600)
+
+        # P3: a real job; the clock starts when the client sees `succeeded`.
+        job = sync.fine_tuning.jobs.create(
+            model=BASE, training_file=upload(sync, [sft_example(i) for i in range(12)]),
+            method={"type": "supervised", "supervised": {"hyperparameters": {
+                "n_epochs": 1, "batch_size": 4}}})
+        while (job := sync.fine_tuning.jobs.retrieve(job.id)).status not in (
+                "succeeded", "failed", "cancelled"):
+            await asyncio.sleep(0.05)
+        seen = time.perf_counter()
+        assert job.status == "succeeded", job.error
+        _, _ = await one(client, job.fine_tuned_model, 1)
+        p3 = time.perf_counter() - seen
+        wait_for(sync, job.id)
+
+        adapters = clone_adapters(server, job.fine_tuned_model, job.organization_id, 16)
+        n, c, k = args.requests, args.concurrency, args.tokens
+        # Warm every path once so registration and first-use costs are not in the ratios.
+        await load(client, [BASE, *adapters], 17, c, 4)
+        await load(direct, [BASE], c, c, 4)
+
+        base_tps, _ = await load(client, [BASE], n, c, k)
+        one_tps, _ = await load(client, adapters[:1], n, c, k)
+        many_tps, _ = await load(client, adapters, n, c, k)
+        proxy_tps, _ = await load(client, [BASE], n, c, k)
+        direct_tps, _ = await load(direct, [BASE], n, c, k)
+
+        ttft_proxy, ttft_direct = [], []
+        for _ in range(args.ttft_samples):
+            ttft_direct.append((await one(direct, BASE, 2))[1])
+            ttft_proxy.append((await one(client, BASE, 2))[1])
+        added_ms = (statistics.median(ttft_proxy) - statistics.median(ttft_direct)) * 1000
+
+        print(f"P1 16 adapters vs 1 adapter: {many_tps:.1f} / {one_tps:.1f} tok/s = "
+              f"{many_tps / one_tps:.3f} (goal >= 0.90)")
+        print(f"   1 adapter vs base model:  {one_tps:.1f} / {base_tps:.1f} tok/s = "
+              f"{one_tps / base_tps:.3f} (for the record)")
+        print(f"P2 through tuneserve vs direct to vLLM: {proxy_tps:.1f} / {direct_tps:.1f} tok/s "
+              f"= {proxy_tps / direct_tps:.3f} (goal >= 0.97); added median TTFT "
+              f"{added_ms:.2f} ms (goal <= 5 ms; medians {statistics.median(ttft_proxy)*1000:.1f}"
+              f" vs {statistics.median(ttft_direct)*1000:.1f} ms)")
+        print(f"P3 job succeeded -> first token from its model: {p3:.2f} s (goal <= 2 s)")
+        await client.close()
+        await direct.close()
+    finally:
+        server.stop()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--requests", type=int, default=32)
+    parser.add_argument("--concurrency", type=int, default=8)
+    parser.add_argument("--tokens", type=int, default=48)
+    parser.add_argument("--ttft-samples", type=int, default=20)
+    asyncio.run(main_async(parser.parse_args()))
+
+
+if __name__ == "__main__":
+    main()
