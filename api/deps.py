@@ -1,5 +1,6 @@
 """Dependencies injected into routes through `Annotated` aliases."""
 
+import time
 from collections.abc import Iterator
 from typing import Annotated
 
@@ -14,6 +15,12 @@ from api.tenancy import project_for_key
 from storage.blob import BlobStore
 from storage.db import Database
 from storage.models import Project
+
+# Valid keys seen lately, so a chat request costs no DB round trip for its key. Keys are
+# never changed in place, so the only staleness is a few seconds after a key is removed.
+_KEY_CACHE_SECONDS = 30.0
+_KEY_CACHE_SIZE = 10_000
+_known_keys: dict[str, tuple[Project, float]] = {}
 
 _bearer = HTTPBearer(auto_error=False, description="An API key: `Authorization: Bearer sk-…`")
 
@@ -53,13 +60,21 @@ async def _current_project(
             code="missing_api_key",
         )
 
+    secret = credentials.credentials
+    cached = _known_keys.get(secret)
+    if cached is not None and cached[1] > time.monotonic():
+        return cached[0]
+
     def lookup() -> Project | None:
         with db.session() as session:
-            return project_for_key(session, credentials.credentials)
+            return project_for_key(session, secret)
 
     project = await run_in_threadpool(lookup)
     if project is None:
         raise APIError(401, "Incorrect API key provided.", code="invalid_api_key")
+    if len(_known_keys) >= _KEY_CACHE_SIZE:
+        _known_keys.clear()
+    _known_keys[secret] = (project, time.monotonic() + _KEY_CACHE_SECONDS)
     return project
 
 

@@ -14,9 +14,14 @@ class ServingSettings(StorageSettings):
     served_model: str = DEFAULT_BASE_MODEL
     # 0 picks a free loopback port.
     vllm_port: int = 0
-    max_loras: int = 4
-    max_cpu_loras: int = 8
-    max_lora_rank: int = 64
+    # Distinct adapters in one batch: as many as the concurrent requests a CPU node runs,
+    # so tenants spread over many adapters still batch together.
+    max_loras: int = 8
+    # Adapters kept in the engine's memory; past this they are read from disk again.
+    max_cpu_loras: int = 32
+    # vLLM sizes its LoRA kernels for this rank whatever the adapter's, so it costs speed on
+    # every LoRA request; jobs may not train a higher rank than this node serves.
+    max_lora_rank: int = 16
     max_model_len: int = 1024
     # GiB of KV cache for vLLM on the CPU (VLLM_CPU_KVCACHE_SPACE).
     kv_cache_gib: int = 1

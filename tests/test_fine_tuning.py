@@ -212,6 +212,9 @@ def test_bad_validation_file_names_it(local_server: TuneserveServer) -> None:
          "method.supervised.hyperparameters.n_epochs"),
         ({"method": {"type": "supervised", "supervised": {"hyperparameters": {
             "lora_rank": 1000}}}}, "method.supervised.hyperparameters.lora_rank"),
+        # Within the API's range, but above what this server's engine serves (16).
+        ({"method": {"type": "supervised", "supervised": {"hyperparameters": {
+            "lora_rank": 32}}}}, "method.supervised.hyperparameters.lora_rank"),
         ({"method": {"type": "supervised", "supervised": {"hyperparameters": {
             "target_modules": ["lm_head"]}}}}, "method.supervised.hyperparameters.target_modules"),
         ({"method": {"type": "dpo", "dpo": {"hyperparameters": {"beta": 5}}}},

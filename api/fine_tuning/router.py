@@ -34,7 +34,8 @@ def create_job(
     body: CreateFineTuningJobRequest, project: CurrentProject, session: DB,
     settings: AppSettings,
 ) -> FineTuningJobObject:
-    job = service.create_job(session, project, body, base_models(settings))
+    job = service.create_job(session, project, body, base_models(settings),
+                             settings.max_lora_rank)
     session.commit()
     return FineTuningJobObject.of(job)
 

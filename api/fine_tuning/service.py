@@ -45,9 +45,19 @@ def _training_file(session: Session, project_id: str, file_id: str, param: str) 
                        param=param, code="invalid_file_purpose")
 
 
+def _check_rank(method: dict[str, Any], max_rank: int) -> None:
+    rank = method[method["type"]]["hyperparameters"].get("lora_rank")
+    if rank is not None and rank > max_rank:
+        raise APIError(400, f"lora_rank {rank} is more than this server serves "
+                       f"({max_rank}, TUNESERVE_MAX_LORA_RANK).",
+                       param=f"method.{method['type']}.hyperparameters.lora_rank",
+                       code="invalid_value")
+
+
 def create_job(session: Session, project: Project, body: CreateFineTuningJobRequest,
-               models: dict[str, BaseModelSpec]) -> FineTuningJob:
+               models: dict[str, BaseModelSpec], max_lora_rank: int) -> FineTuningJob:
     method = _method(body)
+    _check_rank(method, max_lora_rank)
     if body.model not in models:
         raise APIError(400, f"Model '{body.model}' is not available for fine-tuning; choose "
                        f"one of: {', '.join(sorted(models))}.", param="model",
