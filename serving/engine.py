@@ -34,6 +34,22 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+# The engine must not outlive tuneserve (a kill -9 of the API would leave gigabytes behind):
+# PR_SET_PDEATHSIG survives exec, so a tiny launcher sets it and then becomes vLLM.
+_LAUNCHER = (
+    "import ctypes, os, sys\n"
+    "ctypes.CDLL(None, use_errno=True).prctl(1, 15)  # PR_SET_PDEATHSIG, SIGTERM\n"
+    "if os.getppid() != int(sys.argv[1]): sys.exit(1)  # the parent is already gone\n"
+    "os.execv(sys.executable, [sys.executable, *sys.argv[2:]])\n"
+)
+
+
+def _die_with_parent() -> list[str]:
+    if not sys.platform.startswith("linux"):
+        return [sys.executable]
+    return [sys.executable, "-c", _LAUNCHER, str(os.getpid())]
+
+
 def _group_alive(pgid: int) -> bool:
     try:
         os.killpg(pgid, 0)
@@ -80,7 +96,8 @@ class VLLMEngine:
     def command(self) -> list[str]:
         s = self.settings
         return [
-            sys.executable, "-m", "vllm.entrypoints.openai.api_server",
+            *_die_with_parent(),
+            "-m", "vllm.entrypoints.openai.api_server",
             "--model", str(self.model.path), "--served-model-name", self.model.name,
             "--host", "127.0.0.1", "--port", str(self.port),
             "--enable-lora", "--max-lora-rank", str(s.max_lora_rank),
@@ -163,7 +180,9 @@ class VLLMEngine:
             while not self._stopping:
                 self.state = EngineState.STARTING
                 self.ready.clear()
-                await asyncio.to_thread(self._spawn)
+                # On the event loop's thread, not a pool thread: the parent-death signal
+                # is tied to the thread that started the child.
+                self._spawn()
                 log.info("starting vLLM for %s on %s (log: %s)", self.model.name, self.url,
                          self.log_path)
                 started = time.monotonic()

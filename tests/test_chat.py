@@ -205,3 +205,19 @@ def test_killed_engine_answers_503_then_comes_back(  # type: ignore[no-untyped-d
     assert info.value.response.headers["retry-after"]
     wait_for_engine(chat_server)
     assert '"answer"' in _ask(client, sft_job.fine_tuned_model, PROMPTS[0])
+
+
+def test_engine_does_not_outlive_a_killed_api(
+    tmp_path, local_server: TuneserveServer  # type: ignore[no-untyped-def]
+) -> None:
+    server = TuneserveServer(tmp_path / "data", {
+        "TUNESERVE_MODELS_DIR": local_server.env["TUNESERVE_MODELS_DIR"],
+        "TUNESERVE_SERVING_ENABLED": "true"})
+    server.start()
+    try:
+        wait_for_engine(server)
+        engine = engine_process(server)
+        server.proc.kill()  # type: ignore[union-attr]
+        engine.wait(timeout=60)  # raises if the engine lives on
+    finally:
+        server.stop()

@@ -140,7 +140,8 @@ def test_api_and_worker_killed_mid_job_then_recovery(
     # Its own server, so killing it leaves the shared one alone.
     server = TuneserveServer(tmp_path / "data", {
         k: v for k, v in local_server.env.items() if k.startswith("TUNESERVE_")
-        and k not in ("TUNESERVE_DATA_DIR", "TUNESERVE_BOOTSTRAP_API_KEY")})
+        and k not in ("TUNESERVE_DATA_DIR", "TUNESERVE_BOOTSTRAP_API_KEY",
+                      "TUNESERVE_SERVING_ENABLED")})
     server.start()
     try:
         client = server.client()
