@@ -145,6 +145,7 @@ def sft_job(local_server: TuneserveServer) -> "openai.types.fine_tuning.FineTuni
     job = client.fine_tuning.jobs.create(
         model=BASE, training_file=training, validation_file=validation, suffix="tune", seed=7,
         metadata={"purpose": "shared-run"},
+        integrations=[{"type": "wandb", "wandb": {"project": "tuneserve-tests"}}],
         method={"type": "supervised", "supervised": {"hyperparameters": {
             "n_epochs": 4, "batch_size": 8, "learning_rate_multiplier": 4, "lora_rank": 8}}},
     )

@@ -36,6 +36,9 @@ def test_sft_job_trains_to_success(sft_job, local_server: TuneserveServer) -> No
                      "Checkpoint created at step 3", "New fine-tuned model created",
                      "successfully completed"):
         assert any(fragment in m for m in messages), (fragment, messages)
+    # wandb is not installed here: the job says so instead of failing or staying silent.
+    warnings = [e.message for e in events(client, sft_job.id) if e.level == "warn"]
+    assert any("wandb" in w for w in warnings), warnings
     metrics = [e.data for e in events(client, sft_job.id) if e.type == "metrics"]
     steps = [m for m in metrics if "train_loss" in m]
     assert [m["step"] for m in steps] == list(range(1, 13))

@@ -2,7 +2,6 @@
 
 import csv
 import io
-import logging
 import time
 from pathlib import Path
 
@@ -22,8 +21,6 @@ from training.hyperparameters import Hyperparameters
 from training.progress import ADAPTER_FILES, TOKENIZER_FILES, JobContext, JobProgress
 from training.settings import TrainingSettings
 from training.trainer import RunConfig, build_trainer, load_model
-
-log = logging.getLogger("tuneserve.worker")
 
 RESULT_COLUMNS = ["step", "train_loss", "train_accuracy", "valid_loss",
                   "valid_mean_token_accuracy"]
