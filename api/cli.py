@@ -21,6 +21,8 @@ def openapi_yaml() -> str:
 def _serve(args: argparse.Namespace) -> None:
     settings = Settings()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    # httpx logs every request at INFO: the engine's health checks and every proxied chat.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
     uvicorn.run(
         create_app(settings),
         host=args.host or settings.host,
