@@ -221,3 +221,46 @@ def test_engine_does_not_outlive_a_killed_api(
         engine.wait(timeout=60)  # raises if the engine lives on
     finally:
         server.stop()
+
+
+def test_a_base_model_this_node_does_not_serve_is_400(client: openai.OpenAI) -> None:
+    from tests.conftest import SHORT_CONTEXT_MODEL
+
+    with pytest.raises(openai.BadRequestError) as info:
+        client.chat.completions.create(model=SHORT_CONTEXT_MODEL, messages=PROMPTS[0])
+    assert info.value.body["code"] == "model_not_served"
+    assert info.value.body["param"] == "model"
+
+
+def test_an_adapter_the_engine_cannot_load_is_a_clear_500(chat_server: TuneserveServer) -> None:
+    import time as clock
+
+    from storage.blob import LocalBlobStore
+    from storage.db import Database
+    from storage.models import FineTunedModel
+
+    client = chat_server.client()
+    project = client.fine_tuning.jobs.create(model=BASE, training_file=client.files.create(
+        file=("t.jsonl", b"{}\n"), purpose="fine-tune").id).organization_id
+    name = f"ft:{BASE}:default::broken01"
+    LocalBlobStore(chat_server.data_dir / "blobs").put(
+        "adapters/broken/adapter_config.json", b'{"r": "not a number"}')
+    LocalBlobStore(chat_server.data_dir / "blobs").put(
+        "adapters/broken/adapter_model.safetensors", b"not safetensors")
+    db = Database(f"sqlite:///{chat_server.data_dir / 'tuneserve.db'}")
+    with db.session() as s:
+        s.add(FineTunedModel(id=name, project_id=project, job_id="none", base_model=BASE,
+                             adapter_prefix="adapters/broken/", created_at=int(clock.time())))
+    db.dispose()
+    with pytest.raises(openai.InternalServerError) as info:
+        client.chat.completions.create(model=name, messages=PROMPTS[0], max_tokens=2)
+    assert info.value.status_code == 500
+    assert info.value.body["code"] == "model_load_failed"
+    assert _ask(client, BASE, PROMPTS[0])  # the engine is fine for everyone else
+
+
+def test_chat_on_a_server_without_serving_is_503(s3_server: TuneserveServer) -> None:
+    with pytest.raises(openai.InternalServerError) as info:
+        s3_server.client().chat.completions.create(model=BASE, messages=PROMPTS[0])
+    assert info.value.status_code == 503
+    assert info.value.body["code"] == "serving_disabled"
