@@ -13,6 +13,11 @@ BLOCK = 1 << 20
 MAX_LINE = 32 << 20
 
 
+def file_too_large(limit: int, param: str | None) -> APIError:
+    return APIError(413, f"File is too large: the limit is {limit} bytes. Use the Uploads API "
+                    "for larger files.", param=param, code="file_too_large")
+
+
 class JsonlChecker:
     """Checks that every non-blank line is UTF-8 JSON, as the bytes stream by; remembers the
     first bad line instead of raising, since the caller may learn later that it doesn't care."""
@@ -80,13 +85,7 @@ class BlobSink:
     async def feed(self, data: bytes) -> None:
         self.size += len(data)
         if self.size > self.max_bytes:
-            raise APIError(
-                413,
-                f"File is too large: the limit is {self.max_bytes} bytes. Use the Uploads API "
-                "for larger files.",
-                param=self.part.name if self.part else None,
-                code="file_too_large",
-            )
+            raise file_too_large(self.max_bytes, self.part.name if self.part else None)
         self._block.append(data)
         self._blocked += len(data)
         if self._blocked >= BLOCK:

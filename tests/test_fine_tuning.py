@@ -3,7 +3,6 @@
 import csv
 import io
 
-import httpx
 import openai
 import pytest
 from openai.types.fine_tuning import FineTuningJob
@@ -291,4 +290,3 @@ def test_finished_jobs_cannot_be_cancelled_paused_or_resumed(
         assert info.value.response.headers["x-should-retry"] == "false"
     with pytest.raises(openai.NotFoundError):
         client.fine_tuning.jobs.retrieve("ftjob-nope")
-    assert httpx.codes.CONFLICT == 409

@@ -12,7 +12,7 @@ from api.deps import DB, AppSettings, CurrentProject, DBFactory, Storage
 from api.errors import APIError, validation_error
 from api.files import service
 from api.files.schemas import CreateFileForm, FileDeleted, FileList, FileObject
-from api.ingest import BlobSink
+from api.ingest import BlobSink, file_too_large
 from api.multipart import BINARY, multipart_body, read_form
 from api.pagination import page
 from storage.blob import BlobNotFound
@@ -41,12 +41,7 @@ async def create_file(
 ) -> FileObject:
     declared = int(request.headers.get("content-length") or 0)
     if declared > settings.max_file_bytes + FORM_OVERHEAD:
-        raise APIError(
-            413,
-            f"File is too large: the limit is {settings.max_file_bytes} bytes. Use the Uploads "
-            "API for larger files.",
-            param="file", code="file_too_large",
-        )
+        raise file_too_large(settings.max_file_bytes, "file")
     file_id = new_id("file-")
     sink = BlobSink(store, file_key(project.id, file_id), settings.max_file_bytes,
                     check_jsonl=True)
