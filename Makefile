@@ -6,7 +6,8 @@ BIN := $(VENV)/bin
 EXTRA := $(shell command -v nvidia-smi >/dev/null 2>&1 && echo gpu || echo cpu)
 STAMP := $(VENV)/.installed-$(EXTRA)
 
-.PHONY: install model run test lint openapi bench-upload bench-train bench-serve postgres
+.PHONY: install model run test lint openapi bench-upload bench-train bench-serve bench-queue postgres \
+	check-gpu-deps
 
 install: $(STAMP)
 
@@ -35,6 +36,23 @@ postgres:
 test: model postgres
 	$(BIN)/pytest -q
 
+# Resolves the pinned `gpu` extra against the package index in a throwaway venv: metadata only,
+# nothing is installed (here or in .venv), no GPU needed. Fails if the set no longer resolves;
+# prints what the key packages resolved to.
+GPU_KEY_PACKAGES := vllm torch unsloth unsloth-zoo transformers trl xformers bitsandbytes peft \
+	accelerate datasets gguf ray flashinfer-python triton nvidia-cuda-runtime
+check-gpu-deps:
+	@tmp=$$(mktemp -d) && trap 'rm -rf "$$tmp"' EXIT && \
+	$(PYTHON) -m venv "$$tmp/venv" && \
+	"$$tmp/venv/bin/pip" install -q --dry-run --ignore-installed --report "$$tmp/report.json" \
+		".[gpu]" && \
+	$(PYTHON) -c 'import json, sys; \
+		got = {i["metadata"]["name"].lower().replace("_", "-"): i["metadata"]["version"] \
+		       for i in json.load(open(sys.argv[1]))["install"]}; \
+		print("the gpu extra resolves:"); \
+		[print("  %-20s %s" % (n, got.get(n, "-"))) for n in sys.argv[2:]]' \
+		"$$tmp/report.json" $(GPU_KEY_PACKAGES)
+
 lint: install
 	$(BIN)/ruff check .
 
@@ -49,3 +67,6 @@ bench-train: model
 
 bench-serve: model
 	$(BIN)/python bench/serve.py
+
+bench-queue: model postgres
+	$(BIN)/python bench/queue.py

@@ -23,7 +23,7 @@ from serving.proxy import ChatProxy
 from storage.base_models import base_models
 from storage.blob import BlobStore, open_blob_store
 from storage.db import Database
-from training.executors import LocalExecutor
+from training.executors import open_executor
 from training.scheduler import Scheduler
 
 VERSION = "0.1.0"
@@ -63,7 +63,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         )
         app.state.settings, app.state.db, app.state.store = settings, db, store
         reaper = asyncio.create_task(run_reaper(db, store, settings.reaper_interval_seconds))
-        scheduler = Scheduler(settings, db, store, LocalExecutor(settings))
+        scheduler = Scheduler(settings, db, store, open_executor(settings))
         scheduler.start()
         engine = await _start_serving(app, settings, db, store)
         try:

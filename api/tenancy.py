@@ -56,7 +56,8 @@ def project_for_key(session: Session, secret: str) -> Project | None:
 def bootstrap_keys(db: Database, data_dir: Path, project: str, bootstrap_key: str | None) -> None:
     """Makes sure a fresh install can be used: with an empty key store, creates the default
     project with the configured key, or with a new one written to `{data_dir}/api_key`."""
-    with db.session() as session:
+    # Under the start-up lock: API nodes started together create one default project.
+    with db.startup_lock(), db.session() as session:
         if session.scalar(select(ApiKey.seq).limit(1)) is not None:
             return
         owner = get_or_create_project(session, project)

@@ -93,8 +93,15 @@ class VLLMEngine:
         self._stopping = False
         self.log_path = settings.data_dir.resolve() / "logs" / "vllm.log"
 
-    def command(self) -> list[str]:
+    def command(self, cuda: bool | None = None) -> list[str]:
+        """`cuda`: None asks the machine (`nvidia-smi`); tests pass it to check both paths."""
         s = self.settings
+        cuda = _has_cuda() if cuda is None else cuda
+        # On a GPU vLLM takes the checkpoint's dtype (float16 where the GPU lacks bfloat16) and
+        # this share of GPU memory for weights, activations and the KV cache; the CPU build
+        # wants bfloat16 and sizes its KV cache from VLLM_CPU_KVCACHE_SPACE (`environment`).
+        device = (["--dtype", "auto", "--gpu-memory-utilization", str(s.gpu_memory_utilization)]
+                  if cuda else ["--dtype", "bfloat16"])
         return [
             *_die_with_parent(),
             "-m", "vllm.entrypoints.openai.api_server",
@@ -102,11 +109,13 @@ class VLLMEngine:
             "--host", "127.0.0.1", "--port", str(self.port),
             "--enable-lora", "--max-lora-rank", str(s.max_lora_rank),
             "--max-loras", str(s.max_loras), "--max-cpu-loras", str(s.max_cpu_loras),
-            "--max-model-len", str(s.max_model_len), "--dtype", "bfloat16",
+            "--max-model-len", str(s.max_model_len), *device,
             "--disable-uvicorn-access-log",
         ]
 
-    def environment(self) -> dict[str, str]:
+    def environment(self, cuda: bool | None = None) -> dict[str, str]:
+        """`cuda` as in `command`."""
+        cuda = _has_cuda() if cuda is None else cuda
         env = dict(os.environ)
         env.update({
             "VLLM_ALLOW_RUNTIME_LORA_UPDATING": "True",
@@ -115,7 +124,7 @@ class VLLMEngine:
             "VLLM_NO_USAGE_STATS": "1",
             "DO_NOT_TRACK": "1",
         })
-        if not _has_cuda():
+        if not cuda:
             cores = os.cpu_count() or 1
             env.setdefault("VLLM_CPU_KVCACHE_SPACE", str(self.settings.kv_cache_gib))
             env.setdefault("VLLM_CPU_OMP_THREADS_BIND", f"0-{cores - 1}")
@@ -168,9 +177,11 @@ class VLLMEngine:
         # Adapters registered with an earlier process are gone with it.
         self.generation += 1
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        cuda = _has_cuda()
         with open(self.log_path, "ab") as out:
             self._proc = subprocess.Popen(
-                self.command(), env=self.environment(), stdout=out, stderr=subprocess.STDOUT,
+                self.command(cuda), env=self.environment(cuda), stdout=out,
+                stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL, start_new_session=True,
                 cwd=Path(__file__).resolve().parents[1],
             )

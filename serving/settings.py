@@ -23,8 +23,13 @@ class ServingSettings(StorageSettings):
     # every LoRA request; jobs may not train a higher rank than this node serves.
     max_lora_rank: int = 16
     max_model_len: int = 1024
-    # GiB of KV cache for vLLM on the CPU (VLLM_CPU_KVCACHE_SPACE).
+    # GiB of KV cache for vLLM on the CPU (VLLM_CPU_KVCACHE_SPACE). Not used on a GPU, where the
+    # KV cache is what `gpu_memory_utilization` leaves after the weights and activations.
     kv_cache_gib: int = 1
+    # On a GPU: the share of its memory vLLM takes for weights, activations and KV cache
+    # (--gpu-memory-utilization; vLLM's own default is 0.92). Lower it where training jobs share
+    # the GPU: vLLM will not start unless that much is free. Not used on the CPU.
+    gpu_memory_utilization: float = 0.9
     # Adapters kept registered in the engine at once; the least recently used past this are
     # unloaded (their weights also leave vLLM's own CPU LRU as it needs room).
     max_loaded_adapters: int = 32

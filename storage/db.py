@@ -1,5 +1,6 @@
 """Engine, sessions and schema migrations; the same code on SQLite and PostgreSQL."""
 
+import fcntl
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -7,7 +8,7 @@ from typing import Any
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.orm import Session, sessionmaker
 
 _MIGRATIONS = Path(__file__).parent / "migrations"
@@ -41,8 +42,12 @@ def alembic_config(engine: Engine) -> Config:
 
 
 def migrate(engine: Engine) -> None:
-    """Brings the schema to the newest revision (idempotent; run by the API and workers)."""
+    """Brings the schema to the newest revision (idempotent)."""
     command.upgrade(alembic_config(engine), "head")
+
+
+# Any fixed number: the PostgreSQL advisory lock that serializes start-up work.
+_STARTUP_LOCK = 0x7475_6E65  # "tune"
 
 
 class Database:
@@ -53,7 +58,32 @@ class Database:
         self.sessions = sessionmaker(self.engine, expire_on_commit=False)
 
     def migrate(self) -> None:
-        migrate(self.engine)
+        with self.startup_lock():
+            migrate(self.engine)
+
+    @contextmanager
+    def startup_lock(self) -> Iterator[None]:
+        """Held by one process at a time among all that share this DB, so API nodes started
+        together run migrations and create the first key once: a PostgreSQL advisory lock,
+        or a file lock beside a SQLite file."""
+        if self.engine.dialect.name == "postgresql":
+            with self.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as c:
+                c.execute(text("SELECT pg_advisory_lock(:k)"), {"k": _STARTUP_LOCK})
+                try:
+                    yield
+                finally:
+                    c.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": _STARTUP_LOCK})
+            return
+        path = self.engine.url.database
+        if not path or path == ":memory:":
+            yield
+            return
+        with open(f"{path}.lock", "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)
 
     @contextmanager
     def session(self) -> Iterator[Session]:

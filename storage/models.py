@@ -113,10 +113,18 @@ class FineTuningJob(Base):
     # From validation: what one epoch holds.
     n_examples: Mapped[int | None] = mapped_column(BigInteger, default=None)
     n_tokens: Mapped[int | None] = mapped_column(BigInteger, default=None)
-    # A request for the running worker ("pause"); the worker clears it when done.
-    control: Mapped[str | None] = mapped_column(String(16), default=None)
+    # Where the current attempt runs (executor description); None when nobody holds the job.
     worker: Mapped[str | None] = mapped_column(String(256), default=None)
+    # The holder's last sign of life: a worker's heartbeat, or a validation's lease.
     heartbeat_at: Mapped[float | None] = mapped_column(Float, default=None)
+    # The fencing token: bumped each time someone takes the job (a validation or a worker);
+    # every write a holder makes is conditional on it, so a holder that lost the job
+    # cannot change it.
+    attempt: Mapped[int] = mapped_column(BigInteger, default=0)
+    # Workers lost and restarted so far (bounded by TUNESERVE_MAX_JOB_RECOVERIES).
+    recoveries: Mapped[int] = mapped_column(BigInteger, default=0)
+    # Blob key of the manifest of the newest complete resumable state; written last.
+    resume_state: Mapped[str | None] = mapped_column(String(512), default=None)
     step: Mapped[int] = mapped_column(BigInteger, default=0)
     total_steps: Mapped[int | None] = mapped_column(BigInteger, default=None)
 

@@ -3,6 +3,7 @@
 import json
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import openai
 import pytest
@@ -14,6 +15,9 @@ from storage.ids import random_token
 from tests.support import postgres
 from tests.support.seaweedfs import SeaweedFS
 from tests.support.server import TuneserveServer
+
+if TYPE_CHECKING:
+    from tests.support.ray_cluster import RayCluster
 
 ROOT = Path(__file__).resolve().parents[1]
 MODELS_DIR = ROOT / "data" / "models"
@@ -152,3 +156,62 @@ def sft_job(local_server: TuneserveServer) -> "openai.types.fine_tuning.FineTuni
     done = wait_for(client, job.id)
     assert done.status == "succeeded", done.error
     return done
+
+
+@pytest.fixture(scope="session")
+def ray_storage(s3_env: dict[str, str], models_dir: Path) -> Iterator[dict[str, str]]:
+    """The PostgreSQL DB and S3 prefix that the Ray cluster's nodes and its API nodes share:
+    a GPU node learns them (and the S3 credentials) from its own environment."""
+    db_name, url = postgres.create_database()
+    env = {**s3_env, "TUNESERVE_DATABASE_URL": url, "TUNESERVE_MODELS_DIR": str(models_dir)}
+    env["TUNESERVE_BLOB_URL"] += "/" + random_token(8)
+    yield env
+    postgres.drop_database(db_name)
+
+
+@pytest.fixture(scope="session")
+def ray_cluster(ray_storage: dict[str, str]) -> Iterator["RayCluster"]:
+    from tests.support.ray_cluster import RayCluster
+
+    cluster = RayCluster(ray_storage).start()
+    yield cluster
+    cluster.stop()
+
+
+@pytest.fixture(scope="session")
+def ray_servers(ray_cluster: "RayCluster", ray_storage: dict[str, str],
+                tmp_path_factory: pytest.TempPathFactory,
+                ) -> Iterator[tuple[TuneserveServer, TuneserveServer]]:
+    """Two API nodes on one PostgreSQL + S3, both scheduling jobs onto the Ray cluster,
+    started at the same moment; the first also serves chat (its own vLLM)."""
+    import sys
+    import threading
+
+    env = {**ray_storage, "TUNESERVE_EXECUTOR": "ray",
+           "TUNESERVE_RAY_ADDRESS": ray_cluster.address,
+           "TUNESERVE_RAY_WORKER_COMMAND": f"{sys.executable} -m training.worker",
+           "TUNESERVE_RAY_STOP_WAIT_SECONDS": "60",
+           "TUNESERVE_WORKER_HEARTBEAT_TIMEOUT": "10"}
+    a = TuneserveServer(tmp_path_factory.mktemp("ray-api-a"),
+                        env | {"TUNESERVE_SERVING_ENABLED": "true"})
+    b = TuneserveServer(tmp_path_factory.mktemp("ray-api-b"), env, api_key=a.api_key)
+    errors: list[BaseException] = []
+
+    def start(server: TuneserveServer) -> None:
+        try:
+            server.start()
+        except BaseException as exc:  # reported below, in the test's thread
+            errors.append(exc)
+
+    threads = [threading.Thread(target=start, args=(s,)) for s in (a, b)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    try:
+        if errors:
+            raise errors[0]
+        yield a, b
+    finally:
+        a.stop()
+        b.stop()

@@ -40,8 +40,9 @@ def _wait_gone(job_id: str, timeout: float = 20) -> None:
 def _start(client: openai.OpenAI, n_epochs: int, batch_size: int) -> str:
     return client.fine_tuning.jobs.create(
         model=BASE, training_file=upload(client, TRAINING), seed=3,
+        # 16-bit LoRA: the same lifecycle, several times faster on a CPU than QLoRA.
         method={"type": "supervised", "supervised": {"hyperparameters": {
-            "n_epochs": n_epochs, "batch_size": batch_size}}},
+            "n_epochs": n_epochs, "batch_size": batch_size, "use_qlora": False}}},
     ).id
 
 
@@ -83,8 +84,9 @@ def test_pause_then_resume_continues_from_the_checkpoint(local_server: Tuneserve
     client = local_server.client()
     job_id = _start(client, n_epochs=2, batch_size=2)  # 24 steps
     wait_for_event(client, job_id, "Step 3/")
-    paused = client.fine_tuning.jobs.pause(job_id)
-    assert paused.status == "paused"
+    # Answered at once, as OpenAI does; the worker saves its state, then the job is paused.
+    assert client.fine_tuning.jobs.pause(job_id).status == "pausing"
+    assert wait_for(client, job_id, ("paused",), timeout=60).status == "paused"
     _wait_gone(job_id, timeout=10)
     at = _train_steps(client, job_id)[-1]
     assert 3 <= at < 24
@@ -117,11 +119,11 @@ def test_killed_worker_resumes_from_its_last_checkpoint(local_server: TuneserveS
     assert steps[-1] == 18 and set(steps) == set(range(1, 19))
 
 
-def test_killed_worker_before_any_checkpoint_fails_clearly(
+def test_killed_worker_before_any_saved_state_starts_again_and_succeeds(
     local_server: TuneserveServer,
 ) -> None:
     client = local_server.client()
-    job_id = _start(client, n_epochs=1, batch_size=1)
+    job_id = _start(client, n_epochs=1, batch_size=4)  # 6 steps, state only at the end
     wait_for_event(client, job_id, "Fine-tuning job started")
     deadline = time.monotonic() + 60
     while (worker := _worker(job_id)) is None:
@@ -129,9 +131,10 @@ def test_killed_worker_before_any_checkpoint_fails_clearly(
         time.sleep(0.1)
     worker.send_signal(signal.SIGKILL)
     done = wait_for(client, job_id)
-    assert done.status == "failed"
-    assert done.error.code == "worker_lost"
-    assert "no checkpoint" in done.error.message
+    assert done.status == "succeeded", done.error
+    messages = [e.message for e in events(client, job_id)]
+    assert any("starting again from the beginning" in m for m in messages)
+    assert _train_steps(client, job_id)[-1] == 6
 
 
 def test_api_and_worker_killed_mid_job_then_recovery(

@@ -1,9 +1,13 @@
 """Job state in the DB, shared by the API, the scheduler and workers on any node.
 
-Every transition is a conditional UPDATE (`WHERE status IN expected`), so a worker, the
-scheduler and an API request racing on one job cannot undo each other's decisions."""
+One `JobStatus` enum and one table of allowed transitions. Every change is a conditional
+UPDATE (`WHERE status IN expected`), checked against the table, so a worker, a scheduler and
+an API request racing on one job cannot undo each other's decisions. Whoever holds a job (a
+validation or a worker) holds one `attempt` number; its writes also check that number
+(fencing), so a holder that lost the job changes nothing."""
 
 import time
+from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import delete, select, update
@@ -14,8 +18,49 @@ from storage.ids import new_id, random_token
 from storage.keys import job_prefix
 from storage.models import FineTunedModel, FineTuningJob, JobCheckpoint, JobEvent
 
-ACTIVE = ("validating_files", "queued", "running", "paused")
-TERMINAL = ("succeeded", "failed", "cancelled")
+
+class JobStatus(StrEnum):
+    VALIDATING_FILES = "validating_files"
+    QUEUED = "queued"
+    RUNNING = "running"
+    # Pause asked for; the worker is saving a checkpoint before it stops.
+    PAUSING = "pausing"
+    PAUSED = "paused"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+S = JobStatus
+TRANSITIONS: dict[JobStatus, frozenset[JobStatus]] = {
+    S.VALIDATING_FILES: frozenset({S.QUEUED, S.PAUSED, S.FAILED, S.CANCELLED}),
+    S.QUEUED: frozenset({S.RUNNING, S.PAUSED, S.CANCELLED}),
+    # -> queued: the worker was lost and the job goes back to wait for another.
+    S.RUNNING: frozenset({S.PAUSING, S.QUEUED, S.SUCCEEDED, S.FAILED, S.CANCELLED}),
+    # -> succeeded: training ended before the worker saw the request.
+    S.PAUSING: frozenset({S.PAUSED, S.SUCCEEDED, S.FAILED, S.CANCELLED}),
+    # -> validating_files when it was paused before its files were validated.
+    S.PAUSED: frozenset({S.VALIDATING_FILES, S.QUEUED, S.CANCELLED}),
+    S.SUCCEEDED: frozenset(),
+    S.FAILED: frozenset(),
+    S.CANCELLED: frozenset(),
+}
+del S
+
+TERMINAL = (JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED)
+ACTIVE = tuple(s for s in JobStatus if s not in TERMINAL)
+# A worker holds the job.
+WORKING = (JobStatus.RUNNING, JobStatus.PAUSING)
+
+
+class IllegalTransition(ValueError):
+    """A code path asked for a move the table does not allow: a bug, not a race."""
+
+
+def check_transition(expect: tuple[str, ...], target: str) -> None:
+    bad = [s for s in expect if JobStatus(target) not in TRANSITIONS[JobStatus(s)]]
+    if bad:
+        raise IllegalTransition(f"{', '.join(bad)} -> {target} is not an allowed transition")
 
 
 def fine_tuned_model_name(base: str, project: str, suffix: str | None) -> str:
@@ -23,11 +68,13 @@ def fine_tuned_model_name(base: str, project: str, suffix: str | None) -> str:
     return f"ft:{base}:{project}:{suffix or ''}:{random_token(8)}"
 
 
-def model_key(model_name: str) -> str:
-    """The adapter's directory name for a model or checkpoint name."""
+def model_key(model_name: str, attempt: int) -> str:
+    """The adapter's directory name for a model or checkpoint name, made by one attempt:
+    two attempts of one job never write to the same place."""
     short = model_name.split(":")[4]
     step = model_name.rsplit(":ckpt-step-", 1)
-    return f"{short}-ckpt-step-{step[1]}" if len(step) == 2 else short
+    name = f"{short}-ckpt-step-{step[1]}" if len(step) == 2 else short
+    return f"{name}-a{attempt}"
 
 
 def add_event(
@@ -43,21 +90,49 @@ def add_event(
                          level=level, message=message, type=type, data=data))
 
 
-def transition(session: Session, job_id: str, expect: tuple[str, ...], **values: Any) -> bool:
-    """Sets `values` on the job if its status is one of `expect`; False if it was not."""
-    result = session.execute(
-        update(FineTuningJob)
-        .where(FineTuningJob.id == job_id, FineTuningJob.status.in_(expect))
-        .values(**values)
-    )
-    return result.rowcount == 1
+def transition(session: Session, job_id: str, expect: tuple[str, ...],
+               attempt: int | None = None, **values: Any) -> bool:
+    """Sets `values` on the job if its status is one of `expect` (and, for a holder, its
+    `attempt` is still current); False if not. A `status` in `values` must be allowed from
+    every state in `expect`."""
+    if "status" in values:
+        check_transition(expect, values["status"])
+    query = update(FineTuningJob).where(FineTuningJob.id == job_id,
+                                        FineTuningJob.status.in_(expect))
+    if attempt is not None:
+        query = query.where(FineTuningJob.attempt == attempt)
+    return session.execute(query.values(**values)).rowcount == 1
+
+
+def holds(session: Session, job_id: str, attempt: int) -> bool:
+    """True if `attempt` still holds the job; on PostgreSQL the row stays locked until the
+    session commits, so what the holder writes in the same session cannot race a takeover."""
+    return transition(session, job_id, WORKING, attempt, heartbeat_at=time.time())
+
+
+def take(session: Session, job_id: str, expect: tuple[str, ...], *,
+         stale_before: float | None = None, **values: Any) -> int | None:
+    """Takes the job for a new holder: bumps `attempt` and returns it, or None when the job
+    is not in `expect` (or, with `stale_before`, its holder beat after that time)."""
+    if "status" in values:
+        check_transition(expect, values["status"])
+    query = update(FineTuningJob).where(FineTuningJob.id == job_id,
+                                        FineTuningJob.status.in_(expect))
+    if stale_before is not None:
+        query = query.where((FineTuningJob.heartbeat_at.is_(None))
+                            | (FineTuningJob.heartbeat_at < stale_before))
+    row = session.execute(
+        query.values(attempt=FineTuningJob.attempt + 1, **values)
+        .returning(FineTuningJob.attempt)
+    ).first()
+    return None if row is None else int(row[0])
 
 
 def fail(session: Session, job_id: str, code: str, message: str, param: str | None = None,
-         expect: tuple[str, ...] = ACTIVE) -> bool:
+         expect: tuple[str, ...] = WORKING, attempt: int | None = None) -> bool:
     done = transition(
-        session, job_id, expect, status="failed", finished_at=int(time.time()),
-        error={"code": code, "message": message, "param": param}, control=None,
+        session, job_id, expect, attempt, status=JobStatus.FAILED,
+        finished_at=int(time.time()), error={"code": code, "message": message, "param": param},
         estimated_finish=None,
     )
     if done:
@@ -78,4 +153,11 @@ def discard_outputs(session: Session, store: BlobStore, job: FineTuningJob) -> N
     session.flush()
     for model in models:
         store.delete_prefix(model.adapter_prefix)
+    discard_state(session, store, job)
+
+
+def discard_state(session: Session, store: BlobStore, job: FineTuningJob) -> None:
+    """Drops a job's resumable training state (a failed or cancelled job keeps none)."""
+    session.execute(update(FineTuningJob).where(FineTuningJob.id == job.id)
+                    .values(resume_state=None))
     store.delete_prefix(job_prefix(job.project_id, job.id))

@@ -1,7 +1,9 @@
 """A job's training run, from the DB row to the published adapter."""
 
 import csv
+import importlib.util
 import io
+import os
 import time
 from pathlib import Path
 
@@ -18,7 +20,15 @@ from training import jobs
 from training.data import dpo_row, read_records, sft_rows
 from training.heartbeat import Heartbeat
 from training.hyperparameters import Hyperparameters
-from training.progress import ADAPTER_FILES, TOKENIZER_FILES, JobContext, JobProgress
+from training.jobs import JobStatus
+from training.progress import (
+    ADAPTER_FILES,
+    TOKENIZER_FILES,
+    JobContext,
+    JobProgress,
+    load_state,
+    metrics_interval,
+)
 from training.settings import TrainingSettings
 from training.trainer import RunConfig, build_trainer, load_model
 
@@ -32,75 +42,72 @@ def _rows(method: str, records: list[dict]) -> list[dict]:  # type: ignore[type-
     return [row for r in records for row in sft_rows(r)]
 
 
-def _resume_point(store: BlobStore, ctx: JobContext, output_dir: Path) -> Path | None:
-    paths = store.download_prefix(ctx.state_prefix, output_dir)
-    dirs = sorted({p.relative_to(output_dir).parts[0] for p in paths},
-                  key=lambda d: int(d.rsplit("-", 1)[-1]))
-    return output_dir / dirs[-1] if dirs else None
-
-
 def results_csv(db: Database, job_id: str) -> bytes:
     """OpenAI's `fine-tune-results` file, from the metrics events (they survive resumes)."""
     with db.session() as s:
         events = list(s.scalars(select(JobEvent).where(JobEvent.job_id == job_id,
                                                        JobEvent.type == "metrics")
                                 .order_by(JobEvent.seq)))
+    # A step trained again after a resume from an older state counts once: its latest run.
+    by_step = {d["step"]: d for d in (e.data or {} for e in events) if "train_loss" in d}
     out = io.StringIO()
     writer = csv.writer(out)
     writer.writerow(RESULT_COLUMNS)
-    for event in events:
-        d = event.data or {}
-        if "train_loss" in d:
-            writer.writerow([d["step"], d["train_loss"], d.get("train_mean_token_accuracy", ""),
-                             d.get("valid_loss", ""), d.get("valid_mean_token_accuracy", "")])
+    for step in sorted(by_step):
+        d = by_step[step]
+        writer.writerow([step, d["train_loss"], d.get("train_mean_token_accuracy", ""),
+                         d.get("valid_loss", ""), d.get("valid_mean_token_accuracy", "")])
     return out.getvalue().encode()
 
 
-def run(job_id: str, settings: TrainingSettings, db: Database, store: BlobStore,
+def run(job_id: str, attempt: int, settings: TrainingSettings, db: Database, store: BlobStore,
         heartbeat: Heartbeat, workdir: Path) -> None:
     with db.session() as s:
         job = jobs.get_job(s, job_id)
-        if job is None or job.status != "running":
+        if job is None or not jobs.holds(s, job_id, attempt):
             return
-        resuming = job.step > 0
-        jobs.add_event(s, job_id, f"Fine-tuning job resumed from step {job.step}" if resuming
-                       else "Fine-tuning job started")
-        if job.started_at is None:
-            job.started_at = int(time.time())
     method = job.method["type"]
     hp = Hyperparameters(**job.method[method]["hyperparameters"])
     spec = base_models(settings)[job.model]
     ctx = JobContext(job_id=job.id, project_id=job.project_id, model_name=job.model_name,
-                     base_model=job.model, db=db, store=store, heartbeat=heartbeat)
+                     base_model=job.model, attempt=attempt, db=db, store=store,
+                     heartbeat=heartbeat)
 
     train_rows = _rows(method, read_records(store, file_key(job.project_id, job.training_file),
                                             "training_file"))
     valid_rows = _rows(method, read_records(store, file_key(job.project_id, job.validation_file),
                                             "validation_file")) if job.validation_file else []
     output_dir = workdir / "out"
-    resume_from = _resume_point(store, ctx, output_dir)
+    resume_from, resume_step = (load_state(store, job.resume_state, output_dir)
+                                if job.resume_state else (None, 0))
+    with db.session() as s:
+        if jobs.holds(s, job_id, attempt):
+            jobs.add_event(s, job_id, f"Fine-tuning job resumed from step {resume_step}"
+                           if resume_from else "Fine-tuning job started")
+            if job.started_at is None:
+                jobs.transition(s, job_id, jobs.WORKING, attempt, started_at=int(time.time()))
     steps_per_epoch = -(-len(train_rows) // hp.batch_size)
-    total = steps_per_epoch * hp.n_epochs
-    progress = JobProgress(ctx, metrics_every=max(1, total // 100))
+    progress = JobProgress(ctx, metrics_every=metrics_interval(steps_per_epoch * hp.n_epochs),
+                           state_every_seconds=settings.checkpoint_every_seconds)
     cfg = RunConfig(method=method, model_dir=spec.path, output_dir=output_dir,
                     hyperparameters=hp, seed=job.seed,
                     eval_steps=max(1, steps_per_epoch // 2) if valid_rows else None,
                     report_to=_report_to(job))
 
     model, tokenizer = load_model(cfg)
-    if heartbeat.cancelled:
+    if heartbeat.should_stop:
         return
     trainer = build_trainer(cfg, model, tokenizer, train_rows, valid_rows, [progress])
     trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
 
-    if heartbeat.cancelled:
+    if heartbeat.should_stop:
+        return  # cancelled (the scheduler removes its outputs) or taken over: touch nothing
+    if trainer.state.global_step < trainer.state.max_steps:
+        # Stopped early with its state saved: a pause, or a stop (SIGTERM) after which the
+        # scheduler starts another attempt from that state.
         with db.session() as s:
-            jobs.discard_outputs(s, store, job)
-        return
-    if progress.pausing:
-        with db.session() as s:
-            if jobs.transition(s, job_id, ("running",), status="paused", control=None,
-                               estimated_finish=None):
+            if jobs.transition(s, job_id, (JobStatus.PAUSING,), attempt,
+                               status=JobStatus.PAUSED, estimated_finish=None):
                 jobs.add_event(s, job_id, f"Fine-tuning job paused at step "
                                f"{trainer.state.global_step}")
         return
@@ -108,9 +115,6 @@ def run(job_id: str, settings: TrainingSettings, db: Database, store: BlobStore,
 
 
 def _report_to(job: FineTuningJob) -> list[str]:
-    import importlib.util
-    import os
-
     wants = any(i.get("type") == "wandb" for i in job.integrations or [])
     usable = importlib.util.find_spec("wandb") is not None and os.environ.get("WANDB_API_KEY")
     return ["wandb"] if wants and usable else []
@@ -125,12 +129,14 @@ def _finish(ctx: JobContext, job: FineTuningJob, trainer: object, tokenizer: obj
         data = {"step": step, "full_valid_loss": full.get("eval_loss"),
                 "full_valid_mean_token_accuracy": full.get("eval_mean_token_accuracy")}
         with db.session() as s:
-            jobs.add_event(s, job.id, f"Full validation loss={data['full_valid_loss']:.4f}",
-                           type="metrics", data=data)
+            if jobs.holds(s, job.id, ctx.attempt):
+                jobs.add_event(s, job.id,
+                               f"Full validation loss={data['full_valid_loss']:.4f}",
+                               type="metrics", data=data)
     final_dir = workdir / "final"
     trainer.save_model(str(final_dir))  # type: ignore[attr-defined]
     tokenizer.save_pretrained(str(final_dir))  # type: ignore[attr-defined]
-    prefix = adapter_prefix(job.project_id, jobs.model_key(job.model_name))
+    prefix = adapter_prefix(job.project_id, jobs.model_key(job.model_name, ctx.attempt))
     store.upload_dir(final_dir, prefix, names=ADAPTER_FILES + TOKENIZER_FILES)
 
     results = results_csv(db, job.id)
@@ -140,9 +146,10 @@ def _finish(ctx: JobContext, job: FineTuningJob, trainer: object, tokenizer: obj
     hp = job.method[job.method["type"]]["hyperparameters"]
     with db.session() as s:
         done = jobs.transition(
-            s, job.id, ("running",), status="succeeded", finished_at=now, step=step,
-            fine_tuned_model=job.model_name, trained_tokens=(job.n_tokens or 0) * hp["n_epochs"],
-            result_files=[result_id], estimated_finish=None, control=None,
+            s, job.id, jobs.WORKING, ctx.attempt, status=JobStatus.SUCCEEDED, finished_at=now,
+            step=step, fine_tuned_model=job.model_name,
+            trained_tokens=(job.n_tokens or 0) * hp["n_epochs"], result_files=[result_id],
+            estimated_finish=None, resume_state=None,
         )
         if done:
             add_file(s, file_id=result_id, project_id=job.project_id, filename="step_metrics.csv",
@@ -153,6 +160,6 @@ def _finish(ctx: JobContext, job: FineTuningJob, trainer: object, tokenizer: obj
             jobs.add_event(s, job.id, "The job has successfully completed")
     if done:
         store.delete_prefix(ctx.state_prefix)
-    else:  # cancelled at the last moment: keep nothing
+    else:  # cancelled at the last moment, or taken over: remove only what this attempt made
         store.delete_prefix(prefix)
         store.delete(file_key(job.project_id, result_id))

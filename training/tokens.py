@@ -2,6 +2,7 @@
 tokenizer and chat template."""
 
 import functools
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +40,16 @@ def _text(message: Message) -> str:
     return " ".join(parts)
 
 
-@functools.cache
+# Validations run in threads: transformers' lazy first import, and loading one tokenizer
+# twice, must not race.
+_loading = threading.Lock()
+
+
 def token_counter(model_dir: Path) -> ChatTokenCounter:
+    with _loading:
+        return _token_counter(model_dir)
+
+
+@functools.cache
+def _token_counter(model_dir: Path) -> ChatTokenCounter:
     return ChatTokenCounter(model_dir)

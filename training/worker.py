@@ -1,4 +1,5 @@
-"""`python -m training.worker JOB_ID`: trains one job. Needs only storage and the DB."""
+"""`python -m training.worker JOB_ID ATTEMPT`: trains one attempt of one job. Needs only
+storage and the DB; every write it makes is conditional on still holding ATTEMPT."""
 
 import logging
 import shutil
@@ -19,12 +20,12 @@ log = logging.getLogger("tuneserve.worker")
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    job_id = argv[0]
+    job_id, attempt = argv[0], int(argv[1])
     settings = TrainingSettings()
     db = Database(settings.resolved_database_url)
     store = open_blob_store(settings)
-    heartbeat = Heartbeat(db, job_id).start()
-    workdir = Path(tempfile.mkdtemp(prefix=f"tuneserve-{job_id}-"))
+    heartbeat = Heartbeat(db, job_id, attempt).start()
+    workdir = Path(tempfile.mkdtemp(prefix=f"tuneserve-{job_id}-a{attempt}-"))
     try:
         # Unsloth patches transformers and TRL, so it is imported before either of them.
         prepare_environment()
@@ -32,13 +33,16 @@ def main(argv: list[str] | None = None) -> int:
 
         from training.run import run
 
-        run(job_id, settings, db, store, heartbeat, workdir)
+        run(job_id, attempt, settings, db, store, heartbeat, workdir)
         return 0
     except Exception as exc:
+        # The details stay in this log; the tenant sees the kind of failure, never hosts,
+        # paths or credentials from an exception's text.
         log.exception("training failed")
         with db.session() as s:
-            jobs.fail(s, job_id, "training_failed", f"{type(exc).__name__}: {exc}",
-                      expect=("running",))
+            jobs.fail(s, job_id, "training_failed",
+                      f"Training failed with an internal error ({type(exc).__name__}).",
+                      expect=jobs.WORKING, attempt=attempt)
         return 1
     finally:
         heartbeat.stop()

@@ -1,7 +1,6 @@
 """`/v1/fine_tuning/jobs`: create, list, retrieve, cancel, pause, resume, events,
 checkpoints."""
 
-import time
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Request
@@ -23,11 +22,6 @@ from storage.base_models import base_models
 from storage.models import FineTuningJob, JobCheckpoint, JobEvent
 
 router = APIRouter(prefix="/fine_tuning/jobs", tags=["fine-tuning"])
-
-# How long a pause request waits for the worker to checkpoint and stop before answering.
-PAUSE_WAIT_SECONDS = 30.0
-
-
 
 @router.post("", response_model=FineTuningJobObject)
 def create_job(
@@ -76,14 +70,7 @@ def cancel_job(fine_tuning_job_id: str, project: CurrentProject, session: DB,
 @router.post("/{fine_tuning_job_id}/pause", response_model=FineTuningJobObject)
 def pause_job(fine_tuning_job_id: str, project: CurrentProject,
               session: DB) -> FineTuningJobObject:
-    job = service.get_job(session, project.id, fine_tuning_job_id)
-    waiting = service.pause_job(session, job)
-    session.commit()
-    deadline = time.monotonic() + PAUSE_WAIT_SECONDS
-    while waiting and time.monotonic() < deadline:
-        time.sleep(0.25)
-        if _fresh(session, project.id, fine_tuning_job_id).status != "running":
-            break
+    service.pause_job(session, service.get_job(session, project.id, fine_tuning_job_id))
     return _fresh(session, project.id, fine_tuning_job_id)
 
 

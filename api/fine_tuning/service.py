@@ -14,6 +14,7 @@ from storage.blob import BlobStore
 from storage.ids import new_id
 from storage.models import FineTuningJob, Project
 from training import jobs
+from training.jobs import JobStatus
 
 
 def get_job(session: Session, project_id: str, job_id: str) -> FineTuningJob:
@@ -90,28 +91,35 @@ def _conflict(job: FineTuningJob, action: str) -> APIError:
 
 
 def cancel_job(session: Session, store: BlobStore, job: FineTuningJob) -> None:
-    if not jobs.transition(session, job.id, jobs.ACTIVE, status="cancelled",
-                           finished_at=int(time.time()), control=None, estimated_finish=None):
+    if not jobs.transition(session, job.id, jobs.ACTIVE, status=JobStatus.CANCELLED,
+                           finished_at=int(time.time()), estimated_finish=None):
         raise _conflict(job, "cancelled")
     jobs.add_event(session, job.id, "Fine-tuning job cancelled")
-    if job.status != "running":
-        # No worker holds it: its outputs (a paused job's state) go now. A running job's go
-        # once the scheduler has stopped its worker.
+    if job.worker is None:
+        # No worker holds it: its outputs (a paused job's state) go now. A worker's go once
+        # the scheduler has stopped it.
         jobs.discard_outputs(session, store, job)
 
 
-def pause_job(session: Session, job: FineTuningJob) -> bool:
-    """Returns True when a running worker was asked to pause (it checkpoints, then stops)."""
-    if jobs.transition(session, job.id, ("running",), control="pause"):
+def pause_job(session: Session, job: FineTuningJob) -> None:
+    """A running job answers `pausing` at once; its worker saves a checkpoint, then the job
+    is `paused`. A job no worker holds yet is paused at once."""
+    if jobs.transition(session, job.id, (JobStatus.RUNNING,), status=JobStatus.PAUSING):
         jobs.add_event(session, job.id, "Pause requested; saving a checkpoint")
-        return True
-    if jobs.transition(session, job.id, ("validating_files", "queued"), status="paused"):
+        return
+    if jobs.transition(session, job.id, (JobStatus.VALIDATING_FILES, JobStatus.QUEUED),
+                       status=JobStatus.PAUSED, heartbeat_at=None):
         jobs.add_event(session, job.id, "Fine-tuning job paused")
-        return False
+        return
     raise _conflict(job, "paused")
 
 
 def resume_job(session: Session, job: FineTuningJob) -> None:
-    if not jobs.transition(session, job.id, ("paused",), status="queued"):
+    # A job paused before its files were validated is validated again first.
+    validated = job.n_examples is not None
+    target = JobStatus.QUEUED if validated else JobStatus.VALIDATING_FILES
+    if not jobs.transition(session, job.id, (JobStatus.PAUSED,), status=target,
+                           heartbeat_at=None):
         raise _conflict(job, "resumed")
-    jobs.add_event(session, job.id, "Fine-tuning job resumed; moving job to queued state")
+    jobs.add_event(session, job.id, "Fine-tuning job resumed; moving job to "
+                   + ("queued state" if validated else "validating files"))

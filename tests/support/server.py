@@ -16,11 +16,13 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 class TuneserveServer:
-    def __init__(self, data_dir: Path, env: dict[str, str] | None = None) -> None:
+    def __init__(self, data_dir: Path, env: dict[str, str] | None = None,
+                 api_key: str | None = None) -> None:
         self.data_dir = data_dir
         self.port = free_port()
         self.base_url = f"http://127.0.0.1:{self.port}/v1"
-        self.api_key = "sk-test-" + os.urandom(12).hex()
+        # API nodes sharing one DB share the key the first of them created.
+        self.api_key = api_key or "sk-test-" + os.urandom(12).hex()
         self.env = {
             **os.environ,
             "TUNESERVE_DATA_DIR": str(data_dir),

@@ -1,32 +1,58 @@
-"""The executor interface the scheduler drives."""
+"""The executor interface the scheduler drives. One worker per attempt of a job: an
+executor names workers by (job id, attempt), so a new attempt never reuses an old one."""
 
+from dataclasses import dataclass
 from enum import Enum
 from typing import Protocol
 
 
 class WorkerState(Enum):
+    # Accepted, waiting for a node with the resources it asks for.
+    PENDING = "pending"
     RUNNING = "running"
     EXITED = "exited"
     # Not started by this executor instance (e.g. before an API restart): judge by heartbeat.
     UNKNOWN = "unknown"
 
 
+@dataclass(frozen=True)
+class WorkerInfo:
+    state: WorkerState
+    # Once exited: the process's exit code, when known.
+    exit_code: int | None = None
+
+
+class ExecutorUnavailable(RuntimeError):
+    """The executor cannot take work right now (e.g. the Ray cluster is unreachable): the
+    job waits in `queued` and is tried again."""
+
+
 class Executor(Protocol):
     name: str
+    # Running workers' `worker` descriptions on this node start with this; the scheduler
+    # counts them against `max_concurrent_jobs`. None: the cluster decides how many run.
+    node_prefix: str | None
 
-    def start(self, job_id: str) -> str:
-        """Launches `python -m training.worker JOB_ID` somewhere; returns a description of
-        where (stored on the job for operators)."""
+    def start(self, job_id: str, attempt: int) -> str:
+        """Launches `python -m training.worker JOB_ID ATTEMPT` somewhere; returns a
+        description of where (stored on the job for operators)."""
         ...
 
-    def state(self, job_id: str) -> tuple[WorkerState, int | None]:
-        """The worker's state and, once exited, its exit code."""
+    def state(self, job_id: str, attempt: int) -> WorkerInfo:
         ...
 
-    def stop(self, job_id: str, force: bool = False) -> None:
-        """Asks the worker to stop (SIGTERM), or kills it (`force`)."""
+    def placeable(self, job_id: str, attempt: int) -> bool:
+        """False when no node could ever run this worker (nothing has its resources)."""
         ...
 
-    def forget(self, job_id: str) -> None:
-        """Drops an exited worker's bookkeeping."""
+    def stop(self, job_id: str, attempt: int, force: bool = False) -> None:
+        """Asks the worker to stop (SIGTERM: it saves its state first), or kills it."""
+        ...
+
+    def forget(self, job_id: str, attempt: int) -> None:
+        """Drops an ended worker's bookkeeping."""
+        ...
+
+    def log_tail(self, job_id: str, attempt: int, max_chars: int = 2000) -> str:
+        """The end of the worker's output, for a failure's event."""
         ...

@@ -8,7 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from training.executors.base import WorkerState
+from training.executors.base import WorkerInfo, WorkerState
 from training.settings import TrainingSettings
 
 
@@ -18,7 +18,8 @@ class LocalExecutor:
     def __init__(self, settings: TrainingSettings) -> None:
         self.settings = settings
         self.log_dir = settings.data_dir.resolve() / "logs"
-        self._procs: dict[str, subprocess.Popen[bytes]] = {}
+        self.node_prefix = f"local:{socket.gethostname()}:"
+        self._procs: dict[tuple[str, int], subprocess.Popen[bytes]] = {}
 
     def _env(self) -> dict[str, str]:
         s = self.settings
@@ -29,6 +30,7 @@ class LocalExecutor:
             "TUNESERVE_BLOB_URL": s.blob_url,
             "TUNESERVE_DATABASE_URL": s.resolved_database_url,
             "TUNESERVE_BASE_MODELS": s.base_models,
+            "TUNESERVE_CHECKPOINT_EVERY_SECONDS": str(s.checkpoint_every_seconds),
         })
         if s.models_dir:
             env["TUNESERVE_MODELS_DIR"] = str(s.models_dir.resolve())
@@ -36,34 +38,46 @@ class LocalExecutor:
             env["TUNESERVE_S3_ENDPOINT"] = s.s3_endpoint
         return env
 
-    def start(self, job_id: str) -> str:
+    def _log_path(self, job_id: str, attempt: int) -> Path:
+        return self.log_dir / f"{job_id}-a{attempt}.log"
+
+    def start(self, job_id: str, attempt: int) -> str:
         self.log_dir.mkdir(parents=True, exist_ok=True)
-        with open(self.log_dir / f"{job_id}.log", "ab") as log:
+        with open(self._log_path(job_id, attempt), "ab") as log:
             # Its own session: a signal to the API's process group does not hit training,
             # and an API restart leaves a running worker to finish.
             proc = subprocess.Popen(
-                [sys.executable, "-m", "training.worker", job_id],
+                [sys.executable, "-m", "training.worker", job_id, str(attempt)],
                 env=self._env(), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                 start_new_session=True, cwd=Path(__file__).resolve().parents[2],
             )
-        self._procs[job_id] = proc
-        return f"local:{socket.gethostname()}:{proc.pid}"
+        self._procs[(job_id, attempt)] = proc
+        return f"{self.node_prefix}{proc.pid}"
 
-    def state(self, job_id: str) -> tuple[WorkerState, int | None]:
-        proc = self._procs.get(job_id)
+    def state(self, job_id: str, attempt: int) -> WorkerInfo:
+        proc = self._procs.get((job_id, attempt))
         if proc is None:
-            return WorkerState.UNKNOWN, None
+            return WorkerInfo(WorkerState.UNKNOWN)
         code = proc.poll()
-        return (WorkerState.RUNNING, None) if code is None else (WorkerState.EXITED, code)
+        return (WorkerInfo(WorkerState.RUNNING) if code is None
+                else WorkerInfo(WorkerState.EXITED, code))
 
-    def stop(self, job_id: str, force: bool = False) -> None:
-        proc = self._procs.get(job_id)
+    def placeable(self, job_id: str, attempt: int) -> bool:
+        return True
+
+    def stop(self, job_id: str, attempt: int, force: bool = False) -> None:
+        proc = self._procs.get((job_id, attempt))
         if proc is not None and proc.poll() is None:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(proc.pid, signal.SIGKILL if force else signal.SIGTERM)
 
-    def forget(self, job_id: str) -> None:
-        self._procs.pop(job_id, None)
+    def forget(self, job_id: str, attempt: int) -> None:
+        self._procs.pop((job_id, attempt), None)
 
-    def running(self) -> list[str]:
-        return [j for j, p in self._procs.items() if p.poll() is None]
+    def log_tail(self, job_id: str, attempt: int, max_chars: int = 2000) -> str:
+        try:
+            with open(self._log_path(job_id, attempt), "rb") as f:
+                f.seek(max(0, f.seek(0, os.SEEK_END) - max_chars))
+                return f.read().decode(errors="replace")
+        except OSError:
+            return ""

@@ -1,0 +1,141 @@
+"""The CUDA path's arguments, pinned without a GPU: where training and serving differ on CUDA,
+the values come from pure functions, so a CPU-only run catches a typo before a GPU box does."""
+
+import dataclasses
+from pathlib import Path
+
+import pytest
+import torch
+
+from serving.engine import VLLMEngine
+from serving.settings import ServingSettings
+from storage.base_models import BaseModelSpec
+from training.hyperparameters import Hyperparameters
+from training.trainer import Device, RunConfig, _common_args, model_load_kwargs
+
+
+def run_config(tmp_path: Path, use_qlora: bool = True) -> RunConfig:
+    hp = Hyperparameters(n_epochs=1, batch_size=2, learning_rate_multiplier=1.0,
+                         use_qlora=use_qlora, max_seq_length=512)
+    return RunConfig(method="supervised", model_dir=tmp_path / "base",
+                     output_dir=tmp_path / "out", hyperparameters=hp, seed=7)
+
+
+def precision_and_optimizer(args: dict[str, object]) -> dict[str, object]:
+    return {key: args[key] for key in ("bf16", "fp16", "optim")}
+
+
+def test_cuda_loads_a_4_bit_base_and_lets_unsloth_pick_the_dtype(tmp_path: Path) -> None:
+    assert model_load_kwargs(run_config(tmp_path), Device(cuda=True, bf16=True)) == {
+        "model_name": str(tmp_path / "base"),
+        "max_seq_length": 512,
+        "load_in_4bit": True,
+        "dtype": None,
+    }
+
+
+@pytest.mark.parametrize(("native_bf16", "dtype"), [(True, torch.bfloat16),
+                                                     (False, torch.float32)])
+def test_cpu_loads_the_base_in_bfloat16_only_where_it_is_native(
+    tmp_path: Path, native_bf16: bool, dtype: torch.dtype
+) -> None:
+    assert model_load_kwargs(run_config(tmp_path), Device(cuda=False, bf16=native_bf16)) == {
+        "model_name": str(tmp_path / "base"),
+        "max_seq_length": 512,
+        "load_in_4bit": True,
+        "dtype": dtype,
+    }
+
+
+def test_without_qlora_the_base_is_not_quantized(tmp_path: Path) -> None:
+    cfg = run_config(tmp_path, use_qlora=False)
+    assert model_load_kwargs(cfg, Device(cuda=True, bf16=True))["load_in_4bit"] is False
+    assert model_load_kwargs(cfg, Device(cuda=False, bf16=False))["load_in_4bit"] is False
+
+
+def test_cuda_trains_with_8_bit_adamw_in_bfloat16_where_the_gpu_has_it(tmp_path: Path) -> None:
+    args = _common_args(run_config(tmp_path), False, Device(cuda=True, bf16=True))
+    assert precision_and_optimizer(args) == {"bf16": True, "fp16": False, "optim": "adamw_8bit"}
+
+
+def test_a_gpu_without_bfloat16_trains_in_float16(tmp_path: Path) -> None:
+    args = _common_args(run_config(tmp_path), False, Device(cuda=True, bf16=False))
+    assert precision_and_optimizer(args) == {"bf16": False, "fp16": True, "optim": "adamw_8bit"}
+
+
+def test_cpu_trains_with_torch_adamw_in_bfloat16_where_native(tmp_path: Path) -> None:
+    args = _common_args(run_config(tmp_path), False, Device(cuda=False, bf16=True))
+    assert precision_and_optimizer(args) == {"bf16": True, "fp16": False, "optim": "adamw_torch"}
+
+
+def test_a_cpu_without_native_bfloat16_trains_in_float32(tmp_path: Path) -> None:
+    args = _common_args(run_config(tmp_path), False, Device(cuda=False, bf16=False))
+    assert precision_and_optimizer(args) == {"bf16": False, "fp16": False, "optim": "adamw_torch"}
+
+
+@pytest.mark.parametrize("cuda", [True, False])
+def test_training_arguments_are_ones_trl_knows(tmp_path: Path, cuda: bool) -> None:
+    from transformers.training_args import OptimizerNames
+    from trl import DPOConfig, SFTConfig
+
+    args = _common_args(run_config(tmp_path), True, Device(cuda=cuda, bf16=False))
+    for config in (SFTConfig, DPOConfig):
+        assert set(args) <= {f.name for f in dataclasses.fields(config)}, config.__name__
+    assert OptimizerNames(args["optim"])
+
+
+def engine(tmp_path: Path) -> VLLMEngine:
+    settings = ServingSettings(data_dir=tmp_path, vllm_port=8123, max_loras=4,
+                               max_cpu_loras=16, max_lora_rank=32, max_model_len=2048,
+                               kv_cache_gib=3, gpu_memory_utilization=0.85)
+    return VLLMEngine(settings, BaseModelSpec("base", tmp_path / "base"))
+
+
+def vllm_arguments(command: list[str]) -> list[str]:
+    """What follows `-m vllm.entrypoints.openai.api_server` (the launcher before it varies)."""
+    return command[command.index("-m") + 2:]
+
+
+def common_vllm_arguments(tmp_path: Path) -> list[str]:
+    return [
+        "--model", str(tmp_path / "base"), "--served-model-name", "base",
+        "--host", "127.0.0.1", "--port", "8123",
+        "--enable-lora", "--max-lora-rank", "32", "--max-loras", "4", "--max-cpu-loras", "16",
+        "--max-model-len", "2048",
+    ]
+
+
+def test_vllm_on_cuda_takes_the_model_dtype_and_a_share_of_gpu_memory(tmp_path: Path) -> None:
+    assert vllm_arguments(engine(tmp_path).command(cuda=True)) == [
+        *common_vllm_arguments(tmp_path),
+        "--dtype", "auto", "--gpu-memory-utilization", "0.85",
+        "--disable-uvicorn-access-log",
+    ]
+
+
+def test_vllm_on_the_cpu_runs_in_bfloat16_without_gpu_flags(tmp_path: Path) -> None:
+    assert vllm_arguments(engine(tmp_path).command(cuda=False)) == [
+        *common_vllm_arguments(tmp_path),
+        "--dtype", "bfloat16",
+        "--disable-uvicorn-access-log",
+    ]
+
+
+def test_cpu_kv_cache_settings_are_only_given_on_the_cpu(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name in ("VLLM_CPU_KVCACHE_SPACE", "VLLM_CPU_OMP_THREADS_BIND",
+                 "VLLM_CPU_NUM_OF_RESERVED_CPU"):
+        monkeypatch.delenv(name, raising=False)
+    cpu = engine(tmp_path).environment(cuda=False)
+    gpu = engine(tmp_path).environment(cuda=True)
+    assert cpu["VLLM_CPU_KVCACHE_SPACE"] == "3"
+    assert not {k for k in gpu if k.startswith("VLLM_CPU_")}
+    for env in (cpu, gpu):
+        assert env["VLLM_ALLOW_RUNTIME_LORA_UPDATING"] == "True"
+
+
+def test_the_gpu_memory_share_defaults_to_nine_tenths(tmp_path: Path,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("TUNESERVE_GPU_MEMORY_UTILIZATION", raising=False)
+    assert ServingSettings(data_dir=tmp_path).gpu_memory_utilization == 0.9

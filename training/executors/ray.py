@@ -1,0 +1,145 @@
+"""Workers as Ray jobs on a Ray cluster's GPU nodes, through Ray's Job Submission API.
+
+One Ray job per attempt, with the submission id `{job id}-attempt-{n}`: Ray refuses a reused
+id, so an attempt cannot be started twice. The worker runs on a node that has the resources
+it asks for (`entrypoint_num_gpus`, which also sets its CUDA_VISIBLE_DEVICES), reads the
+blob store and the DB through that node's own environment (no credentials travel in the
+job's runtime env) and reports to the DB like a local worker. The API process is only an
+HTTP client of the Ray dashboard; a restarted API finds its jobs by their ids."""
+
+import logging
+from typing import Any
+
+from training.executors.base import ExecutorUnavailable, WorkerInfo, WorkerState
+from training.settings import TrainingSettings
+
+log = logging.getLogger("tuneserve.scheduler")
+
+
+def submission_id(job_id: str, attempt: int) -> str:
+    return f"{job_id}-attempt-{attempt}"
+
+
+class RayExecutor:
+    name = "ray"
+    node_prefix = None
+
+    def __init__(self, settings: TrainingSettings) -> None:
+        self.settings = settings
+        self._client: Any = None
+
+    @property
+    def client(self) -> Any:
+        if self._client is None:
+            from ray.job_submission import JobSubmissionClient
+
+            try:
+                self._client = JobSubmissionClient(self.settings.ray_address)
+            except Exception as exc:  # ConnectionError, or a dashboard that is not up yet
+                raise ExecutorUnavailable(f"Ray at {self.settings.ray_address}: {exc}") from exc
+        return self._client
+
+    def entrypoint_options(self, job_id: str, attempt: int) -> dict[str, Any]:
+        """What `submit_job` gets, besides the client (pure: unit-tested)."""
+        s = self.settings
+        return {
+            "entrypoint": f"{s.ray_worker_command} {job_id} {attempt}",
+            "submission_id": submission_id(job_id, attempt),
+            "entrypoint_num_gpus": s.ray_gpus_per_job,
+            "entrypoint_resources": s.ray_entrypoint_resources(),
+            "entrypoint_label_selector": s.ray_entrypoint_label_selector(),
+            # Job policy only; storage and DB settings come from the node's environment.
+            "runtime_env": {"env_vars": {
+                "RAY_JOB_STOP_WAIT_TIME_S": str(int(s.ray_stop_wait_seconds)),
+                "TUNESERVE_CHECKPOINT_EVERY_SECONDS": str(s.checkpoint_every_seconds),
+            }},
+            "metadata": {"tuneserve_job": job_id, "attempt": str(attempt)},
+        }
+
+    def start(self, job_id: str, attempt: int) -> str:
+        options = {k: v for k, v in self.entrypoint_options(job_id, attempt).items()
+                   if v is not None}
+        try:
+            return "ray:" + self.client.submit_job(**options)
+        except ExecutorUnavailable:
+            raise
+        except Exception as exc:
+            if _unreachable(exc):
+                raise ExecutorUnavailable(str(exc)) from exc
+            raise
+
+    def _info(self, job_id: str, attempt: int) -> Any:
+        try:
+            return self.client.get_job_info(submission_id(job_id, attempt))
+        except ExecutorUnavailable:
+            return None
+        except Exception as exc:
+            if not _unreachable(exc) and "does not exist" not in str(exc):
+                log.warning("Ray job %s: %s", submission_id(job_id, attempt), exc)
+            return None
+
+    def state(self, job_id: str, attempt: int) -> WorkerInfo:
+        info = self._info(job_id, attempt)
+        if info is None:
+            # Unknown to Ray, or Ray unreachable: the scheduler judges by the heartbeat.
+            return WorkerInfo(WorkerState.UNKNOWN)
+        status = str(info.status.value if hasattr(info.status, "value") else info.status)
+        if status == "PENDING":
+            return WorkerInfo(WorkerState.PENDING)
+        if status == "RUNNING":
+            return WorkerInfo(WorkerState.RUNNING)
+        if status != "SUCCEEDED":
+            log.warning("Ray job %s ended %s: %s", submission_id(job_id, attempt), status,
+                        info.message)
+        code = getattr(info, "driver_exit_code", None)
+        return WorkerInfo(WorkerState.EXITED, 0 if status == "SUCCEEDED" else code)
+
+    def placeable(self, job_id: str, attempt: int) -> bool:
+        from ray.util.state import list_nodes
+
+        s = self.settings
+        wanted: dict[str, float] = {**(s.ray_entrypoint_resources() or {})}
+        if s.ray_gpus_per_job:
+            wanted["GPU"] = s.ray_gpus_per_job
+        labels = s.ray_entrypoint_label_selector() or {}
+        try:
+            nodes = list_nodes(address=s.ray_address, detail=True, raise_on_missing_output=False)
+        except Exception:
+            return True  # cannot tell: keep waiting rather than fail a job
+        for node in nodes:
+            total = getattr(node, "resources_total", None) or {}
+            node_labels = getattr(node, "labels", None) or {}
+            if (getattr(node, "state", "ALIVE") == "ALIVE"
+                    and all(total.get(k, 0) >= v for k, v in wanted.items())
+                    and all(node_labels.get(k) == v for k, v in labels.items())):
+                return True
+        return False
+
+    def stop(self, job_id: str, attempt: int, force: bool = False) -> None:
+        # Ray sends SIGTERM, waits RAY_JOB_STOP_WAIT_TIME_S, then SIGKILLs: `force` needs
+        # nothing more.
+        try:
+            self.client.stop_job(submission_id(job_id, attempt))
+        except Exception as exc:
+            log.warning("could not stop Ray job %s: %s", submission_id(job_id, attempt), exc)
+
+    def forget(self, job_id: str, attempt: int) -> None:
+        # Our DB holds the outcome now; Ray would keep the record forever otherwise.
+        try:
+            self.client.delete_job(submission_id(job_id, attempt))
+        except Exception as exc:
+            if "does not exist" not in str(exc):
+                log.warning("could not delete Ray job %s: %s", submission_id(job_id, attempt),
+                            exc)
+
+    def log_tail(self, job_id: str, attempt: int, max_chars: int = 2000) -> str:
+        try:
+            return str(self.client.get_job_logs(submission_id(job_id, attempt)))[-max_chars:]
+        except Exception:
+            return ""
+
+
+def _unreachable(exc: Exception) -> bool:
+    import requests
+
+    return isinstance(exc, requests.exceptions.ConnectionError | ConnectionError)
