@@ -48,7 +48,11 @@ class RunningSince:
     def _run(self) -> None:
         while not self._stop.wait(0.05):
             now = time.perf_counter()
-            for job in self.client.list_jobs():
+            try:
+                listing = self.client.list_jobs()
+            except Exception:  # a slow dashboard under load: look again
+                continue
+            for job in listing:
                 self.jobs[job.submission_id] = job.metadata or {}
                 if job.status.value == "RUNNING":
                     self.running.setdefault(job.submission_id, now)

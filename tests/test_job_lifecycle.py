@@ -14,20 +14,18 @@ from tests.support.training import (
     BASE,
     events,
     sft_example,
+    train_steps,
     upload,
     wait_for,
     wait_for_event,
+    worker_processes,
 )
 
 TRAINING = [sft_example(i) for i in range(24)]
 
 
 def _worker(job_id: str) -> psutil.Process | None:
-    for proc in psutil.process_iter(["cmdline"]):
-        cmd = proc.info["cmdline"] or []
-        if "training.worker" in cmd and job_id in cmd:
-            return proc
-    return None
+    return next(iter(worker_processes(job_id)), None)
 
 
 def _wait_gone(job_id: str, timeout: float = 20) -> None:
@@ -44,11 +42,6 @@ def _start(client: openai.OpenAI, n_epochs: int, batch_size: int) -> str:
         method={"type": "supervised", "supervised": {"hyperparameters": {
             "n_epochs": n_epochs, "batch_size": batch_size, "use_qlora": False}}},
     ).id
-
-
-def _train_steps(client: openai.OpenAI, job_id: str) -> list[int]:
-    return [e.data["step"] for e in events(client, job_id)
-            if e.type == "metrics" and "train_loss" in e.data]
 
 
 def test_cancel_stops_the_worker_and_keeps_no_model(local_server: TuneserveServer) -> None:
@@ -88,7 +81,7 @@ def test_pause_then_resume_continues_from_the_checkpoint(local_server: Tuneserve
     assert client.fine_tuning.jobs.pause(job_id).status == "pausing"
     assert wait_for(client, job_id, ("paused",), timeout=60).status == "paused"
     _wait_gone(job_id, timeout=10)
-    at = _train_steps(client, job_id)[-1]
+    at = train_steps(client, job_id)[-1]
     assert 3 <= at < 24
     with pytest.raises(openai.ConflictError):
         client.fine_tuning.jobs.pause(job_id)
@@ -96,7 +89,7 @@ def test_pause_then_resume_continues_from_the_checkpoint(local_server: Tuneserve
     assert client.fine_tuning.jobs.resume(job_id).status in ("queued", "running")
     done = wait_for(client, job_id)
     assert done.status == "succeeded", done.error
-    steps = _train_steps(client, job_id)
+    steps = train_steps(client, job_id)
     # The step count keeps going: nothing before the pause is trained again.
     assert steps == list(range(1, 25))
     messages = [e.message for e in events(client, job_id)]
@@ -115,7 +108,7 @@ def test_killed_worker_resumes_from_its_last_checkpoint(local_server: TuneserveS
     assert done.status == "succeeded", done.error
     messages = [e.message for e in events(client, job_id)]
     assert any("interrupted" in m for m in messages)
-    steps = _train_steps(client, job_id)
+    steps = train_steps(client, job_id)
     assert steps[-1] == 18 and set(steps) == set(range(1, 19))
 
 
@@ -134,7 +127,7 @@ def test_killed_worker_before_any_saved_state_starts_again_and_succeeds(
     assert done.status == "succeeded", done.error
     messages = [e.message for e in events(client, job_id)]
     assert any("starting again from the beginning" in m for m in messages)
-    assert _train_steps(client, job_id)[-1] == 6
+    assert train_steps(client, job_id)[-1] == 6
 
 
 def test_api_and_worker_killed_mid_job_then_recovery(
@@ -159,7 +152,7 @@ def test_api_and_worker_killed_mid_job_then_recovery(
         server.start()  # the job is still `running` in the DB, with nobody training it
         done = wait_for(server.client(), job_id)
         assert done.status == "succeeded", done.error
-        assert _train_steps(server.client(), job_id)[-1] == 18
+        assert train_steps(server.client(), job_id)[-1] == 18
         assert any("interrupted" in e.message for e in events(server.client(), job_id))
     finally:
         server.stop()

@@ -4,6 +4,7 @@ import json
 import time
 
 import openai
+import psutil
 from openai.types.fine_tuning import FineTuningJob
 
 from storage.base_models import DEFAULT_BASE_MODEL
@@ -63,3 +64,19 @@ def wait_for_event(client: openai.OpenAI, job_id: str, fragment: str,
 def events(client: openai.OpenAI, job_id: str) -> list:  # type: ignore[type-arg]
     """All of a job's events, oldest first."""
     return list(reversed(list(client.fine_tuning.jobs.list_events(job_id, limit=1000))))
+
+
+def train_steps(client: openai.OpenAI, job_id: str) -> list[int]:
+    """The steps a job's metrics events report, in order."""
+    return [e.data["step"] for e in events(client, job_id)
+            if e.type == "metrics" and "train_loss" in e.data]
+
+
+def worker_processes(job_id: str) -> list[psutil.Process]:
+    """This machine's training workers of a job (any attempt)."""
+    found = []
+    for proc in psutil.process_iter(["cmdline"]):
+        cmd = proc.info["cmdline"] or []
+        if "training.worker" in cmd and job_id in cmd:
+            found.append(proc)
+    return found

@@ -20,6 +20,9 @@ class LocalExecutor:
         self.log_dir = settings.data_dir.resolve() / "logs"
         self.node_prefix = f"local:{socket.gethostname()}:"
         self._procs: dict[tuple[str, int], subprocess.Popen[bytes]] = {}
+        # Workers of attempts that were superseded (they stop themselves once they notice):
+        # reaped here, since nobody asks about their attempts any more.
+        self._superseded: list[subprocess.Popen[bytes]] = []
 
     def _env(self) -> dict[str, str]:
         s = self.settings
@@ -51,10 +54,13 @@ class LocalExecutor:
                 env=self._env(), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                 start_new_session=True, cwd=Path(__file__).resolve().parents[2],
             )
+        for key in [k for k in self._procs if k[0] == job_id]:
+            self._superseded.append(self._procs.pop(key))
         self._procs[(job_id, attempt)] = proc
         return f"{self.node_prefix}{proc.pid}"
 
     def state(self, job_id: str, attempt: int) -> WorkerInfo:
+        self._superseded = [p for p in self._superseded if p.poll() is None]
         proc = self._procs.get((job_id, attempt))
         if proc is None:
             return WorkerInfo(WorkerState.UNKNOWN)

@@ -1,0 +1,182 @@
+"""Training on a real Ray cluster (loopback: a head without GPUs, a node with one logical GPU)
+through two API nodes on one PostgreSQL + S3, driven by the official client: jobs run as Ray
+jobs on the GPU node, each exactly once, and are served; cancel, pause/resume and a killed API
+act on them through Ray. Training is tiny (a step or a few) so the suite stays fast."""
+
+import os
+import signal
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import openai
+import psycopg
+
+from tests.support.chat import wait_for_engine
+from tests.support.ray_cluster import RayCluster
+from tests.support.server import TuneserveServer
+from tests.support.training import (
+    BASE,
+    events,
+    sft_example,
+    train_steps,
+    upload,
+    wait_for,
+    wait_for_event,
+)
+
+Servers = tuple[TuneserveServer, TuneserveServer]
+
+
+class RayJobWatcher:
+    """Records every Ray job the cluster holds while a test runs (tuneserve deletes a job's
+    record once the job's outcome is in its DB, so a single listing could miss some)."""
+
+    def __init__(self, cluster: RayCluster) -> None:
+        self.client = cluster.client()
+        self.seen: dict[str, Any] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> "RayJobWatcher":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.3):
+            try:
+                listing = self.client.list_jobs()
+            except Exception:  # a slow dashboard under load: look again
+                continue
+            for job in listing:
+                if job.submission_id:
+                    self.seen[job.submission_id] = job
+
+    def of(self, job_id: str) -> list[Any]:
+        return [j for j in self.seen.values() if (j.metadata or {}).get("tuneserve_job") == job_id]
+
+
+def _tiny_job(client: openai.OpenAI, training_file: str, **hp: int) -> str:
+    return client.fine_tuning.jobs.create(
+        model=BASE, training_file=training_file, seed=5,
+        method={"type": "supervised", "supervised": {"hyperparameters": {
+            "n_epochs": 1, "batch_size": 10, **hp}}},
+    ).id
+
+
+def _started(client: openai.OpenAI, job_id: str) -> int:
+    return sum(e.message == "Fine-tuning job started" for e in events(client, job_id))
+
+
+def test_api_nodes_started_together_migrate_and_bootstrap_once(
+    ray_servers: Servers, ray_storage: dict[str, str]
+) -> None:
+    a, b = ray_servers
+    url = ray_storage["TUNESERVE_DATABASE_URL"].replace("postgresql+psycopg://", "postgresql://")
+    with psycopg.connect(url) as conn:
+        assert conn.execute("SELECT count(*) FROM projects").fetchone() == (1,)
+        assert conn.execute("SELECT count(*) FROM api_keys").fetchone() == (1,)
+    # One key works on both nodes: they share the DB.
+    assert a.client().models.list() and b.client().models.list()
+
+
+def test_jobs_created_on_two_api_nodes_each_train_once_on_the_gpu_node_and_are_served(
+    ray_servers: Servers, ray_cluster: RayCluster
+) -> None:
+    a, b = ray_servers
+    training = upload(a.client(), [sft_example(i) for i in range(10)])
+    with RayJobWatcher(ray_cluster) as ray_jobs:
+        with ThreadPoolExecutor(10) as pool:
+            ids = list(pool.map(lambda i: _tiny_job((a, b)[i % 2].client(), training),
+                                range(10)))
+        done = [wait_for(b.client(), job_id, timeout=600) for job_id in ids]
+    assert [j.status for j in done] == ["succeeded"] * 10, [j.error for j in done]
+    for job_id in ids:
+        runs = ray_jobs.of(job_id)
+        assert len(runs) == 1, f"{job_id} ran {len(runs)} times in Ray"
+        assert runs[0].driver_node_id in ray_cluster.gpu_node_ids
+        assert _started(a.client(), job_id) == 1
+    # Ray's records go once tuneserve's DB holds the outcome.
+    deadline = time.monotonic() + 30
+    while {j.submission_id for j in ray_cluster.client().list_jobs()} & set(ray_jobs.seen):
+        assert time.monotonic() < deadline, "finished Ray jobs were not deleted"
+        time.sleep(0.5)
+
+    wait_for_engine(a)
+    reply = a.client().chat.completions.create(
+        model=done[0].fine_tuned_model, max_tokens=8,
+        messages=[{"role": "user", "content": "What is 3 plus 3?"}])
+    assert reply.model == done[0].fine_tuned_model and reply.choices[0].message.content
+
+
+def test_cancel_stops_the_ray_job_and_keeps_nothing(
+    ray_servers: Servers, ray_cluster: RayCluster
+) -> None:
+    a, _ = ray_servers
+    client = a.client()
+    job_id = _tiny_job(client, upload(client, [sft_example(i) for i in range(24)]),
+                       n_epochs=5, batch_size=2)
+    with RayJobWatcher(ray_cluster) as ray_jobs:
+        wait_for_event(client, job_id, "Step 2/")
+        assert client.fine_tuning.jobs.cancel(job_id).status == "cancelled"
+        deadline = time.monotonic() + 60
+        while not ray_jobs.of(job_id) or ray_jobs.of(job_id)[0].status.value != "STOPPED":
+            assert time.monotonic() < deadline, "the Ray job was not stopped"
+            time.sleep(0.3)
+    deadline = time.monotonic() + 30
+    while list(client.fine_tuning.jobs.checkpoints.list(job_id)):
+        assert time.monotonic() < deadline
+        time.sleep(0.5)
+    job = client.fine_tuning.jobs.retrieve(job_id)
+    assert job.status == "cancelled" and job.fine_tuned_model is None
+
+
+def test_pause_and_resume_through_ray_train_every_step_once(
+    ray_servers: Servers, ray_cluster: RayCluster
+) -> None:
+    a, b = ray_servers
+    client = a.client()
+    job_id = _tiny_job(client, upload(client, [sft_example(i) for i in range(24)]),
+                       n_epochs=2, batch_size=4)  # 12 steps
+    with RayJobWatcher(ray_cluster) as ray_jobs:
+        wait_for_event(client, job_id, "Step 2/")
+        assert client.fine_tuning.jobs.pause(job_id).status == "pausing"
+        assert wait_for(client, job_id, ("paused",), timeout=90).status == "paused"
+        at = train_steps(client, job_id)[-1]
+        assert at < 12
+        assert b.client().fine_tuning.jobs.resume(job_id).status == "queued"
+        done = wait_for(client, job_id, timeout=300)
+    assert done.status == "succeeded", done.error
+    assert train_steps(client, job_id) == list(range(1, 13))
+    assert len(ray_jobs.of(job_id)) == 2  # one Ray job per attempt
+    assert any(f"resumed from step {at}" in e.message for e in events(client, job_id))
+
+
+def test_killed_api_nodes_leave_the_ray_job_training_and_a_restarted_one_reports_it(
+    ray_servers: Servers, ray_cluster: RayCluster
+) -> None:
+    # Last in this module: it leaves the serving node down.
+    a, b = ray_servers
+    client = b.client()
+    job_id = _tiny_job(client, upload(client, [sft_example(i) for i in range(24)]),
+                       n_epochs=1, batch_size=2)  # 12 steps
+    wait_for_event(client, job_id, "Step 1/")
+    for server in (a, b):
+        os.killpg(server.proc.pid, signal.SIGKILL)  # type: ignore[union-attr]
+        server.proc.wait()  # type: ignore[union-attr]
+    ray_client = ray_cluster.client()
+    (ray_job,) = [j for j in ray_client.list_jobs()
+                  if (j.metadata or {}).get("tuneserve_job") == job_id]
+    time.sleep(2)
+    assert ray_client.get_job_status(ray_job.submission_id).value == "RUNNING"
+    b.start()
+    done = wait_for(b.client(), job_id, timeout=300)
+    assert done.status == "succeeded", done.error
+    assert _started(b.client(), job_id) == 1  # it was never restarted
+    assert not any("interrupted" in e.message for e in events(b.client(), job_id))
+
