@@ -36,6 +36,7 @@ class FakeExecutor:
         self.states: dict[tuple[str, int], WorkerInfo] = {}
         self.unavailable = False
         self.can_place = True
+        self.refuse_forget = False
 
     def start(self, job_id: str, attempt: int) -> str:
         if self.unavailable:
@@ -53,8 +54,9 @@ class FakeExecutor:
     def stop(self, job_id: str, attempt: int, force: bool = False) -> None:
         self.stopped.append((job_id, attempt, force))
 
-    def forget(self, job_id: str, attempt: int) -> None:
+    def forget(self, job_id: str, attempt: int) -> bool:
         self.forgotten.append((job_id, attempt))
+        return not self.refuse_forget
 
     def log_tail(self, job_id: str, attempt: int, max_chars: int = 2000) -> str:
         return "Traceback: out of memory"
@@ -289,6 +291,22 @@ def test_a_cancelled_job_is_stopped_then_its_outputs_removed(
     assert not store.exists(key)
     assert _get(database, job_id).worker is None
     assert (job_id, 1) in executor.forgotten
+
+
+def test_an_ended_worker_the_executor_could_not_forget_is_released_on_a_later_tick(
+    database: Database, store: LocalBlobStore, tmp_path: Path
+) -> None:
+    scheduler, executor, job_id = _running(database, store, tmp_path)
+    with database.session() as s:
+        assert jobs.transition(s, job_id, (JobStatus.RUNNING,), status=JobStatus.SUCCEEDED)
+    executor.states[(job_id, 1)] = WorkerInfo(WorkerState.EXITED, 0)
+    executor.refuse_forget = True  # e.g. Ray answers 500 just after the job ended
+    scheduler.reconcile()
+    assert _get(database, job_id).worker is not None
+    executor.refuse_forget = False
+    scheduler.reconcile()
+    assert _get(database, job_id).worker is None
+    assert executor.forgotten == [(job_id, 1), (job_id, 1)]
 
 
 def test_a_job_no_node_can_run_fails_after_the_placement_timeout(

@@ -261,7 +261,8 @@ class Scheduler:
         self._release(job)
 
     def _release(self, job: FineTuningJob) -> None:
-        self.executor.forget(job.id, job.attempt)
+        if not self.executor.forget(job.id, job.attempt):
+            return  # the job keeps its worker; the next tick tries again
         self._stop_sent.discard((job.id, job.attempt))
         with self.db.session() as s:
             if jobs.transition(s, job.id, jobs.TERMINAL + (JobStatus.PAUSED,), job.attempt,

@@ -6,6 +6,7 @@ the blob store and the DB are, and their credentials."""
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 from tests.support.ports import free_port
@@ -56,6 +57,12 @@ class RayCluster:
                 self.gpu_node_ids.append(gpu.node_id)
         self.cluster.wait_for_nodes()
         return self
+
+    def driver_logs(self, job_id: str) -> list[str]:
+        """The Ray jobs that ever ran for a tuneserve job, by the driver logs Ray writes for
+        each (they outlive the job records tuneserve deletes)."""
+        return sorted(p.name for p in Path(self.cluster.head_node.get_logs_dir_path())
+                      .glob(f"job-driver-{job_id}-attempt-*.log"))
 
     def client(self) -> Any:
         from ray.job_submission import JobSubmissionClient

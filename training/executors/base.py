@@ -49,8 +49,8 @@ class Executor(Protocol):
         """Asks the worker to stop (SIGTERM: it saves its state first), or kills it."""
         ...
 
-    def forget(self, job_id: str, attempt: int) -> None:
-        """Drops an ended worker's bookkeeping."""
+    def forget(self, job_id: str, attempt: int) -> bool:
+        """Drops an ended worker's bookkeeping; False if that failed and should be retried."""
         ...
 
     def log_tail(self, job_id: str, attempt: int, max_chars: int = 2000) -> str:

@@ -77,8 +77,9 @@ class LocalExecutor:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(proc.pid, signal.SIGKILL if force else signal.SIGTERM)
 
-    def forget(self, job_id: str, attempt: int) -> None:
+    def forget(self, job_id: str, attempt: int) -> bool:
         self._procs.pop((job_id, attempt), None)
+        return True
 
     def log_tail(self, job_id: str, attempt: int, max_chars: int = 2000) -> str:
         try:

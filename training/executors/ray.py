@@ -123,14 +123,18 @@ class RayExecutor:
         except Exception as exc:
             log.warning("could not stop Ray job %s: %s", submission_id(job_id, attempt), exc)
 
-    def forget(self, job_id: str, attempt: int) -> None:
-        # Our DB holds the outcome now; Ray would keep the record forever otherwise.
+    def forget(self, job_id: str, attempt: int) -> bool:
+        # Our DB holds the outcome now; Ray would keep the record forever otherwise. Ray can
+        # refuse for a moment after a job ends (its node's agent has not seen the end yet).
         try:
             self.client.delete_job(submission_id(job_id, attempt))
         except Exception as exc:
-            if "does not exist" not in str(exc):
-                log.warning("could not delete Ray job %s: %s", submission_id(job_id, attempt),
-                            exc)
+            if "does not exist" in str(exc):
+                return True
+            log.info("Ray job %s not deleted yet (%s); trying again",
+                     submission_id(job_id, attempt), str(exc).splitlines()[0])
+            return False
+        return True
 
     def log_tail(self, job_id: str, attempt: int, max_chars: int = 2000) -> str:
         try:
