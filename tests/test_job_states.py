@@ -58,6 +58,9 @@ class FakeExecutor:
         self.forgotten.append((job_id, attempt))
         return not self.refuse_forget
 
+    def housekeep(self) -> None:
+        pass
+
     def log_tail(self, job_id: str, attempt: int, max_chars: int = 2000) -> str:
         return "Traceback: out of memory"
 

@@ -105,17 +105,17 @@ def test_jobs_created_on_two_api_nodes_each_train_once_on_the_gpu_node_and_are_s
         assert _started(a.client(), job_id) == 1
     seen = [run for job_id in ids for run in ray_jobs.of(job_id)]
     assert seen and all(run.driver_node_id in ray_cluster.gpu_node_ids for run in seen)
-    # Ray's records go once tuneserve's DB holds the outcome.
-    deadline = time.monotonic() + 30
-    while {j.submission_id for j in ray_cluster.client().list_jobs()} & set(ray_jobs.seen):
-        assert time.monotonic() < deadline, "finished Ray jobs were not deleted"
-        time.sleep(0.5)
-
     wait_for_engine(a)
     reply = a.client().chat.completions.create(
         model=done[0].fine_tuned_model, max_tokens=8,
         messages=[{"role": "user", "content": "What is 3 plus 3?"}])
     assert reply.model == done[0].fine_tuned_model and reply.choices[0].message.content
+
+    # Ray's records go once tuneserve's DB holds the outcome and the worker has exited.
+    deadline = time.monotonic() + 120
+    while {j.submission_id for j in ray_cluster.client().list_jobs()} & set(ray_jobs.seen):
+        assert time.monotonic() < deadline, "finished Ray jobs were not deleted"
+        time.sleep(0.5)
 
 
 def test_cancel_stops_the_ray_job_and_keeps_nothing(

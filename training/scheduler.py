@@ -204,6 +204,7 @@ class Scheduler:
     # Reconcile: the DB's view against the executor's
 
     def reconcile(self) -> None:
+        self.executor.housekeep()
         with self.db.session() as s:
             held = list(s.scalars(select(FineTuningJob).where(
                 FineTuningJob.status.not_in((JobStatus.VALIDATING_FILES, JobStatus.QUEUED)),

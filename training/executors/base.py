@@ -53,6 +53,10 @@ class Executor(Protocol):
         """Drops an ended worker's bookkeeping; False if that failed and should be retried."""
         ...
 
+    def housekeep(self) -> None:
+        """Called on every scheduler tick: deferred clean-up (reaping, record deletion)."""
+        ...
+
     def log_tail(self, job_id: str, attempt: int, max_chars: int = 2000) -> str:
         """The end of the worker's output, for a failure's event."""
         ...

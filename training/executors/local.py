@@ -59,8 +59,10 @@ class LocalExecutor:
         self._procs[(job_id, attempt)] = proc
         return f"{self.node_prefix}{proc.pid}"
 
-    def state(self, job_id: str, attempt: int) -> WorkerInfo:
+    def housekeep(self) -> None:
         self._superseded = [p for p in self._superseded if p.poll() is None]
+
+    def state(self, job_id: str, attempt: int) -> WorkerInfo:
         proc = self._procs.get((job_id, attempt))
         if proc is None:
             return WorkerInfo(WorkerState.UNKNOWN)

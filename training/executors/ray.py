@@ -8,12 +8,19 @@ job's runtime env) and reports to the DB like a local worker. The API process is
 HTTP client of the Ray dashboard; a restarted API finds its jobs by their ids."""
 
 import logging
+import time
 from typing import Any
 
 from training.executors.base import ExecutorUnavailable, WorkerInfo, WorkerState
 from training.settings import TrainingSettings
 
 log = logging.getLogger("tuneserve.scheduler")
+
+
+# Ray 2.60 writes a job's record again (as FAILED) when it is deleted while its supervisor is
+# still winding down: deleted right at SUCCEEDED, the record was back a second later; deleted
+# 5 s after, it stayed gone. So a record is deleted this long after the job is forgotten.
+DELETE_GRACE_SECONDS = 10.0
 
 
 def submission_id(job_id: str, attempt: int) -> str:
@@ -27,6 +34,8 @@ class RayExecutor:
     def __init__(self, settings: TrainingSettings) -> None:
         self.settings = settings
         self._client: Any = None
+        # Records to delete: submission id -> when (monotonic); retried at every housekeeping.
+        self._deletions: dict[str, float] = {}
 
     @property
     def client(self) -> Any:
@@ -78,6 +87,9 @@ class RayExecutor:
                 log.warning("Ray job %s: %s", submission_id(job_id, attempt), exc)
             return None
 
+    def housekeep(self) -> None:
+        self._delete_due()
+
     def state(self, job_id: str, attempt: int) -> WorkerInfo:
         info = self._info(job_id, attempt)
         if info is None:
@@ -124,17 +136,26 @@ class RayExecutor:
             log.warning("could not stop Ray job %s: %s", submission_id(job_id, attempt), exc)
 
     def forget(self, job_id: str, attempt: int) -> bool:
-        # Our DB holds the outcome now; Ray would keep the record forever otherwise. Ray can
-        # refuse for a moment after a job ends (its node's agent has not seen the end yet).
-        try:
-            self.client.delete_job(submission_id(job_id, attempt))
-        except Exception as exc:
-            if "does not exist" in str(exc):
-                return True
-            log.info("Ray job %s not deleted yet (%s); trying again",
-                     submission_id(job_id, attempt), str(exc).splitlines()[0])
-            return False
+        # Our DB holds the outcome now; Ray would keep the record forever otherwise.
+        self._deletions.setdefault(submission_id(job_id, attempt),
+                                   time.monotonic() + DELETE_GRACE_SECONDS)
+        self._delete_due()
         return True
+
+    def _delete_due(self) -> None:
+        now = time.monotonic()
+        for sid, due in list(self._deletions.items()):
+            if due > now:
+                continue
+            try:
+                self.client.delete_job(sid)
+            except Exception as exc:
+                if "does not exist" not in str(exc):
+                    log.info("Ray job %s not deleted yet (%s); trying again", sid,
+                             str(exc).splitlines()[0])
+                    self._deletions[sid] = now + DELETE_GRACE_SECONDS
+                    continue
+            del self._deletions[sid]
 
     def log_tail(self, job_id: str, attempt: int, max_chars: int = 2000) -> str:
         try:
