@@ -69,4 +69,7 @@ bench-serve: model
 	$(BIN)/python bench/serve.py
 
 bench-queue: model postgres
-	$(BIN)/python bench/queue.py
+	$(BIN)/python bench/job_queue.py
+
+bench-quality: model
+	$(BIN)/python bench/quality.py

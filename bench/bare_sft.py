@@ -28,7 +28,7 @@ def main() -> None:
         model_name=model_dir, max_seq_length=2048, load_in_4bit=True,
         dtype=None if cuda else torch.bfloat16 if bf16 else torch.float32)
     model = FastLanguageModel.get_peft_model(
-        model, r=16, lora_alpha=16, lora_dropout=0, random_state=int(seed),
+        model, r=16, lora_alpha=32, lora_dropout=0, random_state=int(seed),
         target_modules=["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj",
                         "down_proj"], use_gradient_checkpointing="unsloth")
     with open(data) as f:

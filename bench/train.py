@@ -19,17 +19,23 @@ sys.path.insert(0, str(ROOT))
 from storage.base_models import DEFAULT_BASE_MODEL  # noqa: E402
 from tests.support.server import TuneserveServer  # noqa: E402
 from tests.support.training import jsonl, sft_example  # noqa: E402
+from training.hyperparameters import RULE_ALPHA, ModelShape, reference_learning_rate  # noqa: E402
 from training.prepare import prepare_default_model  # noqa: E402
 
+
+def base_learning_rate(model_dir: Path) -> float:
+    """The rate the job resolves for this model at multiplier 1 (the bare run uses it too)."""
+    config = json.loads((model_dir / "config.json").read_text())
+    return reference_learning_rate("supervised", ModelShape.of(config), RULE_ALPHA)
+
 EPOCHS, BATCH, LR_MULTIPLIER, SEED = 1, 4, 1.0, 11
-BASE_LR = 2e-4
 
 
 def bare(model_dir: Path, data: Path, work: Path) -> float:
     t = time.perf_counter()
     subprocess.run([sys.executable, str(ROOT / "bench" / "bare_sft.py"), str(model_dir),
                     str(data), str(work / "bare"), str(EPOCHS), str(BATCH),
-                    str(BASE_LR * LR_MULTIPLIER), str(SEED)],
+                    str(base_learning_rate(model_dir) * LR_MULTIPLIER), str(SEED)],
                    check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     return time.perf_counter() - t
 

@@ -8,6 +8,7 @@ the default SmolLM2-135M-Instruct lives under the data dir once `tuneserve model
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from storage.settings import StorageSettings
 
@@ -22,11 +23,15 @@ class BaseModelSpec:
     configured_context_length: int | None = None
 
     @property
+    def config(self) -> dict[str, Any]:
+        """The model's config.json (architecture, width, context)."""
+        return json.loads((self.path / "config.json").read_text())  # type: ignore[no-any-return]
+
+    @property
     def context_length(self) -> int:
         if self.configured_context_length:
             return self.configured_context_length
-        config = json.loads((self.path / "config.json").read_text())
-        return int(config.get("max_position_embeddings", 2048))
+        return int(self.config.get("max_position_embeddings", 2048))
 
     @property
     def prepared(self) -> bool:

@@ -95,6 +95,9 @@ class FineTuningJob(Base):
     validation_file: Mapped[str | None] = mapped_column(String(64), default=None)
     suffix: Mapped[str | None] = mapped_column(String(64), default=None)
     seed: Mapped[int] = mapped_column(BigInteger)
+    # The base model the adapter trains on: `model` itself, or, when `model` names one of the
+    # project's fine-tuned models (training continues from its adapter), that model's base.
+    base_model: Mapped[str] = mapped_column(String(256))
     # {"type": ..., type: {"hyperparameters": {...}}}: as sent, then with "auto" resolved.
     method: Mapped[dict[str, Any]] = mapped_column(JSON)
     user_metadata: Mapped[dict[str, str] | None] = mapped_column("metadata", JSON, default=None)
@@ -110,6 +113,13 @@ class FineTuningJob(Base):
     estimated_finish: Mapped[int | None] = mapped_column(BigInteger, default=None)
     trained_tokens: Mapped[int | None] = mapped_column(BigInteger, default=None)
     result_files: Mapped[list[str]] = mapped_column(JSON, default=list)
+    # Base vs fine-tuned scores on the validation file, written when the job succeeds.
+    evaluation: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
+
+    @property
+    def parent_model(self) -> str | None:
+        """The fine-tuned model this job continues from, if any."""
+        return self.model if self.model != self.base_model else None
     # From validation: what one epoch holds.
     n_examples: Mapped[int | None] = mapped_column(BigInteger, default=None)
     n_tokens: Mapped[int | None] = mapped_column(BigInteger, default=None)

@@ -140,7 +140,7 @@ def client(server: TuneserveServer) -> openai.OpenAI:
 @pytest.fixture(scope="session")
 def sft_job(local_server: TuneserveServer) -> "openai.types.fine_tuning.FineTuningJob":
     """The one shared SFT run: 24 examples in a JSON answer format, with a validation file,
-    4 epochs of 3 steps, trained to success."""
+    4 epochs of 3 steps, the learning rate `auto`, trained to success."""
     from tests.support.training import BASE, sft_example, upload, wait_for
 
     client = local_server.client()
@@ -151,7 +151,7 @@ def sft_job(local_server: TuneserveServer) -> "openai.types.fine_tuning.FineTuni
         metadata={"purpose": "shared-run"},
         integrations=[{"type": "wandb", "wandb": {"project": "tuneserve-tests"}}],
         method={"type": "supervised", "supervised": {"hyperparameters": {
-            "n_epochs": 4, "batch_size": 8, "learning_rate_multiplier": 4, "lora_rank": 8}}},
+            "n_epochs": 4, "batch_size": 8, "lora_rank": 8}}},
     )
     done = wait_for(client, job.id)
     assert done.status == "succeeded", done.error

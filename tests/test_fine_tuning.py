@@ -2,6 +2,7 @@
 
 import csv
 import io
+import json
 
 import openai
 import pytest
@@ -26,9 +27,12 @@ def test_sft_job_trains_to_success(sft_job, local_server: TuneserveServer) -> No
     assert sft_job.fine_tuned_model.startswith(f"ft:{BASE}:default:tune:")
     assert sft_job.trained_tokens > 0 and sft_job.finished_at >= sft_job.created_at
     hp = sft_job.method.supervised.hyperparameters
-    assert (hp.n_epochs, hp.batch_size, hp.learning_rate_multiplier) == (4, 8, 4.0)
+    # 12 steps is a short run: `auto` doubles the model's reference rate.
+    assert (hp.n_epochs, hp.batch_size, hp.learning_rate_multiplier) == (4, 8, 2.0)
     extensions = sft_job.method.model_dump()["supervised"]["hyperparameters"]
     assert extensions["lora_rank"] == 8 and extensions["use_qlora"] is True
+    assert 2e-3 < extensions["learning_rate"] < 3e-3
+    assert extensions["max_seq_length"] == 64  # the longest example, rounded up
 
     messages = [e.message for e in events(client, sft_job.id) if e.type == "message"]
     for fragment in ("Validating training file", "Files validated", "Fine-tuning job started",
@@ -55,12 +59,14 @@ def test_sft_job_trains_to_success(sft_job, local_server: TuneserveServer) -> No
     assert {BASE, sft_job.fine_tuned_model, checkpoints[0].fine_tuned_model_checkpoint} <= models
     assert sft_job.fine_tuned_model + ":ckpt-step-3" not in models
 
-    (result_id,) = sft_job.result_files
+    result_id, eval_id = sft_job.result_files
     assert client.files.retrieve(result_id).purpose == "fine-tune-results"
     rows = list(csv.DictReader(io.StringIO(client.files.content(result_id).read().decode())))
     assert [int(r["step"]) for r in rows] == list(range(1, 13))
     assert set(rows[0]) == {"step", "train_loss", "train_accuracy", "valid_loss",
                             "valid_mean_token_accuracy"}
+
+    assert client.files.retrieve(eval_id).purpose == "fine-tune-eval"
 
     with local_server.http() as http:
         assert_matches("FineTuningJob", http.get(f"/fine_tuning/jobs/{sft_job.id}").json())
@@ -69,6 +75,88 @@ def test_sft_job_trains_to_success(sft_job, local_server: TuneserveServer) -> No
         assert_matches("ListFineTuningJobCheckpointsResponse",
                        http.get(f"/fine_tuning/jobs/{sft_job.id}/checkpoints").json())
         assert_matches("ListModelsResponse", http.get("/models").json())
+
+
+def test_job_reports_base_vs_fine_tuned_on_its_validation_file(  # type: ignore[no-untyped-def]
+    sft_job, local_server: TuneserveServer
+) -> None:
+    client = local_server.client()
+    evaluation = sft_job.model_extra["evaluation"]
+    assert evaluation["n_examples"] == 4
+    graders = {"exact_match", "text_similarity", "json_valid", "json_same_keys"}
+    assert set(evaluation["base"]) == set(evaluation["fine_tuned"]) == graders
+    # The base model never answers in the trained JSON shape; the fine-tuned one does.
+    assert evaluation["base"]["json_same_keys"] == 0.0
+    assert evaluation["fine_tuned"]["json_same_keys"] >= 0.5, evaluation
+    assert evaluation["fine_tuned"]["text_similarity"] > evaluation["base"]["text_similarity"]
+    # The kept checkpoints before the final model, each scored on its own.
+    assert [(c["step_number"], c["fine_tuned_model_checkpoint"])
+            for c in evaluation["checkpoints"]] == [
+        (6, sft_job.fine_tuned_model + ":ckpt-step-6"),
+        (9, sft_job.fine_tuned_model + ":ckpt-step-9")]
+    assert all(graders <= set(c) for c in evaluation["checkpoints"])
+
+    lines = [json.loads(line) for line in
+             client.files.content(evaluation["result_file"]).read().decode().splitlines()]
+    assert len(lines) == 4
+    assert {"prompt", "expected", "base_output", "fine_tuned_output", "base_scores",
+            "fine_tuned_scores"} <= set(lines[0])
+    assert lines[0]["expected"] == json.dumps({"answer": 200, "unit": "none"})
+    tuned_same_keys = sum(line["fine_tuned_scores"]["json_same_keys"] for line in lines) / 4
+    assert tuned_same_keys == evaluation["fine_tuned"]["json_same_keys"]
+    headline = [e for e in events(client, sft_job.id)
+                if e.type == "metrics" and "evaluation" in (e.data or {})]
+    assert len(headline) == 1 and "exact match" in headline[0].message
+    assert headline[0].data["evaluation"]["fine_tuned"] == evaluation["fine_tuned"]
+
+
+def test_a_job_continues_from_a_fine_tuned_model(sft_job, local_server: TuneserveServer) -> None:  # type: ignore[no-untyped-def]
+    client = local_server.client()
+    parent = sft_job.fine_tuned_model
+    job = client.fine_tuning.jobs.create(
+        model=parent, suffix="more", seed=3,
+        training_file=upload(client, [sft_example(i) for i in range(30, 40)]),
+        validation_file=upload(client, [sft_example(i) for i in range(100, 104)], "v.jsonl"),
+        method={"type": "supervised", "supervised": {"hyperparameters": {
+            "n_epochs": 1, "batch_size": 10, "learning_rate_multiplier": 0.01}}})
+    assert job.model == parent
+    done = wait_for(client, job.id)
+    assert done.status == "succeeded", done.error
+    assert done.model == parent
+    assert done.fine_tuned_model.startswith(f"ft:{BASE}:default:more:")
+    assert done.fine_tuned_model in {m.id for m in client.models.list()}
+    hp = done.method.model_dump()["supervised"]["hyperparameters"]
+    assert (hp["lora_rank"], hp["lora_alpha"]) == (8, 32)  # the parent's adapter shape
+    # One tiny step from the parent's weights: it still answers in the parent's JSON shape,
+    # which the base model never does.
+    evaluation = done.model_extra["evaluation"]
+    assert evaluation["base"]["json_same_keys"] == 0.0
+    assert evaluation["fine_tuned"]["json_same_keys"] >= 0.5, evaluation
+
+
+def test_continuing_needs_the_projects_own_model_and_its_adapter_shape(  # type: ignore[no-untyped-def]
+    sft_job, local_server: TuneserveServer
+) -> None:
+    training = upload(local_server.client(), GOOD)
+    cases = [
+        (local_server.api_key, {"lora_rank": 4}, "method.supervised.hyperparameters.lora_rank"),
+        (local_server.api_key, {"target_modules": ["q_proj"]},
+         "method.supervised.hyperparameters.target_modules"),
+        (local_server.other_key(), {}, "model"),
+    ]
+    for key, hyperparameters, param in cases:
+        with local_server.http(key) as http:
+            response = http.post("/fine_tuning/jobs", json={
+                "model": sft_job.fine_tuned_model, "training_file": training,
+                "method": {"type": "supervised",
+                           "supervised": {"hyperparameters": hyperparameters}}})
+        assert response.status_code == 400, response.text
+        assert response.json()["error"]["param"] == param
+    with local_server.http() as http:
+        response = http.post("/fine_tuning/jobs", json={
+            "model": f"ft:{BASE}:default::nosuchid", "training_file": training})
+    assert response.status_code == 400
+    assert response.json()["error"]["code"] == "model_not_available"
 
 
 def test_adapter_loads_in_peft_and_changes_the_answers(  # type: ignore[no-untyped-def]
@@ -132,13 +220,14 @@ def test_dpo_job_trains_on_s3_and_postgresql(s3_server: TuneserveServer) -> None
 
 
 def _failed(client: openai.OpenAI, training: bytes, *, method: str = "supervised",
-            model: str = BASE, validation: bytes | None = None) -> FineTuningJob:
+            model: str = BASE, validation: bytes | None = None,
+            hyperparameters: dict | None = None) -> FineTuningJob:  # type: ignore[type-arg]
     kwargs = {}
     if validation is not None:
         kwargs["validation_file"] = client.files.create(file=("v.jsonl", validation),
                                                         purpose="fine-tune").id
     job = client.fine_tuning.jobs.create(
-        model=model, method={"type": method},
+        model=model, method={"type": method, method: {"hyperparameters": hyperparameters or {}}},
         training_file=client.files.create(file=("t.jsonl", training), purpose="fine-tune").id,
         **kwargs,
     )
@@ -198,6 +287,17 @@ def test_too_long_example_fails_against_the_context_length(local_server: Tuneser
     done = _failed(local_server.client(), jsonl(records), model=SHORT_CONTEXT_MODEL)
     assert done.error.code == "exceeds_context_length"
     assert "Line 3" in done.error.message and "64" in done.error.message
+
+
+def test_example_longer_than_the_jobs_max_seq_length_fails_instead_of_truncating(
+    local_server: TuneserveServer,
+) -> None:
+    records = _with(5, {"messages": [{"role": "user", "content": "word " * 60},
+                                     {"role": "assistant", "content": "ok"}]})
+    done = _failed(local_server.client(), jsonl(records),
+                   hyperparameters={"max_seq_length": 48})
+    assert (done.error.code, done.error.param) == ("exceeds_context_length", "training_file")
+    assert "Line 5" in done.error.message and "max_seq_length of 48" in done.error.message
 
 
 def test_bad_validation_file_names_it(local_server: TuneserveServer) -> None:

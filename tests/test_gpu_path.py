@@ -15,7 +15,7 @@ from training.trainer import Device, RunConfig, _common_args, model_load_kwargs
 
 
 def run_config(tmp_path: Path, use_qlora: bool = True) -> RunConfig:
-    hp = Hyperparameters(n_epochs=1, batch_size=2, learning_rate_multiplier=1.0,
+    hp = Hyperparameters(n_epochs=1, batch_size=2, learning_rate_multiplier=1.0, learning_rate=2e-4,
                          use_qlora=use_qlora, max_seq_length=512)
     return RunConfig(method="supervised", model_dir=tmp_path / "base",
                      output_dir=tmp_path / "out", hyperparameters=hp, seed=7)

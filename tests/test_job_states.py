@@ -87,6 +87,7 @@ def _job(db: Database, project_id: str, status: str = JobStatus.QUEUED, **values
             "model": "m", "training_file": "file-x", "seed": 1,
             "method": {"type": "supervised", "supervised": {"hyperparameters": {}}},
             "created_at": 0, "model_name": "ft:m:p::abc", "result_files": [], **values}
+        fields.setdefault("base_model", fields["model"])
         job = FineTuningJob(id=new_id("ftjob-"), project_id=project_id, status=status,
                             **fields)
         s.add(job)

@@ -27,10 +27,55 @@ def read_records(store: BlobStore, key: str, param: str) -> list[dict[str, Any]]
     return records
 
 
+def sft_conversation_row(record: dict[str, Any], tokenizer: Any) -> dict[str, Any] | None:
+    """One training row for a whole conversation: its tokens, and a mask that is 1 on the
+    assistant messages it trains on (`weight: 0` ones are context, like every other turn).
+
+    TRL's `assistant_only_loss` needs `{% generation %}` markers that most chat templates
+    lack, so the mask comes from rendering the conversation's prefixes: an assistant turn's
+    tokens are those between the prefix before it (with the generation prompt) and the prefix
+    that ends with it. None when the template does not render prefixes as prefixes (then the
+    caller falls back to `sft_rows`)."""
+    messages = [_clean(m) for m in record["messages"]]
+    trained = [i for i, m in enumerate(record["messages"])
+               if m.get("role") == "assistant" and m.get("weight", 1) != 0]
+    tools = record.get("tools")
+
+    def render(upto: int, generation_prompt: bool) -> str:
+        return tokenizer.apply_chat_template(messages[:upto], tools=tools, tokenize=False,
+                                             add_generation_prompt=generation_prompt)
+
+    text = render(len(messages), False)
+    spans = []
+    for i in trained:
+        before, through = render(i, True), render(i + 1, False)
+        if not (text.startswith(before) and text.startswith(through)):
+            return None
+        spans.append((len(before), len(through)))
+    encoded = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+    mask = [int(any(start <= first < end for start, end in spans))
+            for first, _ in encoded["offset_mapping"]]
+    return {"input_ids": encoded["input_ids"], "assistant_masks": mask}
+
+
+def sft_dataset_rows(records: list[dict[str, Any]], tokenizer: Any) -> list[dict[str, Any]]:
+    """A row per conversation where the template allows it, else a row per trained message."""
+    rows = []
+    for record in records:
+        if not any(m.get("role") == "assistant" and m.get("weight", 1) != 0
+                   for m in record["messages"]):
+            continue
+        row = sft_conversation_row(record, tokenizer)
+        if row is None:
+            return [row for r in records for row in sft_rows(r)]
+        rows.append(row)
+    return rows
+
+
 def sft_rows(record: dict[str, Any]) -> list[dict[str, Any]]:
     """One prompt/completion row per trained assistant message, so the loss covers assistant
-    tokens only (this model's template has no generation markers) and `weight: 0` messages
-    are context, never targets."""
+    tokens only and `weight: 0` messages are context, never targets (for templates whose
+    prefixes do not render as prefixes)."""
     messages = record["messages"]
     rows = []
     for i, message in enumerate(messages):

@@ -5,13 +5,32 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 ALL_PROJECTIONS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
-
-# LoRA trains best at a much higher rate than full fine-tuning; the multiplier scales these.
-BASE_LEARNING_RATE = {"supervised": 2e-4, "dpo": 5e-5}
+DEFAULT_LORA_RANK = 16
 DEFAULT_BETA = 0.1
 
 # OpenAI's epoch rule: aim for 100..25,000 examples seen, 3 epochs when that range allows.
 TARGET_EPOCHS, MIN_TARGET_EXAMPLES, MAX_TARGET_EXAMPLES, MAX_DEFAULT_EPOCHS = 3, 100, 25_000, 25
+
+# The `auto` learning rate. The best LoRA rate falls with the model's width, and under LoRA's
+# alpha/r scaling it hardly depends on the rank at a fixed alpha (Thinking Machines, "LoRA
+# Without Regret", 2025; Tinker's supervised-learning hyperparameter guide):
+#     rate = 5e-5 x 10 (LoRA over full fine-tuning) x (2000 / hidden_size) ** P
+# with P = 0.781 for Llama-like models and 0.0775 for Qwen, at lora_alpha 32 on any rank.
+# A 7B-class Llama (hidden 4096) gets 2.9e-4 -- the usual 2e-4 of QLoRA at 7B; SmolLM2-135M
+# (hidden 576) gets 1.3e-3, which is what makes a short run on a small model learn at all
+# (the old fixed 2e-4 left the default model at chance on held-out phrasings).
+# What the adapter changes scales with lr x alpha, so another alpha gets the rate x 32/alpha.
+# DPO keeps a quarter of the SFT rate, the ratio of TRL's and Unsloth's DPO to SFT examples.
+RATE_REFERENCE_WIDTH, RATE_AT_REFERENCE, RULE_ALPHA = 2000, 5e-4, 32
+WIDTH_EXPONENT = {"qwen2": 0.0775, "qwen3": 0.0775, "qwen2_moe": 0.0775, "qwen3_moe": 0.0775}
+LLAMA_WIDTH_EXPONENT = 0.781
+METHOD_RATE_FACTOR = {"supervised": 1.0, "dpo": 0.25}
+# Runs with few optimizer steps under a linearly decaying rate move the adapter less; the same
+# guide finds their best rate higher. Below this many steps the rate is raised, up to 2x.
+SHORT_RUN_STEPS = 100
+MAX_SHORT_RUN_BOOST = 2.0
+# Training sequences are padded up to the longest example, rounded up to this.
+SEQ_LENGTH_ROUNDING = 64
 
 
 def auto_epochs(n_examples: int) -> int:
@@ -27,6 +46,38 @@ def auto_batch_size(n_examples: int) -> int:
     return max(1, min(256, round(n_examples * 0.002)))
 
 
+@dataclass(frozen=True)
+class ModelShape:
+    """What the learning-rate rule reads from a base model's config.json."""
+
+    hidden_size: int
+    model_type: str
+
+    @classmethod
+    def of(cls, config: dict[str, Any]) -> "ModelShape":
+        return cls(hidden_size=int(config.get("hidden_size", 4096)),
+                   model_type=str(config.get("model_type", "llama")))
+
+
+def reference_learning_rate(method: str, shape: ModelShape, lora_alpha: int) -> float:
+    """The rate a multiplier of 1 means for this model, method and alpha (the rule above)."""
+    exponent = WIDTH_EXPONENT.get(shape.model_type, LLAMA_WIDTH_EXPONENT)
+    rate = RATE_AT_REFERENCE * (RATE_REFERENCE_WIDTH / shape.hidden_size) ** exponent
+    return rate * (RULE_ALPHA / lora_alpha) * METHOD_RATE_FACTOR[method]
+
+
+def auto_multiplier(total_steps: int) -> float:
+    """1 for runs of SHORT_RUN_STEPS steps or more; up to MAX_SHORT_RUN_BOOST for shorter."""
+    if total_steps >= SHORT_RUN_STEPS:
+        return 1.0
+    return round(min(MAX_SHORT_RUN_BOOST, math.sqrt(SHORT_RUN_STEPS / max(1, total_steps))), 3)
+
+
+def auto_max_seq_length(longest_example: int, context_length: int) -> int:
+    rounded = -(-longest_example // SEQ_LENGTH_ROUNDING) * SEQ_LENGTH_ROUNDING
+    return max(SEQ_LENGTH_ROUNDING, min(rounded, context_length))
+
+
 @dataclass
 class Hyperparameters:
     """Every number a training run needs; what the job shows once resolved."""
@@ -34,16 +85,25 @@ class Hyperparameters:
     n_epochs: int
     batch_size: int
     learning_rate_multiplier: float
-    lora_rank: int = 16
-    lora_alpha: int = 16
+    # The resolved rate itself: the model's reference rate x the multiplier.
+    learning_rate: float
+    lora_rank: int = DEFAULT_LORA_RANK
+    lora_alpha: int = RULE_ALPHA
     lora_dropout: float = 0.0
     target_modules: list[str] = field(default_factory=lambda: list(ALL_PROJECTIONS))
     use_qlora: bool = True
     max_seq_length: int = 2048
     beta: float | None = None
 
-    def learning_rate(self, method: str) -> float:
-        return BASE_LEARNING_RATE[method] * self.learning_rate_multiplier
+    @classmethod
+    def from_job(cls, method: str, resolved: dict[str, Any]) -> "Hyperparameters":
+        """A job's resolved hyperparameters. Jobs resolved before the rate was stored keep
+        the rule they were validated under (2e-4 SFT, 5e-5 DPO, x the multiplier)."""
+        if "learning_rate" not in resolved:
+            legacy = {"supervised": 2e-4, "dpo": 5e-5}[method]
+            resolved = {**resolved,
+                        "learning_rate": legacy * resolved["learning_rate_multiplier"]}
+        return cls(**resolved)
 
     def as_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -52,24 +112,32 @@ class Hyperparameters:
         return data
 
 
-def resolve(
-    method: str, given: dict[str, Any], n_examples: int, context_length: int
-) -> Hyperparameters:
+def resolve(method: str, given: dict[str, Any], *, n_examples: int, longest_example: int,
+            context_length: int, shape: ModelShape) -> Hyperparameters:
     """`given` holds the job's hyperparameters as sent (values may be "auto" or absent)."""
 
     def pick(name: str, auto: Any) -> Any:
         value = given.get(name)
         return auto if value in (None, "auto") else value
 
+    n_epochs = int(pick("n_epochs", auto_epochs(n_examples)))
+    batch_size = int(pick("batch_size", auto_batch_size(n_examples)))
+    total_steps = n_epochs * -(-n_examples // batch_size)
+    multiplier = float(pick("learning_rate_multiplier", auto_multiplier(total_steps)))
+    lora_alpha = int(pick("lora_alpha", RULE_ALPHA))
+    rate = reference_learning_rate(method, shape, lora_alpha) * multiplier
     return Hyperparameters(
-        n_epochs=int(pick("n_epochs", auto_epochs(n_examples))),
-        batch_size=int(pick("batch_size", auto_batch_size(n_examples))),
-        learning_rate_multiplier=float(pick("learning_rate_multiplier", 1.0)),
-        lora_rank=int(pick("lora_rank", 16)),
-        lora_alpha=int(pick("lora_alpha", 16)),
+        n_epochs=n_epochs,
+        batch_size=batch_size,
+        learning_rate_multiplier=multiplier,
+        learning_rate=float(f"{rate:.3g}"),
+        lora_rank=int(pick("lora_rank", DEFAULT_LORA_RANK)),
+        lora_alpha=lora_alpha,
         lora_dropout=float(pick("lora_dropout", 0.0)),
         target_modules=list(pick("target_modules", ALL_PROJECTIONS)),
         use_qlora=bool(pick("use_qlora", True)),
-        max_seq_length=min(int(pick("max_seq_length", 2048)), context_length),
+        max_seq_length=min(int(pick("max_seq_length",
+                                    auto_max_seq_length(longest_example, context_length))),
+                           context_length),
         beta=float(pick("beta", DEFAULT_BETA)) if method == "dpo" else None,
     )

@@ -5,19 +5,23 @@ import importlib.util
 import io
 import os
 import time
+from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy import select
 
 from storage.base_models import base_models
-from storage.blob import BlobStore
+from storage.blob import BlobNotFound, BlobStore
 from storage.db import Database
 from storage.files import add_file
 from storage.ids import new_id
 from storage.keys import adapter_prefix, file_key
-from storage.models import FineTunedModel, FineTuningJob, JobEvent
+from storage.models import FineTunedModel, FineTuningJob, JobCheckpoint, JobEvent
 from training import jobs
-from training.data import dpo_row, read_records, sft_rows
+from training.data import dpo_row, read_records, sft_dataset_rows
+from training.evaluation import EvalExample, eval_examples, evaluate, headline
 from training.heartbeat import Heartbeat
 from training.hyperparameters import Hyperparameters
 from training.jobs import JobStatus
@@ -36,10 +40,10 @@ RESULT_COLUMNS = ["step", "train_loss", "train_accuracy", "valid_loss",
                   "valid_mean_token_accuracy"]
 
 
-def _rows(method: str, records: list[dict]) -> list[dict]:  # type: ignore[type-arg]
+def _rows(method: str, records: list[dict], tokenizer: Any) -> list[dict]:  # type: ignore[type-arg]
     if method == "dpo":
         return [dpo_row(r) for r in records]
-    return [row for r in records for row in sft_rows(r)]
+    return sft_dataset_rows(records, tokenizer)
 
 
 def results_csv(db: Database, job_id: str) -> bytes:
@@ -67,16 +71,17 @@ def run(job_id: str, attempt: int, settings: TrainingSettings, db: Database, sto
         if job is None or not jobs.holds(s, job_id, attempt):
             return
     method = job.method["type"]
-    hp = Hyperparameters(**job.method[method]["hyperparameters"])
-    spec = base_models(settings)[job.model]
+    hp = Hyperparameters.from_job(method, job.method[method]["hyperparameters"])
+    spec = base_models(settings)[job.base_model]
     ctx = JobContext(job_id=job.id, project_id=job.project_id, model_name=job.model_name,
-                     base_model=job.model, attempt=attempt, db=db, store=store,
+                     base_model=job.base_model, attempt=attempt, db=db, store=store,
                      heartbeat=heartbeat)
 
-    train_rows = _rows(method, read_records(store, file_key(job.project_id, job.training_file),
-                                            "training_file"))
-    valid_rows = _rows(method, read_records(store, file_key(job.project_id, job.validation_file),
-                                            "validation_file")) if job.validation_file else []
+    train_records = read_records(store, file_key(job.project_id, job.training_file),
+                                 "training_file")
+    valid_records = read_records(store, file_key(job.project_id, job.validation_file),
+                                 "validation_file") if job.validation_file else []
+    examples = eval_examples(method, valid_records, settings.eval_max_examples)
     output_dir = workdir / "out"
     resume_from, resume_step = (load_state(store, job.resume_state, output_dir)
                                 if job.resume_state else (None, 0))
@@ -86,17 +91,25 @@ def run(job_id: str, attempt: int, settings: TrainingSettings, db: Database, sto
                            if resume_from else "Fine-tuning job started")
             if job.started_at is None:
                 jobs.transition(s, job_id, jobs.WORKING, attempt, started_at=int(time.time()))
-    steps_per_epoch = -(-len(train_rows) // hp.batch_size)
-    progress = JobProgress(ctx, metrics_every=metrics_interval(steps_per_epoch * hp.n_epochs),
-                           state_every_seconds=settings.checkpoint_every_seconds)
+    initial_adapter = None
+    if job.parent_model and not resume_from:
+        initial_adapter = _parent_adapter(ctx, job.parent_model, workdir / "parent")
+        if initial_adapter is None:
+            return
     cfg = RunConfig(method=method, model_dir=spec.path, output_dir=output_dir,
-                    hyperparameters=hp, seed=job.seed,
-                    eval_steps=max(1, steps_per_epoch // 2) if valid_rows else None,
+                    hyperparameters=hp, seed=job.seed, initial_adapter=initial_adapter,
                     report_to=_report_to(job))
 
     model, tokenizer = load_model(cfg)
     if heartbeat.should_stop:
         return
+    # Rows need the tokenizer: a conversation is one row, its mask from the chat template.
+    train_rows, valid_rows = (_rows(method, train_records, tokenizer),
+                              _rows(method, valid_records, tokenizer))
+    steps_per_epoch = -(-len(train_rows) // hp.batch_size)
+    cfg.eval_steps = max(1, steps_per_epoch // 2) if valid_rows else None
+    progress = JobProgress(ctx, metrics_every=metrics_interval(steps_per_epoch * hp.n_epochs),
+                           state_every_seconds=settings.checkpoint_every_seconds)
     trainer = build_trainer(cfg, model, tokenizer, train_rows, valid_rows, [progress])
     trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
 
@@ -111,7 +124,29 @@ def run(job_id: str, attempt: int, settings: TrainingSettings, db: Database, sto
                 jobs.add_event(s, job_id, f"Fine-tuning job paused at step "
                                f"{trainer.state.global_step}")
         return
-    _finish(ctx, job, trainer, tokenizer, bool(valid_rows), workdir)
+    _finish(ctx, job, trainer, tokenizer, bool(valid_rows), workdir,
+            Evaluator(ctx, model, tokenizer, examples, settings.eval_batch_size))
+
+
+def _parent_adapter(ctx: JobContext, parent: str, local: Path) -> Path | None:
+    """The weights of the fine-tuned model a job continues from; None (the job failed) when
+    that model was deleted meanwhile."""
+    with ctx.db.session() as s:
+        prefix = s.scalar(select(FineTunedModel.adapter_prefix).where(
+            FineTunedModel.id == parent, FineTunedModel.project_id == ctx.project_id))
+    path = local / "adapter_model.safetensors"
+    try:
+        if prefix is None:
+            raise BlobNotFound(parent)
+        local.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(ctx.store.get(prefix + "adapter_model.safetensors"))
+    except BlobNotFound:
+        with ctx.db.session() as s:
+            jobs.fail(s, ctx.job_id, "model_not_available",
+                      f"The model '{parent}' this job continues from was deleted.", "model",
+                      attempt=ctx.attempt)
+        return None
+    return path
 
 
 def _report_to(job: FineTuningJob) -> list[str]:
@@ -120,8 +155,45 @@ def _report_to(job: FineTuningJob) -> list[str]:
     return ["wandb"] if wants and usable else []
 
 
+@dataclass
+class Evaluator:
+    """The built-in evaluation of a finished run (nothing when there are no examples)."""
+
+    ctx: JobContext
+    model: Any
+    tokenizer: Any
+    examples: list[EvalExample]
+    batch_size: int
+
+    def __call__(self, final_step: int) -> tuple[dict[str, Any], bytes] | None:
+        if not self.examples:
+            return None
+        ctx = self.ctx
+        with ctx.db.session() as s:
+            kept = [(c.fine_tuned_model_checkpoint, c.step_number, m.adapter_prefix)
+                    for c, m in s.execute(
+                        select(JobCheckpoint, FineTunedModel)
+                        .join(FineTunedModel,
+                              FineTunedModel.id == JobCheckpoint.fine_tuned_model_checkpoint)
+                        .where(JobCheckpoint.job_id == ctx.job_id)
+                        .order_by(JobCheckpoint.step_number))]
+        # The last epoch's checkpoint is the final model itself.
+        kept = [k for k in kept if k[1] != final_step]
+        weights = {name: partial(self._weights, prefix) for name, _, prefix in kept}
+        result = evaluate(self.model, self.tokenizer, self.examples, weights, self.batch_size,
+                          lambda: ctx.heartbeat.should_stop)
+        if result is None:
+            return None
+        return result.summary({name: step for name, step, _ in kept}), result.jsonl()
+
+    def _weights(self, prefix: str) -> dict[str, Any]:
+        from safetensors.torch import load
+
+        return load(self.ctx.store.get(prefix + "adapter_model.safetensors"))
+
+
 def _finish(ctx: JobContext, job: FineTuningJob, trainer: object, tokenizer: object,
-            has_valid: bool, workdir: Path) -> None:
+            has_valid: bool, workdir: Path, evaluator: Evaluator) -> None:
     db, store = ctx.db, ctx.store
     step = trainer.state.global_step  # type: ignore[attr-defined]
     if has_valid:
@@ -139,6 +211,14 @@ def _finish(ctx: JobContext, job: FineTuningJob, trainer: object, tokenizer: obj
     prefix = adapter_prefix(job.project_id, jobs.model_key(job.model_name, ctx.attempt))
     store.upload_dir(final_dir, prefix, names=ADAPTER_FILES + TOKENIZER_FILES)
 
+    # After the adapter is safe: the evaluation loads each checkpoint's weights in turn.
+    evaluation, eval_id = evaluator(step), None
+    if ctx.heartbeat.should_stop:
+        return
+    if evaluation is not None:
+        eval_id = new_id("file-")
+        eval_size = store.put(file_key(job.project_id, eval_id), evaluation[1])
+    summary = {**evaluation[0], "result_file": eval_id} if evaluation else None
     results = results_csv(db, job.id)
     result_id = new_id("file-")
     store.put(file_key(job.project_id, result_id), results)
@@ -148,18 +228,28 @@ def _finish(ctx: JobContext, job: FineTuningJob, trainer: object, tokenizer: obj
         done = jobs.transition(
             s, job.id, jobs.WORKING, ctx.attempt, status=JobStatus.SUCCEEDED, finished_at=now,
             step=step, fine_tuned_model=job.model_name,
-            trained_tokens=(job.n_tokens or 0) * hp["n_epochs"], result_files=[result_id],
-            estimated_finish=None, resume_state=None,
+            trained_tokens=(job.n_tokens or 0) * hp["n_epochs"],
+            result_files=[result_id] + ([eval_id] if eval_id else []),
+            estimated_finish=None, resume_state=None, evaluation=summary,
         )
         if done:
             add_file(s, file_id=result_id, project_id=job.project_id, filename="step_metrics.csv",
                      purpose="fine-tune-results", size=len(results))
+            if summary is not None and eval_id is not None:
+                add_file(s, file_id=eval_id, project_id=job.project_id,
+                         filename="eval_results.jsonl", purpose="fine-tune-eval",
+                         size=eval_size)
+                jobs.add_event(s, job.id, headline(summary), type="metrics",
+                               data={"step": step, "evaluation": summary})
             s.add(FineTunedModel(id=job.model_name, project_id=job.project_id, job_id=job.id,
-                                 base_model=job.model, adapter_prefix=prefix, created_at=now))
+                                 base_model=job.base_model, adapter_prefix=prefix,
+                                 created_at=now))
             jobs.add_event(s, job.id, f"New fine-tuned model created: {job.model_name}")
             jobs.add_event(s, job.id, "The job has successfully completed")
     if done:
         store.delete_prefix(ctx.state_prefix)
     else:  # cancelled at the last moment, or taken over: remove only what this attempt made
         store.delete_prefix(prefix)
-        store.delete(file_key(job.project_id, result_id))
+        for file_id in (result_id, eval_id):
+            if file_id:
+                store.delete(file_key(job.project_id, file_id))

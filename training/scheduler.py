@@ -23,7 +23,7 @@ from storage.models import FineTuningJob
 from training import jobs
 from training.data import read_lines
 from training.executors import Executor, ExecutorUnavailable, WorkerInfo, WorkerState
-from training.hyperparameters import resolve
+from training.hyperparameters import ModelShape, resolve
 from training.jobs import JobStatus
 from training.settings import TrainingSettings
 from training.tokens import token_counter
@@ -143,28 +143,33 @@ class Scheduler:
             yield line
 
     def _validate(self, job: FineTuningJob, attempt: int) -> None:
-        spec = base_models(self.settings).get(job.model)
+        spec = base_models(self.settings).get(job.base_model)
         method = job.method["type"]
         deadline = time.monotonic() + self.settings.validation_timeout_seconds
         param = "training_file"
         try:
             if spec is None or not spec.prepared:
                 raise DatasetError("model_not_available",
-                                   f"Base model '{job.model}' is not available on this server.",
+                                   f"Base model '{job.base_model}' is not available on this "
+                                   "server.",
                                    "model")
             count = token_counter(spec.path)
             context = spec.context_length
+            given = job.method.get(method, {}).get("hyperparameters", {})
+            limit = given.get("max_seq_length")
             stats = validate_training_file(
                 self._lines(job, attempt, job.training_file, deadline),
                 method=method, count_tokens=count, context_length=context,
+                max_seq_length=limit,
             )
+            longest = stats.max_tokens
             if job.validation_file:
                 param = "validation_file"
-                validate_training_file(
+                longest = max(longest, validate_training_file(
                     self._lines(job, attempt, job.validation_file, deadline),
                     method=method, count_tokens=count, context_length=context,
-                    param="validation_file", min_examples=1,
-                )
+                    param="validation_file", min_examples=1, max_seq_length=limit,
+                ).max_tokens)
         except DatasetError as err:
             with self.db.session() as s:
                 jobs.fail(s, job.id, err.code, err.message, err.param,
@@ -175,8 +180,8 @@ class Scheduler:
                 jobs.fail(s, job.id, "file_not_found", f"The {param} of this job was deleted.",
                           param, expect=(JobStatus.VALIDATING_FILES,), attempt=attempt)
             return
-        given = job.method.get(method, {}).get("hyperparameters", {})
-        hp = resolve(method, given, stats.n_examples, context)
+        hp = resolve(method, given, n_examples=stats.n_examples, longest_example=longest,
+                     context_length=context, shape=ModelShape.of(spec.config))
         resolved = {**job.method, method: {"hyperparameters": hp.as_dict()}}
         with self.db.session() as s:
             if jobs.transition(s, job.id, (JobStatus.VALIDATING_FILES,), attempt,

@@ -33,6 +33,11 @@ class TrainingSettings(StorageSettings):
     # longer than the timeout fails its job.
     validation_workers: int = 2
     validation_timeout_seconds: float = 1800.0
+    # Built-in evaluation of a job with a validation file: base vs fine-tuned answers on up
+    # to this many validation examples (and on each kept checkpoint); 0 turns it off.
+    eval_max_examples: int = 200
+    # Validation examples answered at once during that evaluation.
+    eval_batch_size: int = 16
 
     # Ray executor. The dashboard address of the cluster's head, e.g. http://10.0.0.5:8265.
     ray_address: str = ""

@@ -23,6 +23,9 @@ class RunConfig:
     logging_steps: int = 1
     eval_steps: int | None = None
     report_to: list[str] = field(default_factory=list)
+    # The adapter weights (safetensors) training starts from when the job continues from a
+    # fine-tuned model; a fresh adapter otherwise.
+    initial_adapter: Path | None = None
 
 
 def prepare_environment() -> None:
@@ -100,6 +103,14 @@ def load_model(cfg: RunConfig) -> tuple[Any, Any]:
         use_gradient_checkpointing="unsloth",
         random_state=cfg.seed,
     )
+    if cfg.initial_adapter is not None:
+        from peft import set_peft_model_state_dict
+        from safetensors.torch import load_file
+
+        loaded = set_peft_model_state_dict(model, load_file(cfg.initial_adapter))
+        if loaded.unexpected_keys:
+            raise RuntimeError(f"the adapter to continue from does not fit: "
+                               f"{loaded.unexpected_keys[:3]}")
     return model, tokenizer
 
 
@@ -116,7 +127,7 @@ def _common_args(cfg: RunConfig, has_eval: bool, device: Device) -> dict[str, An
         "num_train_epochs": hp.n_epochs,
         "per_device_train_batch_size": hp.batch_size,
         "per_device_eval_batch_size": hp.batch_size,
-        "learning_rate": hp.learning_rate(cfg.method),
+        "learning_rate": hp.learning_rate,
         "lr_scheduler_type": "linear",
         "seed": cfg.seed,
         "data_seed": cfg.seed,
@@ -162,6 +173,8 @@ def build_trainer(
         )
     from trl import SFTConfig, SFTTrainer
 
+    # Rows are either tokenized conversations with an `assistant_masks` column (TRL builds
+    # the labels from it) or prompt/completion pairs (loss on the completion only).
     return SFTTrainer(
         model=model, args=SFTConfig(**args, completion_only_loss=True),
         train_dataset=train, eval_dataset=valid, processing_class=tokenizer,

@@ -95,10 +95,13 @@ def validate_training_file(
     context_length: int,
     param: str = "training_file",
     min_examples: int = 10,
+    max_seq_length: int | None = None,
 ) -> DatasetStats:
     """Validates every line and returns the file's size in examples and tokens.
 
-    Raises DatasetError at the first problem; `param` goes into every error."""
+    `max_seq_length` is the job's own limit when it set one: training never truncates, so a
+    longer example fails here. Raises DatasetError at the first problem; `param` goes into
+    every error."""
     if method not in ("supervised", "dpo"):
         raise ValueError(f"unknown fine-tuning method {method!r}")
     n_examples = n_tokens = max_tokens = 0
@@ -118,6 +121,14 @@ def validate_training_file(
                     TOO_LONG,
                     f"Line {number}: the example has {tokens} tokens, more than the base "
                     f"model's context length of {context_length}",
+                    param,
+                )
+            if max_seq_length is not None and tokens > max_seq_length:
+                raise DatasetError(
+                    TOO_LONG,
+                    f"Line {number}: the example has {tokens} tokens, more than the job's "
+                    f"max_seq_length of {max_seq_length}; raise max_seq_length (up to "
+                    f"{context_length}) or shorten the example",
                     param,
                 )
             n_tokens += tokens

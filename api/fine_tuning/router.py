@@ -26,9 +26,9 @@ router = APIRouter(prefix="/fine_tuning/jobs", tags=["fine-tuning"])
 @router.post("", response_model=FineTuningJobObject)
 def create_job(
     body: CreateFineTuningJobRequest, project: CurrentProject, session: DB,
-    settings: AppSettings,
+    settings: AppSettings, store: Storage,
 ) -> FineTuningJobObject:
-    job = service.create_job(session, project, body, base_models(settings),
+    job = service.create_job(session, store, project, body, base_models(settings),
                              settings.max_lora_rank)
     session.commit()
     return FineTuningJobObject.of(job)

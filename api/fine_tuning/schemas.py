@@ -118,6 +118,8 @@ class FineTuningJobObject(BaseModel):
     metadata: dict[str, str] | None = None
     method: dict[str, Any]
     user_provided_suffix: str | None = None
+    # Extension (tuneserve): base vs fine-tuned model on the validation file, by grader.
+    evaluation: dict[str, Any] | None = None
 
     @classmethod
     def of(cls, job: FineTuningJob) -> "FineTuningJobObject":
@@ -132,6 +134,7 @@ class FineTuningJobObject(BaseModel):
             training_file=job.training_file, validation_file=job.validation_file,
             estimated_finish=job.estimated_finish, integrations=job.integrations,
             metadata=job.user_metadata, method=job.method, user_provided_suffix=job.suffix,
+            evaluation=job.evaluation,
         )
 
 

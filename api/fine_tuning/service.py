@@ -1,19 +1,22 @@
 """Creating jobs and acting on them on behalf of a client."""
 
+import json
 import secrets
 import time
 from typing import Any
 
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from api.errors import APIError, not_found
 from api.files.service import get_file
 from api.fine_tuning.schemas import CreateFineTuningJobRequest
 from storage.base_models import BaseModelSpec
-from storage.blob import BlobStore
+from storage.blob import BlobNotFound, BlobStore
 from storage.ids import new_id
-from storage.models import FineTuningJob, Project
+from storage.models import FineTunedModel, FineTuningJob, Project
 from training import jobs
+from training.hyperparameters import DEFAULT_LORA_RANK
 from training.jobs import JobStatus
 
 
@@ -47,34 +50,75 @@ def _training_file(session: Session, project_id: str, file_id: str, param: str) 
 
 
 def _check_rank(method: dict[str, Any], max_rank: int) -> None:
-    rank = method[method["type"]]["hyperparameters"].get("lora_rank")
-    if rank is not None and rank > max_rank:
+    """A rank the server cannot serve is refused; the default never exceeds what it serves."""
+    hyperparameters = method[method["type"]]["hyperparameters"]
+    rank = hyperparameters.get("lora_rank")
+    if rank is None:
+        hyperparameters["lora_rank"] = min(DEFAULT_LORA_RANK, max_rank)
+    elif rank > max_rank:
         raise APIError(400, f"lora_rank {rank} is more than this server serves "
                        f"({max_rank}, TUNESERVE_MAX_LORA_RANK).",
                        param=f"method.{method['type']}.hyperparameters.lora_rank",
                        code="invalid_value")
 
 
-def create_job(session: Session, project: Project, body: CreateFineTuningJobRequest,
-               models: dict[str, BaseModelSpec], max_lora_rank: int) -> FineTuningJob:
+# What continuing from an adapter fixes: its shape, from its adapter_config.json.
+ADAPTER_SHAPE = {"lora_rank": "r", "lora_alpha": "lora_alpha", "target_modules": "target_modules"}
+
+
+def _continue_from(session: Session, store: BlobStore, project: Project, name: str,
+                   method: dict[str, Any]) -> str:
+    """For `model: "ft:…"`: the project's fine-tuned model whose adapter training starts
+    from. Its LoRA shape becomes the job's (a different one is a 400); returns its base."""
+    parent = session.scalar(select(FineTunedModel).where(FineTunedModel.id == name,
+                                                         FineTunedModel.project_id == project.id))
+    if parent is None:
+        raise APIError(400, f"Model '{name}' is not one of this project's fine-tuned models.",
+                       param="model", code="model_not_available")
+    try:
+        config = json.loads(store.get(parent.adapter_prefix + "adapter_config.json"))
+    except BlobNotFound:
+        raise APIError(400, f"Model '{name}' is being deleted.", param="model",
+                       code="model_not_available") from None
+    hyperparameters = method[method["type"]]["hyperparameters"]
+    for ours, peft_key in ADAPTER_SHAPE.items():
+        value = config[peft_key]
+        if ours == "target_modules" and isinstance(value, list):
+            value = sorted(value)
+        given = hyperparameters.get(ours)
+        if given is not None and (sorted(given) if ours == "target_modules" else given) != value:
+            raise APIError(400, f"{ours} must be {value}, as in '{name}', whose adapter this "
+                           "job continues to train.",
+                           param=f"method.{method['type']}.hyperparameters.{ours}",
+                           code="invalid_value")
+        hyperparameters[ours] = value
+    return parent.base_model
+
+
+def create_job(session: Session, store: BlobStore, project: Project,
+               body: CreateFineTuningJobRequest, models: dict[str, BaseModelSpec],
+               max_lora_rank: int) -> FineTuningJob:
     method = _method(body)
+    base = body.model
+    if body.model.startswith("ft:"):
+        base = _continue_from(session, store, project, body.model, method)
     _check_rank(method, max_lora_rank)
-    if body.model not in models:
+    if base not in models:
         raise APIError(400, f"Model '{body.model}' is not available for fine-tuning; choose "
-                       f"one of: {', '.join(sorted(models))}.", param="model",
-                       code="model_not_available")
+                       f"one of: {', '.join(sorted(models))}, or one of this project's "
+                       "fine-tuned models.", param="model", code="model_not_available")
     _training_file(session, project.id, body.training_file, "training_file")
     if body.validation_file:
         _training_file(session, project.id, body.validation_file, "validation_file")
     job = FineTuningJob(
-        id=new_id("ftjob-"), project_id=project.id, model=body.model,
+        id=new_id("ftjob-"), project_id=project.id, model=body.model, base_model=base,
         training_file=body.training_file, validation_file=body.validation_file,
         suffix=body.suffix,
         seed=body.seed if body.seed is not None else secrets.randbelow(2**31),
         method=method, user_metadata=body.metadata,
         integrations=[i.model_dump(exclude_none=True) for i in body.integrations or []] or None,
         status="validating_files", created_at=int(time.time()),
-        model_name=jobs.fine_tuned_model_name(body.model, project.name, body.suffix),
+        model_name=jobs.fine_tuned_model_name(base, project.name, body.suffix),
         result_files=[],
     )
     session.add(job)

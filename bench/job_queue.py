@@ -7,7 +7,7 @@ declare logical GPUs), side by side with Ray's own cost in one run:
 2. Many jobs created at once across two API nodes (two schedulers) on one PostgreSQL: every
    job must run exactly once (Ray's job list is watched throughout).
 
-Usage: `python bench/queue.py [--jobs 40] [--sequential 5] [--gpu-nodes 2]`.
+Usage: `python bench/job_queue.py [--jobs 40] [--sequential 5] [--gpu-nodes 2]`.
 """
 
 import argparse

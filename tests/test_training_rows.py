@@ -1,0 +1,60 @@
+"""How training files become training rows: a multi-turn conversation is one row whose loss
+covers exactly the assistant turns it trains on (checked on the real SmolLM2 tokenizer)."""
+
+from pathlib import Path
+
+import pytest
+from transformers import AutoTokenizer
+
+from storage.base_models import DEFAULT_BASE_MODEL
+from training.data import sft_dataset_rows, sft_rows
+
+CONVERSATION = {"messages": [
+    {"role": "system", "content": "You are terse."},
+    {"role": "user", "content": "Name a colour."},
+    {"role": "assistant", "content": "Red."},
+    {"role": "user", "content": "Another."},
+    {"role": "assistant", "content": "Blue, I think.", "weight": 0},
+    {"role": "user", "content": "And a fruit?"},
+    {"role": "assistant", "content": "Pear."},
+]}
+
+
+@pytest.fixture(scope="module")
+def tokenizer(models_dir: Path):  # type: ignore[no-untyped-def]
+    return AutoTokenizer.from_pretrained(models_dir / DEFAULT_BASE_MODEL)
+
+
+def test_a_conversation_is_one_row_with_loss_on_its_trained_turns(tokenizer) -> None:  # type: ignore[no-untyped-def]
+    (row,) = sft_dataset_rows([CONVERSATION], tokenizer)
+    ids, mask = row["input_ids"], row["assistant_masks"]
+    assert len(ids) == len(mask)
+    trained = tokenizer.decode([t for t, m in zip(ids, mask, strict=True) if m])
+    assert "Red." in trained and "Pear." in trained
+    # Context only: the weight-0 answer, the user turns, the system prompt.
+    for context in ("Blue", "colour", "fruit", "terse"):
+        assert context not in trained
+    assert tokenizer.decode(ids) == tokenizer.apply_chat_template(CONVERSATION["messages"],
+                                                                  tokenize=False)
+    # Before: one row per trained assistant message, each repeating the conversation so far.
+    assert len(sft_rows(CONVERSATION)) == 2
+
+
+def test_records_without_a_trained_answer_give_no_row(tokenizer) -> None:  # type: ignore[no-untyped-def]
+    silent = {"messages": [{"role": "user", "content": "hi"},
+                           {"role": "assistant", "content": "hello", "weight": 0}]}
+    assert sft_dataset_rows([silent, CONVERSATION], tokenizer) == sft_dataset_rows(
+        [CONVERSATION], tokenizer)
+
+
+def test_a_template_that_does_not_render_prefixes_falls_back_to_a_row_per_answer(  # type: ignore[no-untyped-def]
+    tokenizer,
+) -> None:
+    class Reversing:
+        """A template whose rendering of a prefix is not a prefix of the whole."""
+
+        def apply_chat_template(self, messages, **_: object) -> str:  # type: ignore[no-untyped-def]
+            return "|".join(m["content"] for m in reversed(messages))
+
+    rows = sft_dataset_rows([CONVERSATION], Reversing())
+    assert rows == sft_rows(CONVERSATION)

@@ -1,0 +1,188 @@
+"""Built-in evaluation: the base model and the fine-tuned one answer the job's validation
+examples (greedy), graded the way OpenAI's graders do, so a user sees what training changed.
+
+Graders, per example, against the example's last assistant message:
+- `exact_match` (OpenAI's `string_check`, `eq`): the answer equals the expected text
+  (surrounding whitespace ignored);
+- `text_similarity` (OpenAI's `text_similarity`, `fuzzy_match`): rapidfuzz's normalized
+  Indel similarity, 0..1;
+- when every expected answer is a JSON object: `json_valid` (the answer parses as a JSON
+  object) and `json_same_keys` (with exactly the expected keys).
+"""
+
+import json
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from rapidfuzz import fuzz
+
+# Answers get room for the longest expected answer plus this share, within the cap.
+NEW_TOKENS_HEADROOM, MIN_NEW_TOKENS, MAX_NEW_TOKENS = 1.5, 16, 512
+
+
+@dataclass(frozen=True)
+class EvalExample:
+    prompt: list[dict[str, Any]]
+    expected: str
+    tools: list[dict[str, Any]] | None = None
+
+
+def eval_examples(method: str, records: list[dict[str, Any]], limit: int) -> list[EvalExample]:
+    """The first `limit` records whose target is text: for SFT the last assistant message
+    and what precedes it, for DPO the preferred output after the input."""
+    examples = []
+    for record in records:
+        if len(examples) >= limit:
+            break
+        if method == "dpo":
+            prompt, targets = record["input"]["messages"], record["preferred_output"]
+        else:
+            last = max((i for i, m in enumerate(record["messages"])
+                        if m.get("role") == "assistant"), default=None)
+            if last is None:
+                continue
+            prompt, targets = record["messages"][:last], record["messages"][last:last + 1]
+        expected = targets[-1].get("content") if targets else None
+        if isinstance(expected, str) and expected.strip():
+            examples.append(EvalExample(
+                prompt=[{k: v for k, v in m.items() if k != "weight"} for m in prompt],
+                expected=expected, tools=record.get("tools")))
+    return examples
+
+
+def _json_object(text: str) -> dict[str, Any] | None:
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def is_json_task(examples: list[EvalExample]) -> bool:
+    return bool(examples) and all(_json_object(e.expected) is not None for e in examples)
+
+
+def grade(expected: str, answer: str, json_task: bool) -> dict[str, float]:
+    scores = {
+        "exact_match": float(answer.strip() == expected.strip()),
+        "text_similarity": round(fuzz.ratio(answer.strip(), expected.strip()) / 100, 4),
+    }
+    if json_task:
+        got, want = _json_object(answer.strip()), _json_object(expected)
+        scores["json_valid"] = float(got is not None)
+        scores["json_same_keys"] = float(got is not None and want is not None
+                                         and set(got) == set(want))
+    return scores
+
+
+def summarize(scores: list[dict[str, float]]) -> dict[str, float]:
+    """Each grader's mean over the examples."""
+    if not scores:
+        return {}
+    return {name: round(sum(s[name] for s in scores) / len(scores), 4) for name in scores[0]}
+
+
+def new_tokens_budget(examples: list[EvalExample], count: Callable[[str], int]) -> int:
+    longest = max((count(e.expected) for e in examples), default=0)
+    return max(MIN_NEW_TOKENS, min(MAX_NEW_TOKENS, int(longest * NEW_TOKENS_HEADROOM) + 8))
+
+
+def _batches(items: list[Any], size: int) -> Iterator[list[Any]]:
+    for start in range(0, len(items), size):
+        yield items[start:start + size]
+
+
+def generate(model: Any, tokenizer: Any, examples: list[EvalExample], max_new_tokens: int,
+             batch_size: int) -> list[str]:
+    """Greedy answers, batched with left padding (a decoder continues from the right)."""
+    import torch
+
+    tokenizer.padding_side = "left"
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    answers: list[str] = []
+    for batch in _batches(examples, batch_size):
+        texts = [tokenizer.apply_chat_template(e.prompt, tools=e.tools, tokenize=False,
+                                               add_generation_prompt=True) for e in batch]
+        inputs = tokenizer(texts, return_tensors="pt", padding=True,
+                           add_special_tokens=False).to(model.device)
+        with torch.inference_mode():
+            out = model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False,
+                                 temperature=None, top_p=None, top_k=None,
+                                 pad_token_id=tokenizer.pad_token_id)
+        new = out[:, inputs["input_ids"].shape[1]:]
+        answers += [t.strip() for t in tokenizer.batch_decode(new, skip_special_tokens=True)]
+    return answers
+
+
+@dataclass
+class Evaluation:
+    """Answers and scores of the base, the final model, and each kept checkpoint."""
+
+    examples: list[EvalExample]
+    json_task: bool
+    base: list[str]
+    fine_tuned: list[str]
+    checkpoints: dict[str, list[str]]  # checkpoint model name -> answers
+
+    def _scores(self, answers: list[str]) -> list[dict[str, float]]:
+        return [grade(e.expected, a, self.json_task) for e, a in zip(self.examples, answers,
+                                                                         strict=True)]
+
+    def summary(self, steps: dict[str, int]) -> dict[str, Any]:
+        return {
+            "n_examples": len(self.examples),
+            "base": summarize(self._scores(self.base)),
+            "fine_tuned": summarize(self._scores(self.fine_tuned)),
+            "checkpoints": [{"fine_tuned_model_checkpoint": name, "step_number": steps[name],
+                             **summarize(self._scores(answers))}
+                            for name, answers in self.checkpoints.items()],
+        }
+
+    def jsonl(self) -> bytes:
+        """The `fine-tune-eval` file: one line per example."""
+        base, tuned = self._scores(self.base), self._scores(self.fine_tuned)
+        lines = []
+        for i, example in enumerate(self.examples):
+            lines.append(json.dumps({
+                "prompt": example.prompt, "expected": example.expected,
+                "base_output": self.base[i], "fine_tuned_output": self.fine_tuned[i],
+                "base_scores": base[i], "fine_tuned_scores": tuned[i],
+            }))
+        return ("\n".join(lines) + "\n").encode()
+
+
+def evaluate(model: Any, tokenizer: Any, examples: list[EvalExample],
+             checkpoints: dict[str, Callable[[], dict[str, Any]]], batch_size: int,
+             should_stop: Callable[[], bool]) -> Evaluation | None:
+    """Answers of the base (the adapter disabled), of the trained adapter as it is, then of
+    each checkpoint (its adapter weights loaded in turn: call this after the final adapter
+    is saved). None if the job stopped meanwhile."""
+    from peft import set_peft_model_state_dict
+
+    model.eval()
+    budget = new_tokens_budget(examples, lambda t: len(tokenizer(t)["input_ids"]))
+
+    def answers() -> list[str]:
+        return generate(model, tokenizer, examples, budget, batch_size)
+
+    with model.disable_adapter():
+        base = answers()
+    if should_stop():
+        return None
+    result = Evaluation(examples=examples, json_task=is_json_task(examples), base=base,
+                        fine_tuned=answers(), checkpoints={})
+    for name, weights in checkpoints.items():
+        if should_stop():
+            return None
+        set_peft_model_state_dict(model, weights())
+        result.checkpoints[name] = answers()
+    return result
+
+
+def headline(summary: dict[str, Any]) -> str:
+    base, tuned = summary["base"], summary["fine_tuned"]
+    return (f"Evaluation on {summary['n_examples']} validation examples: exact match "
+            f"{base['exact_match']:.2f} -> {tuned['exact_match']:.2f}, text similarity "
+            f"{base['text_similarity']:.2f} -> {tuned['text_similarity']:.2f}")
