@@ -30,7 +30,8 @@ def test_sft_job_trains_to_success(sft_job, local_server: TuneserveServer) -> No
     # 12 steps is a short run: `auto` doubles the model's reference rate.
     assert (hp.n_epochs, hp.batch_size, hp.learning_rate_multiplier) == (4, 8, 2.0)
     extensions = sft_job.method.model_dump()["supervised"]["hyperparameters"]
-    assert extensions["lora_rank"] == 8 and extensions["use_qlora"] is True
+    # A 135M base trains as 16-bit LoRA by default (QLoRA is for bases of 1B and more).
+    assert extensions["lora_rank"] == 8 and extensions["use_qlora"] is False
     assert 2e-3 < extensions["learning_rate"] < 3e-3
     assert extensions["max_seq_length"] == 64  # the longest example, rounded up
 

@@ -5,9 +5,12 @@ import pytest
 
 from training.hyperparameters import ModelShape, resolve
 
-SMOLLM2_135M = ModelShape(hidden_size=576, model_type="llama")
-LLAMA_7B = ModelShape(hidden_size=4096, model_type="llama")
-QWEN_7B = ModelShape(hidden_size=3584, model_type="qwen2")
+SMOLLM2_135M = ModelShape.of({"hidden_size": 576, "intermediate_size": 1536,
+                              "num_hidden_layers": 30, "vocab_size": 49152,
+                              "model_type": "llama"})
+LLAMA_7B = ModelShape.of({"hidden_size": 4096, "intermediate_size": 11008,
+                          "num_hidden_layers": 32, "vocab_size": 32000, "model_type": "llama"})
+QWEN_7B = ModelShape(hidden_size=3584, model_type="qwen2", parameters=7_600_000_000)
 
 
 def auto(method: str = "supervised", shape: ModelShape = SMOLLM2_135M, n_examples: int = 150,
@@ -43,6 +46,13 @@ def test_short_runs_get_a_higher_multiplier_and_dpo_a_lower_rate() -> None:
     given = auto(learning_rate_multiplier=0.5)
     assert given["learning_rate_multiplier"] == 0.5
     assert given["learning_rate"] == pytest.approx(auto()["learning_rate"] / 2, rel=0.01)
+
+
+def test_qlora_by_default_only_where_the_base_is_big_enough_to_need_it() -> None:
+    assert 1.3e8 < SMOLLM2_135M.parameters < 1.6e8 and 6e9 < LLAMA_7B.parameters < 7e9
+    assert auto()["use_qlora"] is False
+    assert auto(shape=LLAMA_7B)["use_qlora"] is True
+    assert auto(use_qlora=True)["use_qlora"] is True
 
 
 @pytest.mark.parametrize(("longest", "expected"), [(90, 128), (128, 128), (5000, 5056),
