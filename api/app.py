@@ -53,7 +53,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        settings.prepare_data_dir()
         db = Database(settings.resolved_database_url)
         await run_in_threadpool(db.migrate)
         store = await run_in_threadpool(open_blob_store, settings)

@@ -34,7 +34,7 @@ def _serve(args: argparse.Namespace) -> None:
 
 def _keys_create(args: argparse.Namespace) -> None:
     settings = Settings()
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    settings.prepare_data_dir()
     db = Database(settings.resolved_database_url)
     db.migrate()
     with db.session() as session:

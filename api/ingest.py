@@ -1,12 +1,11 @@
 """Streams an uploaded file part into the blob store, checking size and JSONL on the way."""
 
-import json
-
 from fastapi.concurrency import run_in_threadpool
 
 from api.errors import APIError
 from api.multipart import FilePart
 from storage.blob import BlobStore
+from training.validation import DatasetError, parse_line
 
 # Writes go to the store in blocks this big: few thread hops, bounded memory.
 BLOCK = 1 << 20
@@ -19,8 +18,9 @@ def file_too_large(limit: int, param: str | None) -> APIError:
 
 
 class JsonlChecker:
-    """Checks that every non-blank line is UTF-8 JSON, as the bytes stream by; remembers the
-    first bad line instead of raising, since the caller may learn later that it doesn't care."""
+    """Checks every line as the bytes stream by, with the line reader validation uses (the
+    same rules for a BOM, NaN, blank lines and non-objects); remembers the first bad line
+    instead of raising, since the caller may learn later that it doesn't care."""
 
     def __init__(self) -> None:
         self.line = 0
@@ -49,14 +49,12 @@ class JsonlChecker:
 
     def _check(self, line: bytes) -> None:
         self.line += 1
-        if self.error or not line.strip():
+        if self.error:
             return
         try:
-            json.loads(line.decode("utf-8"))
-        except UnicodeDecodeError:
-            self.error = f"Line {self.line} is not valid UTF-8."
-        except ValueError as exc:
-            self.error = f"Line {self.line} is not valid JSON: {exc}."
+            parse_line(line, self.line, "file")
+        except DatasetError as err:
+            self.error = err.message + "."
 
 
 class BlobSink:

@@ -73,8 +73,9 @@ def main() -> None:
     after_s = train_once(after, args.batch_size, work / "after")
     print(f"{args.conversations} conversations x {args.turns} trained turns, batch "
           f"{args.batch_size}, one epoch:")
-    print(f"  row per message:      {len(before):4} rows {before_tokens:7} tokens {before_s:7.1f} s")
-    print(f"  row per conversation: {len(after):4} rows {after_tokens:7} tokens {after_s:7.1f} s")
+    for name, rows, tokens, seconds in (("row per message", before, before_tokens, before_s),
+                                        ("row per conversation", after, after_tokens, after_s)):
+        print(f"  {name:21} {len(rows):4} rows {tokens:7} tokens {seconds:7.1f} s")
     print(f"  conversations/s ratio (after / before): {before_s / after_s:.2f}x")
 
 

@@ -1,5 +1,6 @@
 """Where data lives. Shared by the API and by training workers on other nodes."""
 
+import os
 from pathlib import Path
 
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -21,6 +22,13 @@ class StorageSettings(BaseSettings):
     models_dir: Path | None = None
     # JSON list of extra base models: [{"name", "path", "context_length"?}].
     base_models: str = ""
+
+    def prepare_data_dir(self) -> None:
+        """Creates the data dir for this user alone, and makes what this process writes
+        (blobs, the SQLite file, job logs) private too: umask 077 (files 0600, dirs 0700)."""
+        os.umask(0o077)
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.data_dir.chmod(0o700)
 
     @property
     def resolved_database_url(self) -> str:

@@ -2,6 +2,7 @@
 
 import os
 import socket
+import stat
 
 import httpx
 import openai
@@ -114,7 +115,11 @@ def _error(exc: openai.APIStatusError) -> dict:  # type: ignore[type-arg]
         ({"file": ("t.jsonl", b'{"ok": 1}\n{"ok": 2}\nnot json\n'), "purpose": "fine-tune"},
          "file", "Line 3"),
         ({"file": ("t.jsonl", b'{"ok": 1}\n\xff\xfe\n'), "purpose": "fine-tune"},
-         "file", "Line 2 is not valid UTF-8"),
+         "file", "Line 2: not valid UTF-8"),
+        # The upload check reads lines as validation does: no NaN, objects only.
+        ({"file": ("t.jsonl", b'{"ok": NaN}\n'), "purpose": "fine-tune"}, "file", "NaN"),
+        ({"file": ("t.jsonl", b'{"ok": 1}\n[1, 2]\n'), "purpose": "fine-tune"},
+         "file", "Line 2: expected a JSON object"),
         ({"file": ("t.jsonl", b""), "purpose": "fine-tune"}, "file", "empty"),
         ({"file": ("t.txt", b"data"), "purpose": "homework"}, "purpose", "homework"),
         ({"file": ("t.txt", b"data"), "purpose": "user_data",
@@ -215,3 +220,21 @@ def test_errors_use_the_openai_envelope(server: TuneserveServer) -> None:
         assert bad_cursor.status_code == 400
         assert bad_cursor.json()["error"]["param"] == "after"
         assert http.delete("/files").status_code == 405
+
+
+def test_a_byte_order_mark_is_accepted_at_upload_as_validation_accepts_it(
+    client: openai.OpenAI,
+) -> None:
+    created = client.files.create(file=("bom.jsonl", b'\xef\xbb\xbf{"ok": 1}\n\n{"ok": 2}\n'),
+                                  purpose="fine-tune")
+    assert created.bytes == 24
+
+
+def test_the_data_dir_and_what_is_stored_in_it_are_private(local_server: TuneserveServer) -> None:
+    local_server.client().files.create(file=("p.jsonl", b'{"a": 1}\n'), purpose="fine-tune")
+    data = local_server.data_dir
+    assert stat.S_IMODE(data.stat().st_mode) == 0o700
+    stored = [p for p in (data / "blobs").rglob("*")] + [data / "tuneserve.db"]
+    assert any(p.is_file() for p in stored)
+    for path in stored:
+        assert stat.S_IMODE(path.stat().st_mode) == (0o700 if path.is_dir() else 0o600), path

@@ -125,7 +125,11 @@ def test_a_job_continues_from_a_fine_tuned_model(sft_job, local_server: Tuneserv
     assert done.status == "succeeded", done.error
     assert done.model == parent
     assert done.fine_tuned_model.startswith(f"ft:{BASE}:default:more:")
-    assert done.fine_tuned_model in {m.id for m in client.models.list()}
+    listed = {m.id: m for m in client.models.list()}
+    assert (listed[done.fine_tuned_model].root, listed[done.fine_tuned_model].parent) == (
+        BASE, parent)
+    assert (listed[parent].root, listed[parent].parent) == (BASE, BASE)
+    assert client.models.retrieve(done.fine_tuned_model).parent == parent
     hp = done.method.model_dump()["supervised"]["hyperparameters"]
     assert (hp["lora_rank"], hp["lora_alpha"]) == (8, 32)  # the parent's adapter shape
     # One tiny step from the parent's weights: it still answers in the parent's JSON shape,

@@ -37,6 +37,7 @@ class FakeExecutor:
         self.unavailable = False
         self.can_place = True
         self.refuse_forget = False
+        self.slots: int | None = None  # the cluster's capacity (None: unbounded)
 
     def start(self, job_id: str, attempt: int) -> str:
         if self.unavailable:
@@ -47,6 +48,9 @@ class FakeExecutor:
 
     def state(self, job_id: str, attempt: int) -> WorkerInfo:
         return self.states.get((job_id, attempt), WorkerInfo(WorkerState.UNKNOWN))
+
+    def capacity(self) -> int | None:
+        return self.slots
 
     def placeable(self, job_id: str, attempt: int) -> bool:
         return self.can_place
@@ -189,6 +193,25 @@ def test_the_node_limit_counts_this_nodes_workers(
     cluster = FakeExecutor(node_prefix=None)
     Scheduler(_settings(tmp_path, max_concurrent_jobs=2), database, store, cluster).start_queued()
     assert len(cluster.started) == 1
+
+
+def test_a_cluster_gets_no_more_jobs_than_it_can_run_at_once(
+    database: Database, store: LocalBlobStore, tmp_path: Path
+) -> None:
+    # Ray fails a job that waits 15 min for room: the rest wait in `queued` instead.
+    project = _project(database)
+    ids = [_job(database, project) for _ in range(5)]
+    cluster = FakeExecutor(node_prefix=None)
+    cluster.slots = 2
+    scheduler = Scheduler(_settings(tmp_path), database, store, cluster)
+    scheduler.start_queued()
+    scheduler.start_queued()
+    assert len(cluster.started) == 2
+    assert [_get(database, j).status for j in ids].count(JobStatus.QUEUED) == 3
+    with database.session() as s:
+        jobs.transition(s, cluster.started[0][0], jobs.WORKING, status=JobStatus.SUCCEEDED)
+    scheduler.start_queued()
+    assert len(cluster.started) == 3
 
 
 def test_runnable_jobs_are_taken_round_robin_across_projects() -> None:

@@ -154,11 +154,11 @@ class Evaluation:
 
 
 def evaluate(model: Any, tokenizer: Any, examples: list[EvalExample],
-             checkpoints: dict[str, Callable[[], dict[str, Any]]], batch_size: int,
+             checkpoints: dict[str, Callable[[], dict[str, Any] | None]], batch_size: int,
              should_stop: Callable[[], bool]) -> Evaluation | None:
     """Answers of the base (the adapter disabled), of the trained adapter as it is, then of
     each checkpoint (its adapter weights loaded in turn: call this after the final adapter
-    is saved). None if the job stopped meanwhile."""
+    is saved; one whose weights are gone is left out). None if the job stopped meanwhile."""
     from peft import set_peft_model_state_dict
 
     model.eval()
@@ -176,8 +176,10 @@ def evaluate(model: Any, tokenizer: Any, examples: list[EvalExample],
     for name, weights in checkpoints.items():
         if should_stop():
             return None
-        set_peft_model_state_dict(model, weights())
-        result.checkpoints[name] = answers()
+        state = weights()
+        if state is not None:
+            set_peft_model_state_dict(model, state)
+            result.checkpoints[name] = answers()
     return result
 
 

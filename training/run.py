@@ -186,10 +186,13 @@ class Evaluator:
             return None
         return result.summary({name: step for name, step, _ in kept}), result.jsonl()
 
-    def _weights(self, prefix: str) -> dict[str, Any]:
+    def _weights(self, prefix: str) -> dict[str, Any] | None:
         from safetensors.torch import load
 
-        return load(self.ctx.store.get(prefix + "adapter_model.safetensors"))
+        try:
+            return load(self.ctx.store.get(prefix + "adapter_model.safetensors"))
+        except BlobNotFound:  # the checkpoint was deleted meanwhile
+            return None
 
 
 def _finish(ctx: JobContext, job: FineTuningJob, trainer: object, tokenizer: object,

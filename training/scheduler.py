@@ -25,6 +25,7 @@ from training.data import read_lines
 from training.executors import Executor, ExecutorUnavailable, WorkerInfo, WorkerState
 from training.hyperparameters import ModelShape, resolve
 from training.jobs import JobStatus
+from training.redact import redact
 from training.settings import TrainingSettings
 from training.tokens import token_counter
 from training.validation import DatasetError, validate_training_file
@@ -308,7 +309,7 @@ class Scheduler:
     @staticmethod
     def _add_log_tail(s: object, job_id: str, tail: str) -> None:
         if tail.strip():
-            jobs.add_event(s, job_id, "Last output of the worker:\n" + tail.strip(),  # type: ignore[arg-type]
+            jobs.add_event(s, job_id, "Last output of the worker:\n" + redact(tail.strip()),  # type: ignore[arg-type]
                            level="error")
 
     # queued -> running: round-robin across projects, bounded
@@ -364,6 +365,11 @@ class Scheduler:
                     FineTuningJob.status.in_(jobs.WORKING),
                     FineTuningJob.worker.startswith(self.executor.node_prefix))) or 0
                 room = min(room, settings.max_concurrent_jobs - here)
+            capacity = self.executor.capacity()
+            if capacity is not None:  # a cluster: what it can run, less what it runs for us
+                working = s.scalar(select(func.count()).select_from(FineTuningJob).where(
+                    FineTuningJob.status.in_(jobs.WORKING))) or 0
+                room = min(room, capacity - working)
             if room <= 0:
                 return []
             queued = list(s.execute(

@@ -2,6 +2,7 @@
 storage and the DB; every write it makes is conditional on still holding ATTEMPT."""
 
 import logging
+import os
 import shutil
 import sys
 import tempfile
@@ -22,6 +23,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     job_id, attempt = argv[0], int(argv[1])
     settings = TrainingSettings()
+    os.umask(0o077)  # what it writes locally (work dir, blobs on a local store) is private
     db = Database(settings.resolved_database_url)
     store = open_blob_store(settings)
     heartbeat = Heartbeat(db, job_id, attempt).start()

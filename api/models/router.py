@@ -8,7 +8,7 @@ from api.deps import DB, AppSettings, CurrentProject, Storage
 from api.errors import APIError
 from api.models.schemas import ModelDeleted, ModelList, ModelObject
 from storage.base_models import base_models
-from storage.models import FineTunedModel, Project
+from storage.models import FineTunedModel, FineTuningJob, Project
 
 router = APIRouter(prefix="/models", tags=["models"])
 
@@ -20,13 +20,26 @@ def _base_objects(settings: AppSettings) -> dict[str, ModelObject]:
     for spec in base_models(settings).values():
         if spec.prepared:
             created = int((spec.path / "config.json").stat().st_mtime)
-            out[spec.name] = ModelObject(id=spec.name, created=created, owned_by=BASE_OWNER)
+            out[spec.name] = ModelObject(id=spec.name, created=created, owned_by=BASE_OWNER,
+                                         root=spec.name)
     return out
 
 
 def _own(session: DB, project: Project, model: str) -> FineTunedModel | None:
     return session.scalar(select(FineTunedModel).where(
         FineTunedModel.id == model, FineTunedModel.project_id == project.id))
+
+
+def _tuned_objects(session: DB, project: Project, model: str | None = None) -> list[ModelObject]:
+    """The project's fine-tuned models (or the one named), with the model each started from."""
+    query = (select(FineTunedModel, FineTuningJob.model)
+             .outerjoin(FineTuningJob, FineTuningJob.id == FineTunedModel.job_id)
+             .where(FineTunedModel.project_id == project.id).order_by(FineTunedModel.seq))
+    if model is not None:
+        query = query.where(FineTunedModel.id == model)
+    return [ModelObject(id=m.id, created=m.created_at, owned_by=project.name,
+                        root=m.base_model, parent=parent or m.base_model)
+            for m, parent in session.execute(query)]
 
 
 def _not_found(model: str) -> APIError:
@@ -36,10 +49,8 @@ def _not_found(model: str) -> APIError:
 
 @router.get("", response_model=ModelList)
 def list_models(project: CurrentProject, session: DB, settings: AppSettings) -> ModelList:
-    tuned = session.scalars(select(FineTunedModel).where(FineTunedModel.project_id == project.id)
-                            .order_by(FineTunedModel.seq))
-    return ModelList(data=[*_base_objects(settings).values(), *[
-        ModelObject(id=m.id, created=m.created_at, owned_by=project.name) for m in tuned]])
+    return ModelList(data=[*_base_objects(settings).values(),
+                           *_tuned_objects(session, project)])
 
 
 @router.get("/{model:path}", response_model=ModelObject)
@@ -48,10 +59,10 @@ def retrieve_model(model: str, project: CurrentProject, session: DB,
     base = _base_objects(settings).get(model)
     if base is not None:
         return base
-    row = _own(session, project, model)
-    if row is None:
+    found = _tuned_objects(session, project, model)
+    if not found:
         raise _not_found(model)
-    return ModelObject(id=row.id, created=row.created_at, owned_by=project.name)
+    return found[0]
 
 
 @router.delete("/{model:path}", response_model=ModelDeleted)

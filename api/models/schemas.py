@@ -10,6 +10,11 @@ class ModelObject(BaseModel):
     object: Literal["model"] = "model"
     created: int
     owned_by: str
+    # Extensions (as vLLM's model cards have them): the base model a fine-tuned model runs
+    # on, and the model its training started from (that base, or the fine-tuned model it
+    # continued).
+    root: str | None = None
+    parent: str | None = None
 
 
 class ModelList(BaseModel):

@@ -45,6 +45,11 @@ class Executor(Protocol):
         """False when no node could ever run this worker (nothing has its resources)."""
         ...
 
+    def capacity(self) -> int | None:
+        """Workers the whole cluster can run at once, or None when it does not bound them
+        (the local executor is bounded per node by `max_concurrent_jobs` instead)."""
+        ...
+
     def stop(self, job_id: str, attempt: int, force: bool = False) -> None:
         """Asks the worker to stop (SIGTERM: it saves its state first), or kills it."""
         ...

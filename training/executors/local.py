@@ -70,6 +70,9 @@ class LocalExecutor:
         return (WorkerInfo(WorkerState.RUNNING) if code is None
                 else WorkerInfo(WorkerState.EXITED, code))
 
+    def capacity(self) -> int | None:
+        return None
+
     def placeable(self, job_id: str, attempt: int) -> bool:
         return True
 

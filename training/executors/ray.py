@@ -21,6 +21,8 @@ log = logging.getLogger("tuneserve.scheduler")
 # still winding down: deleted right at SUCCEEDED, the record was back a second later; deleted
 # 5 s after, it stayed gone. So a record is deleted this long after the job is forgotten.
 DELETE_GRACE_SECONDS = 10.0
+# How long the cluster's capacity (from the dashboard) is reused before it is asked again.
+CAPACITY_TTL = 10.0
 
 
 def submission_id(job_id: str, attempt: int) -> str:
@@ -36,6 +38,7 @@ class RayExecutor:
         self._client: Any = None
         # Records to delete: submission id -> when (monotonic); retried at every housekeeping.
         self._deletions: dict[str, float] = {}
+        self._capacity: tuple[int, float] | None = None  # (workers at once, when measured)
 
     @property
     def client(self) -> Any:
@@ -106,26 +109,53 @@ class RayExecutor:
         code = getattr(info, "driver_exit_code", None)
         return WorkerInfo(WorkerState.EXITED, 0 if status == "SUCCEEDED" else code)
 
-    def placeable(self, job_id: str, attempt: int) -> bool:
+    def _slots_per_node(self) -> list[int] | None:
+        """How many workers each alive node that matches the label selector could hold at
+        once, by its total resources; None when Ray cannot be asked."""
         from ray.util.state import list_nodes
 
         s = self.settings
-        wanted: dict[str, float] = {**(s.ray_entrypoint_resources() or {})}
-        if s.ray_gpus_per_job:
-            wanted["GPU"] = s.ray_gpus_per_job
+        wanted = self._wanted()
         labels = s.ray_entrypoint_label_selector() or {}
         try:
             nodes = list_nodes(address=s.ray_address, detail=True, raise_on_missing_output=False)
         except Exception:
-            return True  # cannot tell: keep waiting rather than fail a job
+            return None
+        slots = []
         for node in nodes:
             total = getattr(node, "resources_total", None) or {}
             node_labels = getattr(node, "labels", None) or {}
             if (getattr(node, "state", "ALIVE") == "ALIVE"
-                    and all(total.get(k, 0) >= v for k, v in wanted.items())
                     and all(node_labels.get(k) == v for k, v in labels.items())):
-                return True
-        return False
+                slots.append(min(int(total.get(k, 0) // v) for k, v in wanted.items()))
+        return slots
+
+    def _wanted(self) -> dict[str, float]:
+        s = self.settings
+        wanted: dict[str, float] = {**(s.ray_entrypoint_resources() or {})}
+        if s.ray_gpus_per_job:
+            wanted["GPU"] = s.ray_gpus_per_job
+        return wanted
+
+    def placeable(self, job_id: str, attempt: int) -> bool:
+        slots = self._slots_per_node()
+        # Cannot tell: keep waiting rather than fail a job.
+        return slots is None or any(n > 0 for n in slots)
+
+    def capacity(self) -> int | None:
+        """Ray queues what it cannot place, but fails a job whose supervisor has waited
+        RAY_JOB_START_TIMEOUT_SECONDS (15 min) for room: so jobs wait in our `queued` until
+        the cluster has room. Cached for CAPACITY_TTL seconds (one dashboard call per tick
+        is enough load). None (no bound) for jobs that ask for nothing countable."""
+        if not self._wanted():
+            return None
+        now = time.monotonic()
+        if self._capacity is None or now - self._capacity[1] > CAPACITY_TTL:
+            slots = self._slots_per_node()
+            if slots is None:
+                return self._capacity[0] if self._capacity else None
+            self._capacity = (sum(slots), now)
+        return self._capacity[0]
 
     def stop(self, job_id: str, attempt: int, force: bool = False) -> None:
         # Ray sends SIGTERM, waits RAY_JOB_STOP_WAIT_TIME_S, then SIGKILLs: `force` needs
