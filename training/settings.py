@@ -13,7 +13,7 @@ class TrainingSettings(StorageSettings):
     # cluster's GPU nodes, through the Job Submission API).
     executor: Literal["local", "ray"] = "local"
     # Local executor: jobs training at once on this node; the rest wait in `queued`. With
-    # Ray, the cluster's resources decide and Ray queues what it cannot place yet.
+    # Ray, the cluster's resources decide (jobs wait in `queued` until it has room).
     max_concurrent_jobs: int = 1
     # Jobs of one project running (or waiting for a Ray node) at once; 0 means no limit.
     # Runnable jobs are taken round-robin across projects either way.
