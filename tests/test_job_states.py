@@ -212,6 +212,11 @@ def test_a_cluster_gets_no_more_jobs_than_it_can_run_at_once(
         jobs.transition(s, cluster.started[0][0], jobs.WORKING, status=JobStatus.SUCCEEDED)
     scheduler.start_queued()
     assert len(cluster.started) == 3
+    # No room anywhere, ever: the job is let through to fail `no_capacity` when Ray cannot
+    # place it, rather than wait in `queued` forever.
+    cluster.slots = 0
+    scheduler.start_queued()
+    assert len(cluster.started) == 5
 
 
 def test_runnable_jobs_are_taken_round_robin_across_projects() -> None:

@@ -202,6 +202,10 @@ def test_the_executor_knows_what_no_node_can_place(
     assert executor().placeable("ftjob-x", 1)
     assert not executor(ray_gpus_per_job=2).placeable("ftjob-x", 1)
     assert not executor(ray_resources='{"accelerator_type:H100": 0.001}').placeable("ftjob-x", 1)
+    # What the cluster runs at once: one GPU node, one GPU a job; none at two GPUs a job;
+    # unbounded for jobs that need no GPU.
+    assert (executor().capacity(), executor(ray_gpus_per_job=2).capacity()) == (1, 0)
+    assert executor(ray_gpus_per_job=0).capacity() is None
     # No secrets travel with the job: its node's environment has them.
     options = executor().entrypoint_options("ftjob-x", 3)
     assert options["submission_id"] == "ftjob-x-attempt-3"

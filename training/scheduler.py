@@ -366,7 +366,9 @@ class Scheduler:
                     FineTuningJob.worker.startswith(self.executor.node_prefix))) or 0
                 room = min(room, settings.max_concurrent_jobs - here)
             capacity = self.executor.capacity()
-            if capacity is not None:  # a cluster: what it can run, less what it runs for us
+            # A cluster: what it can run, less what it runs for us. At 0 nothing could ever
+            # place the job: it goes through, to fail `no_capacity` after the placement wait.
+            if capacity:
                 working = s.scalar(select(func.count()).select_from(FineTuningJob).where(
                     FineTuningJob.status.in_(jobs.WORKING))) or 0
                 room = min(room, capacity - working)
