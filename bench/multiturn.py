@@ -64,7 +64,8 @@ def main() -> None:
     after = sft_dataset_rows(records, tokenizer)
 
     def tokens_of_prompt_completion(row: dict[str, Any]) -> int:
-        return len(tokenizer.apply_chat_template(row["prompt"] + row["completion"]))
+        text = tokenizer.apply_chat_template(row["prompt"] + row["completion"], tokenize=False)
+        return len(tokenizer(text, add_special_tokens=False)["input_ids"])
 
     before_tokens = sum(tokens_of_prompt_completion(r) for r in before)
     after_tokens = sum(len(r["input_ids"]) for r in after)
