@@ -7,8 +7,9 @@ saved once, and loaded back 4-bit through bitsandbytes, as a real checkpoint wou
 and vLLM's CUDA wheels are too big to carry to the device machine, so the model is wrapped
 with PEFT directly; `make run` on a GPU box uses Unsloth over the same TRL arguments.
 
-Usage (device): `python bench/gpu/qlora.py [--shape 8b] [--steps 30]`; `--tiny --no-4bit`
-checks the script itself on a CPU.
+Usage (device): `python bench/gpu/qlora.py [--shape 8b] [--steps 30]`; `--tiny` is a seconds-long
+smoke run. On a CPU (`--tiny --no-4bit`) it gets as far as the first step: TRL's fused LM head
+is a Triton kernel, which needs a GPU (the real CPU path goes through Unsloth's trainer).
 """
 
 import argparse
@@ -38,13 +39,23 @@ def build_base(shape: str, directory: Path) -> None:
     import torch
     from transformers import AutoModelForCausalLM, LlamaConfig
 
-    config = LlamaConfig(**SHAPES[shape], max_position_embeddings=4096, torch_dtype="bfloat16")
+    config = LlamaConfig(**SHAPES[shape], max_position_embeddings=4096, dtype="bfloat16")
     device = "cuda" if torch.cuda.is_available() else "cpu"
     with torch.device(device):
-        model = AutoModelForCausalLM.from_config(config, torch_dtype=torch.bfloat16)
+        model = AutoModelForCausalLM.from_config(config, dtype=torch.bfloat16)
     model.save_pretrained(directory)
     del model
     torch.cuda.empty_cache() if device == "cuda" else None
+
+
+def tokenizer(vocab_size: int) -> object:
+    """A stand-in tokenizer (the rows are token ids already; TRL wants one for padding)."""
+    from tokenizers import Tokenizer, models
+    from transformers import PreTrainedTokenizerFast
+
+    words = Tokenizer(models.WordLevel({f"t{i}": i for i in range(vocab_size)}, unk_token="t0"))
+    return PreTrainedTokenizerFast(tokenizer_object=words, pad_token="t0", eos_token="t1",
+                                   unk_token="t0")
 
 
 def main() -> None:
@@ -76,7 +87,7 @@ def main() -> None:
         bnb_4bit_compute_dtype=torch.bfloat16 if device.bf16 else torch.float16)
     model = AutoModelForCausalLM.from_pretrained(
         work / "base", quantization_config=quantization,
-        torch_dtype=torch.bfloat16 if device.bf16 else torch.float32,
+        dtype=torch.bfloat16 if device.bf16 else torch.float32,
         device_map={"": 0} if device.cuda else None)
     if quantization is not None:
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=True)
@@ -107,7 +118,7 @@ def main() -> None:
                     hyperparameters=hp, seed=0)
     common = _common_args(cfg, has_eval=False, device=device)
     common.update(save_strategy="no", max_steps=args.steps, gradient_checkpointing=True)
-    trainer = SFTTrainer(model=model, args=SFTConfig(**common),
+    trainer = SFTTrainer(model=model, args=SFTConfig(**common), processing_class=tokenizer(vocab),
                          train_dataset=Dataset.from_list(rows), callbacks=[StepClock()])
     if device.cuda:
         torch.cuda.reset_peak_memory_stats()
