@@ -231,10 +231,13 @@ def test_a_byte_order_mark_is_accepted_at_upload_as_validation_accepts_it(
 
 
 def test_the_data_dir_and_what_is_stored_in_it_are_private(local_server: TuneserveServer) -> None:
-    local_server.client().files.create(file=("p.jsonl", b'{"a": 1}\n'), purpose="fine-tune")
+    created = local_server.client().files.create(file=("p.jsonl", b'{"a": 1}\n'),
+                                                 purpose="fine-tune")
     data = local_server.data_dir
     assert stat.S_IMODE(data.stat().st_mode) == 0o700
-    stored = [p for p in (data / "blobs").rglob("*")] + [data / "tuneserve.db"]
-    assert any(p.is_file() for p in stored)
+    # What the server wrote: the new file's blob and the folders on its way, the database.
+    (blob,) = (p for p in (data / "blobs").rglob("*") if created.id in p.name)
+    stored = [blob, *[d for d in blob.parents if data / "blobs" in (d, *d.parents)],
+              data / "tuneserve.db"]
     for path in stored:
         assert stat.S_IMODE(path.stat().st_mode) == (0o700 if path.is_dir() else 0o600), path

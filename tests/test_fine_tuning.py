@@ -256,7 +256,7 @@ def _with(line: int, record: object) -> list:  # type: ignore[type-arg]
     [
         (GOOD[:3], "supervised", "invalid_n_examples",
          "Training file has 3 example(s), but must have at least 10 examples"),
-        (_with(4, [1, 2]), "supervised", "invalid_file_format", "Line 4"),
+        (_with(4, {"messages": "hello"}), "supervised", "invalid_file_format", "Line 4"),
         (_with(2, {"prompt": "x"}), "supervised", "invalid_file_format", "Line 2"),
         (_with(5, {"messages": [{"role": "wizard", "content": "x"}]}), "supervised",
          "invalid_file_format", "wizard"),
