@@ -12,6 +12,7 @@ from api.chat.router import router as chat_router
 from api.errors import install_error_handlers
 from api.files.router import router as files_router
 from api.fine_tuning.router import router as fine_tuning_router
+from api.metrics import install_metrics
 from api.models.router import router as models_router
 from api.reaper import run_reaper
 from api.settings import Settings
@@ -19,7 +20,7 @@ from api.tenancy import bootstrap_keys
 from api.uploads.router import router as uploads_router
 from serving.adapters import AdapterManager
 from serving.engine import VLLMEngine
-from serving.proxy import ChatProxy
+from serving.proxy import Proxy
 from storage.base_models import base_models
 from storage.blob import BlobStore, open_blob_store
 from storage.db import Database
@@ -43,8 +44,9 @@ async def _start_serving(app: FastAPI, settings: Settings, db: Database,
     engine = VLLMEngine(settings, spec)
     await engine.start()
     app.state.engine = engine
-    app.state.adapters = AdapterManager(settings, db, store, engine)
-    app.state.proxy = ChatProxy(engine)
+    app.state.adapters = AdapterManager(settings, db, store, [engine])
+    app.state.adapters.start()
+    app.state.proxy = Proxy()
     return engine
 
 
@@ -70,7 +72,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             yield
         finally:
             if engine is not None:
-                await app.state.proxy.close()
                 await app.state.adapters.close()
                 await engine.stop()
             await run_in_threadpool(scheduler.stop)
@@ -86,6 +87,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     install_error_handlers(app)
+    install_metrics(app)
     v1 = APIRouter(prefix="/v1")
     v1.include_router(files_router)
     v1.include_router(uploads_router)

@@ -80,6 +80,9 @@ def validation_error(errors: Sequence[Any], *, located: bool = True) -> APIError
             400, f"Missing required parameter: '{param}'.", param=param,
             code="missing_required_parameter",
         )
+    if first.get("type") == "extra_forbidden":
+        return APIError(400, f"Unrecognized request argument supplied: {param}", param=param,
+                        code="unknown_parameter")
     if first.get("type") == "json_invalid":
         return APIError(400, "The request body is not valid JSON.", code="invalid_json")
     if param is None:

@@ -18,6 +18,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import httpx
 import openai
 import torch
 from safetensors.torch import load_file, save_file
@@ -30,7 +31,7 @@ from storage.blob import LocalBlobStore  # noqa: E402
 from storage.db import Database  # noqa: E402
 from storage.keys import adapter_prefix  # noqa: E402
 from storage.models import FineTunedModel  # noqa: E402
-from tests.support.chat import engine_url, wait_for_engine  # noqa: E402
+from tests.support.chat import engine_socket, wait_for_engine  # noqa: E402
 from tests.support.server import TuneserveServer  # noqa: E402
 from tests.support.training import sft_example, upload, wait_for  # noqa: E402
 from training.prepare import prepare_default_model  # noqa: E402
@@ -116,7 +117,10 @@ async def main_async(args: argparse.Namespace) -> None:
         sync = server.client()
         client = openai.AsyncOpenAI(api_key=server.api_key, base_url=server.base_url,
                                     max_retries=0, timeout=600)
-        direct = openai.AsyncOpenAI(api_key="unused", base_url=engine_url(server) + "/v1",
+        socket, engine_key = engine_socket(server)
+        direct = openai.AsyncOpenAI(api_key=engine_key, base_url="http://vllm/v1",
+                                    http_client=httpx.AsyncClient(
+                                        transport=httpx.AsyncHTTPTransport(uds=socket)),
                                     max_retries=0, timeout=600)
 
         # P3: a real job; the clock starts when the client sees `succeeded`.

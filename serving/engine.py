@@ -1,15 +1,18 @@
 """The vLLM engine as a managed subprocess: started, health-checked, restarted if it dies.
-It listens on loopback only; tuneserve is its only client."""
+It listens on a unix socket in the data dir (0700) and asks every request for a key made anew
+at each start: tuneserve is its only client, and no port is ever free for another process to
+take first."""
 
 import asyncio
 import contextlib
 import logging
 import os
+import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
+import tempfile
 import time
 from enum import Enum
 from pathlib import Path
@@ -28,10 +31,17 @@ class EngineState(Enum):
     DOWN = "down"
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+# A unix socket's path must fit in 108 bytes (sun_path).
+_MAX_SOCKET_PATH = 100
+
+
+def _socket_path(data_dir: Path) -> Path:
+    path = data_dir.resolve() / "run" / "vllm.sock"
+    if len(str(path)) > _MAX_SOCKET_PATH:
+        # mkdtemp makes the directory 0700 too.
+        path = Path(tempfile.mkdtemp(prefix="tuneserve-")) / "vllm.sock"
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    return path
 
 
 # The engine must not outlive tuneserve (a kill -9 of the API would leave gigabytes behind):
@@ -77,17 +87,30 @@ async def send_with_retry(http: httpx.AsyncClient, request: httpx.Request,
 
 
 class VLLMEngine:
-    """One vLLM OpenAI server for one base model, with runtime LoRA loading enabled."""
+    """One vLLM OpenAI server for one base model, with runtime LoRA loading enabled: the local
+    replica of that base model."""
+
+    name = "local"
 
     def __init__(self, settings: ServingSettings, model: BaseModelSpec) -> None:
         self.settings = settings
         self.model = model
-        self.port = settings.vllm_port or _free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
+        self.socket_path = _socket_path(settings.data_dir)
         self.state = EngineState.DOWN
         # Bumped at every (re)start: adapters registered with an older process are gone.
         self.generation = 0
         self.ready = asyncio.Event()
+        # Made anew at each start; vLLM reads it from VLLM_API_KEY (not visible in `ps`).
+        self.api_key = ""
+        # Every request to the engine goes through this one pooled client.
+        self.http = httpx.AsyncClient(
+            transport=httpx.AsyncHTTPTransport(uds=str(self.socket_path)),
+            base_url="http://vllm", timeout=httpx.Timeout(None, connect=5),
+            limits=httpx.Limits(max_connections=1024, max_keepalive_connections=256),
+        )
+        # When a proxied request last got an answer: a busy engine that is slow to answer a
+        # probe is still alive (LoRAX counts inference the same way).
+        self.last_answer = 0.0
         self._proc: subprocess.Popen[bytes] | None = None
         self._supervisor: asyncio.Task[None] | None = None
         self._stopping = False
@@ -106,7 +129,7 @@ class VLLMEngine:
             *_die_with_parent(),
             "-m", "vllm.entrypoints.openai.api_server",
             "--model", str(self.model.path), "--served-model-name", self.model.name,
-            "--host", "127.0.0.1", "--port", str(self.port),
+            "--uds", str(self.socket_path),
             "--enable-lora", "--max-lora-rank", str(s.max_lora_rank),
             "--max-loras", str(s.max_loras), "--max-cpu-loras", str(s.max_cpu_loras),
             "--max-model-len", str(s.max_model_len), *device,
@@ -118,6 +141,7 @@ class VLLMEngine:
         cuda = _has_cuda() if cuda is None else cuda
         env = dict(os.environ)
         env.update({
+            "VLLM_API_KEY": self.api_key,
             "VLLM_ALLOW_RUNTIME_LORA_UPDATING": "True",
             "HF_HUB_OFFLINE": "1",
             "TRANSFORMERS_OFFLINE": "1",
@@ -142,6 +166,20 @@ class VLLMEngine:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._supervisor
         await asyncio.to_thread(self._kill)
+        await self.http.aclose()
+
+    async def wait_ready(self) -> None:
+        """Returns once the engine answers; EngineUnavailable past the configured wait, so
+        a request during a restart gets a 503 with retry-after instead of hanging."""
+        if self.ready.is_set():
+            return
+        try:
+            await asyncio.wait_for(self.ready.wait(), self.settings.engine_wait_seconds)
+        except TimeoutError:
+            raise EngineUnavailable from None
+
+    def note_answer(self) -> None:
+        self.last_answer = time.monotonic()
 
     def _kill(self) -> None:
         """Stops the whole process group: vLLM's engine core and workers outlive its API
@@ -176,6 +214,9 @@ class VLLMEngine:
     def _spawn(self) -> None:
         # Adapters registered with an earlier process are gone with it.
         self.generation += 1
+        self.api_key = secrets.token_urlsafe(32)
+        self.http.headers["authorization"] = f"Bearer {self.api_key}"
+        self.socket_path.unlink(missing_ok=True)
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         cuda = _has_cuda()
         with open(self.log_path, "ab") as out:
@@ -186,31 +227,49 @@ class VLLMEngine:
                 cwd=Path(__file__).resolve().parents[1],
             )
 
+    async def _probe(self, http: httpx.AsyncClient) -> bool:
+        try:
+            return (await http.get("/health")).status_code == 200
+        except httpx.HTTPError:
+            return False
+
     async def _supervise(self) -> None:
-        async with httpx.AsyncClient(timeout=5) as http:
+        s = self.settings
+        async with httpx.AsyncClient(
+                transport=httpx.AsyncHTTPTransport(uds=str(self.socket_path)),
+                base_url="http://vllm", timeout=s.engine_probe_timeout) as http:
             while not self._stopping:
                 self.state = EngineState.STARTING
                 self.ready.clear()
                 # On the event loop's thread, not a pool thread: the parent-death signal
                 # is tied to the thread that started the child.
                 self._spawn()
-                log.info("starting vLLM for %s on %s (log: %s)", self.model.name, self.url,
-                         self.log_path)
+                log.info("starting vLLM for %s on %s (log: %s)", self.model.name,
+                         self.socket_path, self.log_path)
                 started = time.monotonic()
+                been_ready, missed = False, 0
                 while not self._stopping and self._proc and self._proc.poll() is None:
-                    try:
-                        healthy = (await http.get(f"{self.url}/health")).status_code == 200
-                    except httpx.HTTPError:
-                        healthy = False
-                    if healthy and self.state is not EngineState.READY:
-                        self.state = EngineState.READY
-                        self.ready.set()
-                        log.info("vLLM ready after %.1f s", time.monotonic() - started)
-                    elif not healthy and self.state is EngineState.READY:
-                        log.warning("vLLM stopped answering its health check; restarting")
-                        break
-                    elif (not healthy and
-                          time.monotonic() - started > self.settings.engine_startup_timeout):
+                    healthy = await self._probe(http) or (
+                        been_ready and time.monotonic() - self.last_answer < s.engine_probe_timeout)
+                    if healthy:
+                        missed = 0
+                        if self.state is not EngineState.READY:
+                            self.state = EngineState.READY
+                            self.ready.set()
+                            if not been_ready:
+                                log.info("vLLM ready after %.1f s", time.monotonic() - started)
+                            been_ready = True
+                    elif been_ready:
+                        # One slow probe on a saturated node must not kill every stream on
+                        # it: requests go on, and only several misses in a row restart it.
+                        missed += 1
+                        if missed >= s.engine_probe_failures:
+                            log.warning("vLLM missed %d health checks in a row; restarting",
+                                        missed)
+                            break
+                        log.warning("vLLM missed a health check (%d of %d)", missed,
+                                    s.engine_probe_failures)
+                    elif time.monotonic() - started > s.engine_startup_timeout:
                         log.error("vLLM did not become healthy in time; restarting")
                         break
                     await asyncio.sleep(0.5 if self.state is EngineState.READY else 0.25)

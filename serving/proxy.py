@@ -1,18 +1,24 @@
-"""Chat completions forwarded to the vLLM engine, streamed back as they are generated.
+"""Requests forwarded to the replica a lease names, streamed back as they are generated.
 
-The proxy touches as little as it can: the body goes upstream as sent (with the engine's
-name for the model), and answers come back byte for byte except for the `model` field,
-which is put back to the name the client asked for."""
+The proxy touches as little as it can on the way back: answers come back byte for byte except
+for the `model` field, which is put back to the name the client asked for. Errors are the
+exception: vLLM's are re-wrapped in OpenAI's envelope, without the engine's internal names or
+the server's paths, and a replica that dies mid-stream ends the stream with an error event."""
 
 import json
+import logging
+import re
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
 import httpx
 
-from serving.adapters import Route
+from serving.adapters import Lease
 from serving.engine import EngineUnavailable, VLLMEngine, send_with_retry
+from storage.redact import redact
+
+log = logging.getLogger("tuneserve.proxy")
 
 
 @dataclass
@@ -21,60 +27,95 @@ class Answer:
     body: dict[str, Any]
 
 
-def _renamer(route: Route) -> tuple[bytes, bytes] | None:
-    if route.served == route.requested:
+@dataclass
+class Stream:
+    """An upstream stream: the SSE bytes to send on, and how to close it even if nobody ever
+    iterates them (the client left before the response started)."""
+
+    chunks: AsyncIterator[bytes]
+    response: httpx.Response
+
+    async def aclose(self) -> None:
+        await self.response.aclose()
+
+
+def _renamer(lease: Lease) -> tuple[bytes, bytes] | None:
+    if lease.served == lease.requested:
         return None
     # vLLM writes compact JSON, so the field appears exactly like this.
-    return (b'"model":' + json.dumps(route.served).encode(),
-            b'"model":' + json.dumps(route.requested).encode())
+    return (b'"model":' + json.dumps(lease.served).encode(),
+            b'"model":' + json.dumps(lease.requested).encode())
 
 
-class ChatProxy:
-    def __init__(self, engine: VLLMEngine) -> None:
-        self.engine = engine
-        self.http = httpx.AsyncClient(
-            timeout=httpx.Timeout(None, connect=5),
-            limits=httpx.Limits(max_connections=1024, max_keepalive_connections=256),
-        )
+_CODES = {400: "invalid_request", 404: "model_not_found", 413: "request_too_large",
+          422: "invalid_request", 429: "rate_limit_exceeded"}
+_TYPES = {400: "invalid_request_error", 404: "invalid_request_error",
+          413: "invalid_request_error", 422: "invalid_request_error", 429: "rate_limit_error"}
+_CONTEXT = re.compile(r"maximum context length|context length|too long", re.I)
 
-    async def close(self) -> None:
-        await self.http.aclose()
 
-    def _url(self) -> str:
-        if not self.engine.ready.is_set():
-            raise EngineUnavailable
-        return f"{self.engine.url}/v1/chat/completions"
+def upstream_error(status: int, raw: bytes, lease: Lease) -> dict[str, Any]:
+    """vLLM's error as OpenAI writes one: a string `code`, OpenAI's `type`, the model name the
+    client used; nothing that names the engine's adapters or the server's files."""
+    try:
+        data = json.loads(raw)
+    except ValueError:
+        data = {}
+    error = data.get("error") if isinstance(data, dict) else None
+    if isinstance(error, dict):
+        message, param = str(error.get("message") or ""), error.get("param")
+    elif isinstance(data, dict) and "detail" in data:
+        message, param = str(data["detail"]), None
+    else:
+        message, param = "", None
+    if status >= 500 or not message:
+        log.warning("engine %s answered %d: %s", lease.engine.name, status, raw[:2000])
+        message = ("The model server could not complete the request." if status >= 500
+                   else f"The request was refused by the model server ({status}).")
+    message = redact(message.replace(lease.served, lease.requested))
+    code = _CODES.get(status, "engine_error")
+    if status == 400 and _CONTEXT.search(message):
+        code = "context_length_exceeded"
+    return {"error": {"message": message, "type": _TYPES.get(status, "server_error"),
+                      "param": param if isinstance(param, str) else None, "code": code}}
 
-    async def complete(self, body: dict[str, Any], route: Route) -> Answer:
-        request = self.http.build_request("POST", self._url(),
-                                          json={**body, "model": route.served})
+
+class Proxy:
+    async def complete(self, path: str, body: dict[str, Any], lease: Lease) -> Answer:
+        engine = lease.engine
+        request = engine.http.build_request("POST", path, json=body)
         try:
-            response = await send_with_retry(self.http, request)
+            response = await send_with_retry(engine.http, request)
         except httpx.TransportError as exc:
-            self.engine.mark_unreachable()
+            engine.mark_unreachable()
             raise EngineUnavailable from exc
+        if response.status_code != 200:
+            return Answer(response.status_code,
+                          upstream_error(response.status_code, response.content, lease))
+        engine.note_answer()
         data = response.json()
         if isinstance(data, dict) and "model" in data:
-            data["model"] = route.requested
+            data["model"] = lease.requested
             _drop_absent(data)
-        return Answer(response.status_code, data)
+        return Answer(200, data)
 
-    async def stream(self, body: dict[str, Any], route: Route) -> tuple[int, AsyncIterator[bytes]]:
-        """Opens the upstream stream; returns its status and the SSE bytes to send on.
-        Closing the iterator (the client went away) closes the upstream request, and vLLM
-        then aborts the generation."""
-        request = self.http.build_request("POST", self._url(),
-                                          json={**body, "model": route.served})
+    async def stream(self, path: str, body: dict[str, Any], lease: Lease) -> Stream | Answer:
+        """Opens the upstream stream, or answers its error. Closing the stream (the client
+        went away) closes the upstream request, and vLLM then aborts the generation."""
+        engine = lease.engine
+        request = engine.http.build_request("POST", path, json=body)
         try:
-            response = await send_with_retry(self.http, request, stream=True)
+            response = await send_with_retry(engine.http, request, stream=True)
         except httpx.TransportError as exc:
-            self.engine.mark_unreachable()
+            engine.mark_unreachable()
             raise EngineUnavailable from exc
         if response.status_code != 200:
             await response.aread()
             await response.aclose()
-            return response.status_code, _once(response.content)
-        return 200, _events(response, _renamer(route))
+            return Answer(response.status_code,
+                          upstream_error(response.status_code, response.content, lease))
+        engine.note_answer()
+        return Stream(_events(response, _renamer(lease), engine), response)
 
 
 # Fields OpenAI sends as null; vLLM writes null for other absent ones, which OpenAI omits.
@@ -97,27 +138,36 @@ def _drop_absent(completion: dict[str, Any]) -> None:
         del usage[key]
 
 
-async def _once(data: bytes) -> AsyncIterator[bytes]:
-    yield data
+_LOST = ("data: " + json.dumps({"error": {
+    "message": "The model server stopped while generating this answer; try again.",
+    "type": "server_error", "param": None, "code": "engine_unavailable"}}) + "\n\n").encode()
 
 
 async def _events(response: httpx.Response, rename: tuple[bytes, bytes] | None,
-                  ) -> AsyncIterator[bytes]:
+                  engine: VLLMEngine) -> AsyncIterator[bytes]:
+    pending = b""
     try:
-        if rename is None:
-            async for chunk in response.aiter_raw():
-                yield chunk
-            return
-        old, new = rename
-        pending = b""
         async for chunk in response.aiter_raw():
+            if rename is None:
+                yield chunk
+                continue
             pending += chunk
             # Rename whole events only: a chunk boundary may cut the field in two.
             cut = pending.rfind(b"\n\n")
             if cut >= 0:
-                yield pending[: cut + 2].replace(old, new)
+                yield pending[: cut + 2].replace(rename[0], rename[1])
                 pending = pending[cut + 2 :]
         if pending:
-            yield pending.replace(old, new)
+            yield pending.replace(*rename) if rename else pending
+        engine.note_answer()
+    except httpx.TransportError:
+        # The replica died under the stream: say so in the stream (the openai client raises
+        # it as an APIError) instead of cutting the connection.
+        engine.mark_unreachable()
+        if pending and rename:
+            cut = pending.rfind(b"\n\n")
+            if cut >= 0:
+                yield pending[: cut + 2].replace(*rename)
+        yield _LOST
     finally:
         await response.aclose()

@@ -9,12 +9,21 @@ import httpx
 import openai
 import pytest
 
-from tests.support.chat import engine_process, running_requests, wait_for_engine
+from tests.support.chat import (
+    engine_http,
+    engine_metric,
+    engine_process,
+    running_requests,
+    served_metric,
+    wait_for_engine,
+)
 from tests.support.openai_spec import assert_matches
 from tests.support.server import TuneserveServer
 from tests.support.training import BASE, sft_example
 
 PROMPTS = [sft_example(i)["messages"][:-1] for i in (3, 5, 11)]
+# SmolLM2's end tokens banned (OpenAI's logit_bias), so an answer runs to max_tokens.
+NO_END = {"0": -100, "1": -100, "2": -100}
 
 
 @pytest.fixture(scope="module")
@@ -171,7 +180,7 @@ def test_client_disconnect_cancels_the_generation(chat_server: TuneserveServer) 
             "Authorization": f"Bearer {chat_server.api_key}"}) as http, http.stream(
             "POST", "/chat/completions", json={
                 "model": BASE, "messages": [{"role": "user", "content": "Tell a long story."}],
-                "max_tokens": 900, "min_tokens": 900, "stream": True}) as response:
+                "max_tokens": 900, "logit_bias": NO_END, "stream": True}) as response:
         for _ in response.iter_lines():
             break  # first token seen: hang up
     deadline = time.monotonic() + 15
@@ -193,10 +202,18 @@ def test_deleted_model_answers_404(sft_job, client: openai.OpenAI) -> None:  # t
         client.models.delete(BASE)
 
 
-def test_killed_engine_answers_503_then_comes_back(  # type: ignore[no-untyped-def]
+def test_killed_engine_ends_streams_with_an_error_answers_503_then_comes_back(  # type: ignore[no-untyped-def]
     sft_job, chat_server: TuneserveServer, client: openai.OpenAI
 ) -> None:
+    stream = client.chat.completions.create(
+        model=sft_job.fine_tuned_model, messages=PROMPTS[0], max_tokens=900, logit_bias=NO_END,
+        stream=True)
+    next(iter(stream))  # generating
     engine_process(chat_server).kill()
+    with pytest.raises(openai.APIError) as cut:
+        for _ in stream:
+            pass
+    assert "model server stopped" in cut.value.message  # an error event, not a cut connection
     with pytest.raises(openai.InternalServerError) as info:
         for _ in range(50):  # until the supervisor has noticed
             client.chat.completions.create(model=BASE, messages=PROMPTS[0], max_tokens=2)
@@ -204,6 +221,7 @@ def test_killed_engine_answers_503_then_comes_back(  # type: ignore[no-untyped-d
     assert info.value.status_code == 503
     assert info.value.response.headers["retry-after"]
     wait_for_engine(chat_server)
+    # The new engine process has never seen the adapter: it is registered again, no 404.
     assert '"answer"' in _ask(client, sft_job.fine_tuned_model, PROMPTS[0])
 
 
@@ -252,10 +270,14 @@ def test_an_adapter_the_engine_cannot_load_is_a_clear_500(chat_server: Tuneserve
         s.add(FineTunedModel(id=name, project_id=project, job_id="none", base_model=BASE,
                              adapter_prefix="adapters/broken/", created_at=int(clock.time())))
     db.dispose()
-    with pytest.raises(openai.InternalServerError) as info:
-        client.chat.completions.create(model=name, messages=PROMPTS[0], max_tokens=2)
-    assert info.value.status_code == 500
-    assert info.value.body["code"] == "model_load_failed"
+    for _ in range(2):  # the second is answered from memory: no second load is tried
+        with pytest.raises(openai.InternalServerError) as info:
+            client.with_options(max_retries=0).chat.completions.create(
+                model=name, messages=PROMPTS[0], max_tokens=2)
+        assert info.value.status_code == 500
+        assert info.value.body["code"] == "model_load_failed"
+        assert "/" not in info.value.message  # no server path
+        assert served_metric(chat_server, "tuneserve_adapter_loads_total", 'result="failed"') == 1
     assert _ask(client, BASE, PROMPTS[0])  # the engine is fine for everyone else
 
 
@@ -264,3 +286,90 @@ def test_chat_on_a_server_without_serving_is_503(s3_server: TuneserveServer) -> 
         s3_server.client().chat.completions.create(model=BASE, messages=PROMPTS[0])
     assert info.value.status_code == 503
     assert info.value.body["code"] == "serving_disabled"
+
+
+def test_the_engine_is_reachable_only_by_tuneserve(chat_server: TuneserveServer) -> None:
+    engine = engine_process(chat_server)
+    listening = [c for c in engine.net_connections(kind="inet") if c.status == "LISTEN"]
+    assert listening == []  # a unix socket in the data dir, no port to take or to reach
+    with engine_http(chat_server, key=False) as http:
+        assert http.get("/v1/models").status_code == 401
+    with engine_http(chat_server) as http:
+        assert http.get("/v1/models").status_code == 200
+
+
+@pytest.mark.parametrize("field", ["ignore_eos", "vllm_xargs", "priority", "cache_salt",
+                                   "min_tokens"])
+def test_engine_only_fields_are_not_tenants_to_set(chat_server: TuneserveServer,
+                                                   field: str) -> None:
+    body = {"model": BASE, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2,
+            field: True}
+    with chat_server.http() as http:
+        response = http.post("/chat/completions", json=body)
+    assert response.status_code == 400, response.text
+    error = response.json()["error"]
+    assert error["param"] == field and error["code"] == "unknown_parameter"
+
+
+def test_openai_only_fields_are_accepted(client: openai.OpenAI) -> None:
+    answer = client.chat.completions.create(
+        model=BASE, messages=[{"role": "user", "content": "hi"}], max_tokens=2, store=False,
+        metadata={"team": "search"}, prompt_cache_key="k1", safety_identifier="user-1")
+    assert answer.choices[0].message.content is not None
+
+
+def test_n_times_max_tokens_is_capped(client: openai.OpenAI) -> None:
+    with pytest.raises(openai.BadRequestError) as info:
+        client.chat.completions.create(model=BASE, messages=PROMPTS[0], n=64, max_tokens=1000)
+    assert info.value.body["param"] == "max_tokens"
+    with pytest.raises(openai.BadRequestError) as info:
+        client.chat.completions.create(model=BASE, messages=PROMPTS[0], n=64)
+    assert info.value.body["param"] == "n"
+
+
+def test_engine_errors_come_in_openai_s_envelope(sft_job, client: openai.OpenAI) -> None:  # type: ignore[no-untyped-def]
+    too_long = [{"role": "user", "content": "word " * 1500}]
+    with pytest.raises(openai.BadRequestError) as info:
+        client.chat.completions.create(model=sft_job.fine_tuned_model, messages=too_long,
+                                       max_tokens=4)
+    error = info.value.body
+    assert isinstance(error["code"], str) and error["type"] == "invalid_request_error"
+    assert "lora-" not in info.value.message, info.value.message
+
+
+def test_the_prefix_cache_is_not_shared_across_projects(chat_server: TuneserveServer) -> None:
+    prompt = [{"role": "user", "content": "Reference text: " + "alpha beta gamma " * 60}]
+
+    def hits_after(key: str) -> float:
+        chat_server.client(key).chat.completions.create(model=BASE, messages=prompt,
+                                                        max_tokens=1)
+        return engine_metric(chat_server, "vllm:prefix_cache_hits_total")
+
+    start = engine_metric(chat_server, "vllm:prefix_cache_hits_total")
+    first = hits_after(chat_server.api_key)
+    again = hits_after(chat_server.api_key)
+    assert again - first > 100  # the same project reuses its own cached prefix
+    other = hits_after(chat_server.other_key())
+    assert other == again, (start, first, again, other)  # another project finds none of it
+
+
+def test_one_slow_health_check_does_not_restart_the_engine(chat_server: TuneserveServer,
+                                                           client: openai.OpenAI) -> None:
+    engine = engine_process(chat_server)
+    engine.suspend()  # its next probe times out (5 s): one miss, fewer than three in a row
+    time.sleep(6)
+    engine.resume()
+    time.sleep(2)
+    assert engine_process(chat_server).pid == engine.pid
+    assert _ask(client, BASE, PROMPTS[0])
+
+
+def test_routing_decisions_are_in_the_metrics(sft_job, chat_server: TuneserveServer,  # type: ignore[no-untyped-def]
+                                              client: openai.OpenAI) -> None:
+    before = served_metric(chat_server, "tuneserve_routing_decisions_total", 'action="hit"')
+    _ask(client, sft_job.fine_tuned_model, PROMPTS[0])  # a load or a hit
+    _ask(client, sft_job.fine_tuned_model, PROMPTS[1])  # a hit
+    _ask(client, BASE, PROMPTS[0])
+    assert served_metric(chat_server, "tuneserve_routing_decisions_total",
+                         'action="hit"') >= before + 1
+    assert served_metric(chat_server, "tuneserve_routing_decisions_total", 'action="base"') > 0

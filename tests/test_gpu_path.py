@@ -85,7 +85,7 @@ def test_training_arguments_are_ones_trl_knows(tmp_path: Path, cuda: bool) -> No
 
 
 def engine(tmp_path: Path) -> VLLMEngine:
-    settings = ServingSettings(data_dir=tmp_path, vllm_port=8123, max_loras=4,
+    settings = ServingSettings(data_dir=tmp_path, max_loras=4,
                                max_cpu_loras=16, max_lora_rank=32, max_model_len=2048,
                                kv_cache_gib=3, gpu_memory_utilization=0.85)
     return VLLMEngine(settings, BaseModelSpec("base", tmp_path / "base"))
@@ -99,7 +99,7 @@ def vllm_arguments(command: list[str]) -> list[str]:
 def common_vllm_arguments(tmp_path: Path) -> list[str]:
     return [
         "--model", str(tmp_path / "base"), "--served-model-name", "base",
-        "--host", "127.0.0.1", "--port", "8123",
+        "--uds", str(engine(tmp_path).socket_path),
         "--enable-lora", "--max-lora-rank", "32", "--max-loras", "4", "--max-cpu-loras", "16",
         "--max-model-len", "2048",
     ]

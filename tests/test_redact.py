@@ -1,7 +1,7 @@
 """A worker's last output reaches the tenant (as a job event) without the operator's paths,
 hosts, buckets or keys, and still says what went wrong."""
 
-from training.redact import redact
+from storage.redact import redact
 
 TAIL = """Traceback (most recent call last):
   File "/opt/tuneserve/.venv/lib/python3.11/site-packages/torch/nn/modules/module.py", line 1

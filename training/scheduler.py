@@ -20,12 +20,12 @@ from storage.blob import BlobNotFound, BlobStore
 from storage.db import Database
 from storage.keys import file_key
 from storage.models import FineTuningJob
+from storage.redact import redact
 from training import jobs
 from training.data import read_lines
 from training.executors import Executor, ExecutorUnavailable, WorkerInfo, WorkerState
 from training.hyperparameters import ModelShape, resolve
 from training.jobs import JobStatus
-from training.redact import redact
 from training.settings import TrainingSettings
 from training.tokens import token_counter
 from training.validation import DatasetError, validate_training_file

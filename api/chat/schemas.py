@@ -1,5 +1,7 @@
 """The chat completions request, checked before it reaches the engine so that bad fields get
-a 400 naming them. Fields beyond these pass through to vLLM untouched."""
+a 400 naming them. Only OpenAI's fields are accepted: the engine's own knobs (`ignore_eos`,
+`priority`, `vllm_xargs`, …) are not tenants' to set, and any other field is a 400 naming it,
+as OpenAI answers."""
 
 from typing import Annotated, Any, Literal
 
@@ -33,7 +35,7 @@ class StreamOptions(BaseModel):
 
 
 class ChatCompletionRequest(BaseModel):
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="forbid")
 
     model: Annotated[str, Field(min_length=1)]
     messages: Annotated[list[ChatMessage], Field(min_length=1)]
@@ -54,4 +56,16 @@ class ChatCompletionRequest(BaseModel):
     tool_choice: str | dict[str, Any] | None = None
     stream: bool | None = None
     stream_options: StreamOptions | None = None
+    parallel_tool_calls: bool | None = None
     user: str | None = None
+    # OpenAI's, but about OpenAI's own storage and billing: accepted and not sent on.
+    store: bool | None = None
+    metadata: dict[str, Annotated[str, Field(max_length=512)]] | None = None
+    service_tier: str | None = None
+    prompt_cache_key: str | None = None
+    safety_identifier: str | None = None
+
+
+# What goes on to the engine, as the client sent it.
+FORWARDED_FIELDS = frozenset(ChatCompletionRequest.model_fields) - {
+    "store", "metadata", "service_tier", "prompt_cache_key", "safety_identifier"}

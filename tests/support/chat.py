@@ -26,12 +26,36 @@ def engine_process(server: TuneserveServer) -> psutil.Process:
     raise AssertionError("no vLLM process under the server")
 
 
-def engine_url(server: TuneserveServer) -> str:
-    cmd = engine_process(server).cmdline()
-    return f"http://127.0.0.1:{cmd[cmd.index('--port') + 1]}"
+def engine_socket(server: TuneserveServer) -> tuple[str, str]:
+    """The managed vLLM's unix socket and its current key (tests read them as root can)."""
+    proc = engine_process(server)
+    cmd = proc.cmdline()
+    return cmd[cmd.index("--uds") + 1], proc.environ()["VLLM_API_KEY"]
+
+
+def engine_http(server: TuneserveServer, key: bool = True) -> httpx.Client:
+    """A client straight to the managed vLLM, past tuneserve: with its key, or without."""
+    path, api_key = engine_socket(server)
+    return httpx.Client(transport=httpx.HTTPTransport(uds=path), base_url="http://vllm",
+                        timeout=30,
+                        headers={"Authorization": f"Bearer {api_key}"} if key else {})
+
+
+def engine_metric(server: TuneserveServer, name: str) -> float:
+    """The sum of one of vLLM's own metrics over its label sets."""
+    with engine_http(server) as http:
+        text = http.get("/metrics").text
+    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+               if line.split("{")[0].split(" ")[0] == name)
 
 
 def running_requests(server: TuneserveServer) -> float:
-    text = httpx.get(engine_url(server) + "/metrics", timeout=5).text
+    return engine_metric(server, "vllm:num_requests_running")
+
+
+def served_metric(server: TuneserveServer, name: str, labels: str = "") -> float:
+    """One of tuneserve's own /metrics figures, summed over the series whose labels contain
+    `labels`."""
+    text = httpx.get(server.base_url.removesuffix("/v1") + "/metrics", timeout=5).text
     return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
-               if line.startswith("vllm:num_requests_running"))
+               if line.split("{")[0].split(" ")[0] == name and labels in line)

@@ -1,0 +1,129 @@
+"""What every inference route shares: the tenant's request goes to the replica its model's
+lease names, with the project's prefix-cache salt, and comes back as OpenAI writes it. The
+lease is held until the response's last byte, so the adapter cannot be unloaded under it."""
+
+import asyncio
+import contextlib
+from typing import Any
+
+from fastapi import Request
+from fastapi.responses import JSONResponse, StreamingResponse
+from starlette.responses import Response
+from starlette.types import Receive, Scope, Send
+
+from api.errors import APIError
+from serving.adapters import (
+    AdapterLoadError,
+    AdapterManager,
+    Lease,
+    ModelNotFound,
+    ModelNotServed,
+)
+from serving.engine import EngineUnavailable
+from serving.proxy import Answer, Proxy, Stream
+
+RETRY_AFTER_SECONDS = "5"
+
+
+def unavailable() -> APIError:
+    return APIError(503, "The model server is starting or restarting; try again shortly.",
+                    type="server_error", code="engine_unavailable",
+                    headers={"retry-after": RETRY_AFTER_SECONDS})
+
+
+def _serving(request: Request) -> tuple[AdapterManager, Proxy]:
+    adapters = getattr(request.app.state, "adapters", None)
+    if adapters is None:
+        raise APIError(503, "Serving is turned off on this server.", type="server_error",
+                       code="serving_disabled")
+    return adapters, request.app.state.proxy
+
+
+def check_token_budget(n: int | None, max_tokens: int | None, max_model_len: int,
+                       budget: int) -> None:
+    """One request may not ask for more generated tokens than `budget` in all."""
+    asked = (n or 1) * (max_tokens or max_model_len)
+    if asked > budget:
+        param = "max_tokens" if max_tokens else "n"
+        raise APIError(400, f"This request asks for up to {asked} generated tokens "
+                       f"(n x max_tokens); this server allows at most {budget} per request.",
+                       param=param, code="invalid_value")
+
+
+_SERVING_ERRORS = (EngineUnavailable, ModelNotFound, ModelNotServed, AdapterLoadError)
+
+
+def _as_api_error(exc: Exception, model: str) -> APIError:
+    if isinstance(exc, ModelNotFound):
+        return APIError(404, f"The model '{model}' does not exist or you do not have "
+                        "access to it.", param="model", code="model_not_found")
+    if isinstance(exc, ModelNotServed):
+        return APIError(400, f"The model '{model}' is not served by this server.",
+                        param="model", code="model_not_served")
+    if isinstance(exc, AdapterLoadError):
+        return APIError(500, f"The model '{model}' could not be loaded by the model server; "
+                        "the operator's logs say why.", type="server_error",
+                        code="model_load_failed")
+    return unavailable()
+
+
+class _LeasedStream(StreamingResponse):
+    """Releases the lease, and closes the upstream stream, however the response ends."""
+
+    def __init__(self, stream: Stream, lease: Lease) -> None:
+        super().__init__(stream.chunks, media_type="text/event-stream",
+                         headers={"cache-control": "no-cache"})
+        self.stream, self.lease = stream, lease
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            self.lease.release()
+            await self.stream.aclose()
+
+
+async def forward(request: Request, project_id: str, model: str, path: str,
+                  payload: dict[str, Any], stream: bool) -> Response:
+    adapters, proxy = _serving(request)
+    try:
+        lease = await adapters.acquire(project_id, model)
+    except _SERVING_ERRORS as exc:
+        raise _as_api_error(exc, model) from None
+    handed_over = False
+    try:
+        body = {**payload, "model": lease.served, "cache_salt": lease.cache_salt}
+        for attempt in (1, 2):
+            if stream:
+                out: Stream | Answer = await proxy.stream(path, body, lease)
+            else:
+                out = await _unless_disconnected(request, proxy.complete(path, body, lease))
+            if (isinstance(out, Answer) and out.status == 404 and attempt == 1
+                    and lease.prefix is not None):
+                # The replica restarted between routing and sending and forgot the adapter:
+                # load it again and send once more, never a 404 for a model that exists.
+                await adapters.reload(lease)
+                continue
+            break
+        if isinstance(out, Stream):
+            handed_over = True
+            return _LeasedStream(out, lease)
+        return JSONResponse(out.body, status_code=out.status)
+    except _SERVING_ERRORS as exc:
+        raise _as_api_error(exc, model) from None
+    finally:
+        if not handed_over:
+            lease.release()
+
+
+async def _unless_disconnected(request: Request, work: Any) -> Any:
+    """Awaits `work`, cancelling it (and so the upstream generation) if the client leaves."""
+    task = asyncio.ensure_future(work)
+    while not task.done():
+        done, _ = await asyncio.wait({task}, timeout=0.5)
+        if not done and await request.is_disconnected():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            raise APIError(499, "The client closed the request.", code="client_closed")
+    return task.result()

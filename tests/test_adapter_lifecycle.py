@@ -1,0 +1,188 @@
+"""The adapter lifecycle's state machine, per replica: leases, eviction, failed loads,
+restarts. The engine here is a stand-in that records what it is asked (real vLLM serves the
+same calls in tests/test_chat.py); the DB and blob store are real."""
+
+import asyncio
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from serving.adapters import (
+    AdapterCache,
+    AdapterLoadError,
+    AdapterManager,
+    ModelNotFound,
+    served_name,
+)
+from serving.engine import EngineUnavailable
+from serving.settings import ServingSettings
+from storage.base_models import DEFAULT_BASE_MODEL
+from storage.blob import LocalBlobStore
+from storage.db import Database
+from storage.models import FineTunedModel, Project
+
+PROJECT = "proj_lifecycle"
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+class StandInEngine:
+    """Answers vLLM's adapter routes and records them; `refuse` names adapters it fails."""
+
+    def __init__(self, name: str = "local") -> None:
+        self.name = name
+        self.model = type("Spec", (), {"name": DEFAULT_BASE_MODEL})()
+        self.generation = 1
+        self.api_key = "key-" + name
+        self.ready = asyncio.Event()
+        self.ready.set()
+        self.calls: list[tuple[str, str]] = []
+        self.refuse: set[str] = set()
+        self.wait_seconds = 0.2
+        self.http = httpx.AsyncClient(transport=httpx.MockTransport(self._answer),
+                                      base_url="http://vllm")
+
+    def _answer(self, request: httpx.Request) -> httpx.Response:
+        import json
+
+        name = json.loads(request.content)["lora_name"]
+        self.calls.append((request.url.path, name))
+        if name in self.refuse:
+            return httpx.Response(400, json={"error": {"message": "bad adapter", "code": 400}})
+        return httpx.Response(200, text="ok")
+
+    async def wait_ready(self) -> None:
+        try:
+            await asyncio.wait_for(self.ready.wait(), self.wait_seconds)
+        except TimeoutError:
+            raise EngineUnavailable from None
+
+    def mark_unreachable(self) -> None:
+        self.ready.clear()
+
+    def loaded(self) -> list[str]:
+        return [n for path, n in self.calls if path == "/v1/load_lora_adapter"]
+
+    def unloaded(self) -> list[str]:
+        return [n for path, n in self.calls if path == "/v1/unload_lora_adapter"]
+
+
+@pytest.fixture
+def models(tmp_path: Path) -> tuple[Database, LocalBlobStore]:
+    db = Database(f"sqlite:///{tmp_path / 'meta.db'}")
+    db.migrate()
+    store = LocalBlobStore(tmp_path / "blobs")
+    with db.session() as s:
+        s.add(Project(id=PROJECT, name="lifecycle", created_at=0))
+        s.flush()
+        for model in ("x", "y", "z", "w", "bad"):
+            prefix = f"adapters/{model}/"
+            store.put(prefix + "adapter_config.json", b"{}")
+            store.put(prefix + "adapter_model.safetensors", b"0" * 1000)
+            s.add(FineTunedModel(id=model, project_id=PROJECT, job_id="j", created_at=0,
+                                 base_model=DEFAULT_BASE_MODEL, adapter_prefix=prefix))
+        s.commit()
+    return db, store
+
+
+def manager(tmp_path: Path, models: tuple[Database, LocalBlobStore], *engines: StandInEngine,
+            **settings: object) -> AdapterManager:
+    db, store = models
+    config = ServingSettings(data_dir=tmp_path, max_loaded_adapters=2,
+                             adapter_failure_ttl_seconds=0.3, **settings)  # type: ignore[arg-type]
+    return AdapterManager(config, db, store, list(engines) or [StandInEngine()])  # type: ignore[list-item]
+
+
+@pytest.mark.anyio
+async def test_an_adapter_in_use_is_never_evicted(tmp_path: Path, models) -> None:  # type: ignore[no-untyped-def]
+    engine = StandInEngine()
+    adapters = manager(tmp_path, models, engine)
+    x = await adapters.acquire(PROJECT, "x")
+    (await adapters.acquire(PROJECT, "y")).release()
+    z = await adapters.acquire(PROJECT, "z")  # over two: the idle one goes, not x
+    assert engine.unloaded() == [served_name("y")]
+    w = await adapters.acquire(PROJECT, "w")  # x and z in use: over the count, nothing dropped
+    assert engine.unloaded() == [served_name("y")]
+    for lease in (x, z, w):
+        lease.release()
+    await asyncio.sleep(0.05)  # releases trim it back to two, oldest first
+    assert engine.unloaded() == [served_name(m) for m in ("y", "x")]
+    assert (await adapters.acquire(PROJECT, "w")).action == "hit"
+
+
+@pytest.mark.anyio
+async def test_a_failed_load_fails_fast_until_its_ttl(tmp_path: Path, models) -> None:  # type: ignore[no-untyped-def]
+    engine = StandInEngine()
+    engine.refuse.add(served_name("bad"))
+    adapters = manager(tmp_path, models, engine)
+    for _ in range(3):
+        with pytest.raises(AdapterLoadError):
+            await adapters.acquire(PROJECT, "bad")
+    assert engine.loaded() == [served_name("bad")]  # tried once, remembered
+    time.sleep(0.35)
+    engine.refuse.clear()
+    (await adapters.acquire(PROJECT, "bad")).release()
+    assert engine.loaded() == [served_name("bad")] * 2
+
+
+@pytest.mark.anyio
+async def test_a_restarted_engine_gets_the_adapter_again(tmp_path: Path, models) -> None:  # type: ignore[no-untyped-def]
+    engine = StandInEngine()
+    adapters = manager(tmp_path, models, engine)
+    (await adapters.acquire(PROJECT, "x")).release()
+    assert (await adapters.acquire(PROJECT, "x")).action == "hit"
+    engine.generation += 1  # a new vLLM process: it knows no adapter
+    lease = await adapters.acquire(PROJECT, "x")
+    assert engine.loaded() == [served_name("x")] * 2
+    await adapters.reload(lease)  # vLLM answered 404 for it: registered once more
+    assert engine.loaded() == [served_name("x")] * 3
+
+
+@pytest.mark.anyio
+async def test_waiting_for_a_restarting_engine_is_bounded(tmp_path: Path, models) -> None:  # type: ignore[no-untyped-def]
+    engine = StandInEngine()
+    engine.ready.clear()
+    adapters = manager(tmp_path, models, engine)
+    started = time.monotonic()
+    with pytest.raises(EngineUnavailable):
+        await adapters.acquire(PROJECT, "x")
+    assert time.monotonic() - started < 2
+
+
+@pytest.mark.anyio
+async def test_another_project_s_model_is_not_found(tmp_path: Path, models) -> None:  # type: ignore[no-untyped-def]
+    adapters = manager(tmp_path, models)
+    with pytest.raises(ModelNotFound):
+        await adapters.acquire("proj_other", "x")
+
+
+@pytest.mark.anyio
+async def test_an_adapter_s_requests_stay_on_the_replica_that_has_it(tmp_path: Path,  # type: ignore[no-untyped-def]
+                                                                     models) -> None:
+    a, b = StandInEngine("a"), StandInEngine("b")
+    adapters = manager(tmp_path, models, a, b)
+    first = await adapters.acquire(PROJECT, "x")
+    held = [await adapters.acquire(PROJECT, "x") for _ in range(3)]
+    assert {lease.engine.name for lease in held} == {first.engine.name}
+    other = await adapters.acquire(PROJECT, "y")  # the idle replica takes the new adapter
+    assert other.engine.name != first.engine.name
+    # Past the overload threshold (4 waiting), x spills onto the second replica too.
+    more = [await adapters.acquire(PROJECT, "x") for _ in range(4)]
+    assert "spill" in {lease.action for lease in more}
+    assert {lease.engine.name for lease in more} == {"a", "b"}
+    assert adapters.decisions[(DEFAULT_BASE_MODEL, "spill")] == 1
+
+
+def test_the_disk_cache_never_deletes_a_registered_adapter(tmp_path: Path, models) -> None:  # type: ignore[no-untyped-def]
+    _, store = models
+    registered = {"lora-x"}
+    cache = AdapterCache(tmp_path / "cache", 2500, store, in_use=registered.__contains__)
+    for name in ("x", "y", "z"):
+        cache.path(f"lora-{name}", f"adapters/{name}/")
+    kept = sorted(p.name for p in (tmp_path / "cache").iterdir())
+    assert kept == ["lora-x", "lora-z"]  # y went; x, the oldest, is registered
