@@ -7,6 +7,7 @@ EXTRA := $(shell command -v nvidia-smi >/dev/null 2>&1 && echo gpu || echo cpu)
 STAMP := $(VENV)/.installed-$(EXTRA)
 
 .PHONY: install model run test lint openapi bench-upload bench-train bench-serve bench-queue postgres \
+	bench-route \
 	check-gpu-deps
 
 install: $(STAMP)
@@ -70,6 +71,9 @@ bench-serve: model
 
 bench-queue: model postgres
 	$(BIN)/python bench/job_queue.py
+
+bench-route: model postgres
+	$(BIN)/python bench/route.py
 
 bench-quality: model
 	$(BIN)/python bench/quality.py

@@ -9,18 +9,21 @@ from fastapi import APIRouter, FastAPI, Request
 from fastapi.concurrency import run_in_threadpool
 
 from api.chat.router import router as chat_router
+from api.completions.router import router as completions_router
 from api.errors import install_error_handlers
 from api.files.router import router as files_router
 from api.fine_tuning.router import router as fine_tuning_router
 from api.metrics import install_metrics
 from api.models.router import router as models_router
 from api.reaper import run_reaper
+from api.responses.router import router as responses_router
 from api.settings import Settings
 from api.tenancy import bootstrap_keys
 from api.uploads.router import router as uploads_router
 from serving.adapters import AdapterManager
 from serving.engine import VLLMEngine
 from serving.proxy import Proxy
+from serving.remote import ReplicaDirectory
 from storage.base_models import base_models
 from storage.blob import BlobStore, open_blob_store
 from storage.db import Database
@@ -35,6 +38,12 @@ log = logging.getLogger("tuneserve.api")
 async def _start_serving(app: FastAPI, settings: Settings, db: Database,
                          store: BlobStore) -> VLLMEngine | None:
     if not settings.serving_enabled:
+        return None
+    if settings.serving == "ray":
+        app.state.adapters = AdapterManager(settings, db, store, [])
+        app.state.replicas = ReplicaDirectory(settings, db, app.state.adapters)
+        app.state.replicas.start()
+        app.state.proxy = Proxy()
         return None
     spec = base_models(settings).get(settings.served_model)
     if spec is None or not spec.prepared:
@@ -71,8 +80,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         try:
             yield
         finally:
-            if engine is not None:
+            if getattr(app.state, "replicas", None) is not None:
+                await app.state.replicas.stop()
+            if getattr(app.state, "adapters", None) is not None:
                 await app.state.adapters.close()
+            if engine is not None:
                 await engine.stop()
             await run_in_threadpool(scheduler.stop)
             reaper.cancel()
@@ -94,11 +106,18 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     v1.include_router(fine_tuning_router)
     v1.include_router(models_router)
     v1.include_router(chat_router)
+    v1.include_router(completions_router)
+    v1.include_router(responses_router)
     app.include_router(v1)
 
     @app.get("/health", tags=["health"])
     def health(request: Request) -> dict[str, str]:
         engine = getattr(request.app.state, "engine", None)
+        replicas = getattr(request.app.state, "replicas", None)
+        if replicas is not None:
+            ready = sum(r.ready.is_set() for r in replicas.replicas.values())
+            return {"status": "ok", "engine": "ready" if ready else "starting",
+                    "replicas": str(ready)}
         return {"status": "ok", "engine": engine.state.value if engine else "off"}
 
     return app

@@ -40,11 +40,11 @@ def _serving(request: Request) -> tuple[AdapterManager, Proxy]:
 
 
 def check_token_budget(n: int | None, max_tokens: int | None, max_model_len: int,
-                       budget: int) -> None:
+                       budget: int, tokens_param: str = "max_tokens") -> None:
     """One request may not ask for more generated tokens than `budget` in all."""
     asked = (n or 1) * (max_tokens or max_model_len)
     if asked > budget:
-        param = "max_tokens" if max_tokens else "n"
+        param = tokens_param if max_tokens else "n"
         raise APIError(400, f"This request asks for up to {asked} generated tokens "
                        f"(n x max_tokens); this server allows at most {budget} per request.",
                        param=param, code="invalid_value")
@@ -92,12 +92,22 @@ async def forward(request: Request, project_id: str, model: str, path: str,
         raise _as_api_error(exc, model) from None
     handed_over = False
     try:
-        body = {**payload, "model": lease.served, "cache_salt": lease.cache_salt}
         for attempt in (1, 2):
-            if stream:
-                out: Stream | Answer = await proxy.stream(path, body, lease)
-            else:
-                out = await _unless_disconnected(request, proxy.complete(path, body, lease))
+            body = {**payload, "model": lease.served, "cache_salt": lease.cache_salt}
+            try:
+                if stream:
+                    out: Stream | Answer = await proxy.stream(path, body, lease)
+                else:
+                    out = await _unless_disconnected(request,
+                                                     proxy.complete(path, body, lease))
+            except EngineUnavailable:
+                if attempt == 2:
+                    raise
+                # The replica went away before it saw the request (now marked so): another
+                # replica of the base takes it, if there is one.
+                lease.release()
+                lease = await adapters.acquire(project_id, model)
+                continue
             if (isinstance(out, Answer) and out.status == 404 and attempt == 1
                     and lease.prefix is not None):
                 # The replica restarted between routing and sending and forgot the adapter:

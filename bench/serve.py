@@ -26,6 +26,8 @@ from safetensors.torch import load_file, save_file
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from sqlalchemy import select  # noqa: E402
+
 from storage.base_models import DEFAULT_BASE_MODEL  # noqa: E402
 from storage.blob import LocalBlobStore  # noqa: E402
 from storage.db import Database  # noqa: E402
@@ -38,6 +40,9 @@ from training.prepare import prepare_default_model  # noqa: E402
 
 BASE = DEFAULT_BASE_MODEL
 PROMPT = [{"role": "user", "content": "Write a short story about a lighthouse keeper."}]
+# SmolLM2's end tokens banned (OpenAI's logit_bias; tenants may not set vLLM's min_tokens),
+# so every answer is exactly max_tokens long.
+NO_END = {"0": -100, "1": -100, "2": -100}
 
 
 async def one(client: openai.AsyncOpenAI, model: str, tokens: int) -> tuple[int, float]:
@@ -47,7 +52,7 @@ async def one(client: openai.AsyncOpenAI, model: str, tokens: int) -> tuple[int,
     count = 0
     stream = await client.chat.completions.create(
         model=model, messages=PROMPT, max_tokens=tokens, temperature=0, stream=True,
-        stream_options={"include_usage": True}, extra_body={"min_tokens": tokens})
+        stream_options={"include_usage": True}, logit_bias=NO_END)
     async for chunk in stream:
         if first is None and chunk.choices and chunk.choices[0].delta.content:
             first = time.perf_counter() - t
@@ -77,7 +82,10 @@ def clone_adapters(server: TuneserveServer, source: str, project_id: str, n: int
     take most of the run)."""
     store = LocalBlobStore(server.data_dir / "blobs")
     db = Database(f"sqlite:///{server.data_dir / 'tuneserve.db'}")
-    src_prefix = adapter_prefix(project_id, source.split(":")[4])
+    with db.session() as s:
+        src_prefix = s.scalar(select(FineTunedModel.adapter_prefix).where(
+            FineTunedModel.id == source))
+    assert src_prefix is not None, source
     work = Path(tempfile.mkdtemp(prefix="bench-adapters-"))
     files = store.download_prefix(src_prefix, work / "src")
     names = []

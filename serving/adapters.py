@@ -28,9 +28,9 @@ from typing import Any
 import httpx
 from sqlalchemy import select
 
-from serving.engine import EngineUnavailable, VLLMEngine, send_with_retry
+from serving.engine import EngineUnavailable, Replica, send_with_retry
 from serving.engine_metrics import parse_engine_load
-from serving.router import Action, ReplicaLoad, RoutingPolicy, choose
+from serving.router import Action, ReplicaLoad, RoutingPolicy, choose_with
 from serving.settings import ServingSettings
 from storage.base_models import base_models
 from storage.blob import BlobStore
@@ -131,7 +131,7 @@ class Registration:
 
 @dataclass
 class _Replica:
-    engine: VLLMEngine
+    engine: Replica
     # Adapters on it, least recently used first.
     adapters: OrderedDict[str, Registration] = field(default_factory=OrderedDict)
     # Requests routed to it and not finished, base model ones included.
@@ -147,7 +147,7 @@ class Lease:
 
     requested: str
     served: str
-    engine: VLLMEngine
+    engine: Replica
     action: Action
     cache_salt: str
     prefix: str | None
@@ -171,7 +171,7 @@ class _Target:
 
 class AdapterManager:
     def __init__(self, settings: ServingSettings, db: Database, store: BlobStore,
-                 engines: Sequence[VLLMEngine]) -> None:
+                 engines: Sequence[Replica]) -> None:
         self.settings = settings
         self.db = db
         self.cache = AdapterCache(
@@ -182,7 +182,7 @@ class AdapterManager:
         self.policy = RoutingPolicy(overload_waiting=settings.routing_overload_waiting)
         self._groups: dict[str, list[_Replica]] = {}
         for engine in engines:
-            self._groups.setdefault(engine.model.name, []).append(_Replica(engine))
+            self.add_replica(engine)
         self._locks: dict[tuple[str, str], asyncio.Lock] = {}
         # served name -> until when its load is not tried again, for loads that failed.
         self._failed: dict[str, float] = {}
@@ -190,10 +190,21 @@ class AdapterManager:
         self.decisions: Counter[tuple[str, str]] = Counter()
         self.loads: Counter[str] = Counter()
         self._tasks: set[asyncio.Task[None]] = set()
+        self._tick = 0  # requests routed, for round robin
 
     @property
     def served_bases(self) -> list[str]:
-        return list(self._groups)
+        """The base models some replica serves now."""
+        return [base for base, group in self._groups.items() if group]
+
+    def add_replica(self, engine: Replica) -> None:
+        self._groups.setdefault(engine.base, []).append(_Replica(engine))
+
+    def remove_replica(self, engine: Replica) -> None:
+        """A replica gone from the cluster: nothing is routed to it any more (requests on it
+        end as its connections do)."""
+        group = self._groups.get(engine.base, [])
+        group[:] = [r for r in group if r.engine is not engine]
 
     def _registered_anywhere(self, name: str) -> bool:
         return any(name in r.adapters for group in self._groups.values() for r in group)
@@ -234,7 +245,9 @@ class AdapterManager:
             await _first_ready([r.engine for r in group])
             ready = [r for r in group if r.engine.ready.is_set()]
         adapter = target.served if target.prefix is not None else None
-        decision = choose([self._view(r) for r in ready], adapter, self.policy)
+        self._tick += 1
+        decision = choose_with(self.settings.routing_policy, [self._view(r) for r in ready],
+                               adapter, self._tick, self.policy)
         assert decision is not None  # `ready` is not empty
         replica = next(r for r in ready if r.engine.name == decision.replica)
         self.decisions[(target.base, decision.action)] += 1
@@ -265,14 +278,14 @@ class AdapterManager:
             pinned=sum(1 for reg in current.values() if reg.leases))
 
     async def _resolve(self, project_id: str, model: str) -> _Target:
-        if model in self._groups:
+        if self._groups.get(model):
             return _Target(model, model, None)
         if model in self.base_names:
             raise ModelNotServed(model)
         row = await asyncio.to_thread(self._lookup, project_id, model)
         if row is None:
             raise ModelNotFound(model)
-        if row.base_model not in self._groups:
+        if not self._groups.get(row.base_model):
             raise ModelNotServed(model)
         return _Target(row.base_model, served_name(row.id), row.adapter_prefix)
 
@@ -320,11 +333,14 @@ class AdapterManager:
             if self._failed.get(name, 0) > time.monotonic():
                 raise AdapterLoadError("failed recently")
             started = time.monotonic()
-            path = await asyncio.to_thread(self.cache.path, name, prefix)
+            if engine.fetches_adapters:  # from the blob store, on the replica's own node
+                path = f"blob:{prefix}"
+            else:
+                path = str(await asyncio.to_thread(self.cache.path, name, prefix))
             await engine.wait_ready()
             generation = engine.generation
             request = engine.http.build_request("POST", "/v1/load_lora_adapter", json={
-                "lora_name": name, "lora_path": str(path), "load_inplace": True})
+                "lora_name": name, "lora_path": path, "load_inplace": True})
             try:
                 response = await send_with_retry(engine.http, request)
             except httpx.TransportError as exc:
@@ -373,7 +389,7 @@ class AdapterManager:
             if registration.generation == replica.engine.generation:
                 await self._unload(replica.engine, victim)
 
-    async def _unload(self, engine: VLLMEngine, name: str) -> None:
+    async def _unload(self, engine: Replica, name: str) -> None:
         # An engine that is down has forgotten it already.
         with contextlib.suppress(httpx.HTTPError):
             await engine.http.post("/v1/unload_lora_adapter", json={"lora_name": name})
@@ -391,7 +407,7 @@ class AdapterManager:
         await asyncio.to_thread(self.cache.drop, name)
 
 
-async def _first_ready(engines: Sequence[VLLMEngine]) -> None:
+async def _first_ready(engines: Sequence[Replica]) -> None:
     """Waits (bounded, as each engine's own wait is) until one of them is ready."""
     waits = [asyncio.ensure_future(e.wait_ready()) for e in engines]
     try:

@@ -10,14 +10,18 @@ import os
 import secrets
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Awaitable, Callable, Sequence
 from enum import Enum
 from pathlib import Path
+from typing import Protocol
 
 import httpx
+import psutil
 
 from serving.settings import ServingSettings
 from storage.base_models import BaseModelSpec
@@ -29,6 +33,12 @@ class EngineState(Enum):
     STARTING = "starting"
     READY = "ready"
     DOWN = "down"
+
+
+def _free_port(host: str) -> int:
+    with socket.socket() as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
 
 
 # A unix socket's path must fit in 108 bytes (sun_path).
@@ -76,6 +86,75 @@ class EngineUnavailable(RuntimeError):
     """The engine is starting or restarting."""
 
 
+class Replica(Protocol):
+    """One vLLM server for one base model, as routing and the proxy use it: the local engine
+    below, or a replica on the cluster (`serving.remote`)."""
+
+    name: str
+    generation: int  # bumped at every (re)start: adapters it had registered are gone
+    api_key: str
+    ready: asyncio.Event
+    http: httpx.AsyncClient  # pooled, with the replica's key
+    # True: the replica fetches adapters from the blob store itself (`lora_path: blob:…`).
+    fetches_adapters: bool
+
+    @property
+    def base(self) -> str: ...
+
+    async def wait_ready(self) -> None: ...
+
+    def mark_unreachable(self) -> None: ...
+
+    def note_answer(self) -> None: ...
+
+
+def vllm_command(settings: ServingSettings, model: BaseModelSpec, listen: list[str],
+                 cuda: bool | None = None) -> list[str]:
+    """vLLM's OpenAI server for `model` with runtime LoRA loading, listening as `listen`
+    says; `cuda`: None asks the machine (`nvidia-smi`)."""
+    s = settings
+    cuda = _has_cuda() if cuda is None else cuda
+    # On a GPU vLLM takes the checkpoint's dtype (float16 where the GPU lacks bfloat16) and
+    # this share of GPU memory for weights, activations and the KV cache; the CPU build
+    # wants bfloat16 and sizes its KV cache from VLLM_CPU_KVCACHE_SPACE (`vllm_environment`).
+    device = (["--dtype", "auto", "--gpu-memory-utilization", str(s.gpu_memory_utilization)]
+              if cuda else ["--dtype", "bfloat16"])
+    # `tools` with `tool_choice: auto` need a parser for what the model writes.
+    tools = (["--enable-auto-tool-choice", "--tool-call-parser", model.tool_parser]
+             if model.tool_parser else [])
+    return [
+        *_die_with_parent(),
+        "-m", "vllm.entrypoints.openai.api_server",
+        "--model", str(model.path), "--served-model-name", model.name, *listen,
+        "--enable-lora", "--max-lora-rank", str(s.max_lora_rank),
+        "--max-loras", str(s.max_loras), "--max-cpu-loras", str(s.max_cpu_loras),
+        "--max-model-len", str(s.max_model_len), *device, *tools,
+        "--disable-uvicorn-access-log",
+    ]
+
+
+def vllm_environment(settings: ServingSettings, api_key: str,
+                     cuda: bool | None = None) -> dict[str, str]:
+    """`cuda` as in `vllm_command`. The key goes in the environment, which other users
+    cannot read, not on the command line, which they can."""
+    cuda = _has_cuda() if cuda is None else cuda
+    env = dict(os.environ)
+    env.update({
+        "VLLM_API_KEY": api_key,
+        "VLLM_ALLOW_RUNTIME_LORA_UPDATING": "True",
+        "HF_HUB_OFFLINE": "1",
+        "TRANSFORMERS_OFFLINE": "1",
+        "VLLM_NO_USAGE_STATS": "1",
+        "DO_NOT_TRACK": "1",
+    })
+    if not cuda:
+        cores = os.cpu_count() or 1
+        env.setdefault("VLLM_CPU_KVCACHE_SPACE", str(settings.kv_cache_gib))
+        env.setdefault("VLLM_CPU_OMP_THREADS_BIND", f"0-{cores - 1}")
+        env.setdefault("VLLM_CPU_NUM_OF_RESERVED_CPU", "0")
+    return env
+
+
 async def send_with_retry(http: httpx.AsyncClient, request: httpx.Request,
                           stream: bool = False) -> httpx.Response:
     """Sends once more on a fresh connection if a pooled one turns out dead (the engine
@@ -90,12 +169,25 @@ class VLLMEngine:
     """One vLLM OpenAI server for one base model, with runtime LoRA loading enabled: the local
     replica of that base model."""
 
-    name = "local"
+    fetches_adapters = False
 
-    def __init__(self, settings: ServingSettings, model: BaseModelSpec) -> None:
+    def __init__(self, settings: ServingSettings, model: BaseModelSpec, *,
+                 host: str | None = None, name: str = "local", extra_args: Sequence[str] = (),
+                 extra_env: dict[str, str] | None = None,
+                 on_healthy: Callable[[], Awaitable[None]] | None = None) -> None:
+        """`host`: None listens on a unix socket in the data dir (the API node's own engine);
+        an address listens there on a fresh port at each start (a replica on a cluster node,
+        which the API nodes reach over the network). `on_healthy` runs after each passed
+        health check."""
         self.settings = settings
         self.model = model
-        self.socket_path = _socket_path(settings.data_dir)
+        self.name = name
+        self.host = host
+        self.port = 0
+        self.extra_args = list(extra_args)
+        self.extra_env = dict(extra_env or {})
+        self.on_healthy = on_healthy
+        self.socket_path = _socket_path(settings.data_dir) if host is None else None
         self.state = EngineState.DOWN
         # Bumped at every (re)start: adapters registered with an older process are gone.
         self.generation = 0
@@ -103,11 +195,7 @@ class VLLMEngine:
         # Made anew at each start; vLLM reads it from VLLM_API_KEY (not visible in `ps`).
         self.api_key = ""
         # Every request to the engine goes through this one pooled client.
-        self.http = httpx.AsyncClient(
-            transport=httpx.AsyncHTTPTransport(uds=str(self.socket_path)),
-            base_url="http://vllm", timeout=httpx.Timeout(None, connect=5),
-            limits=httpx.Limits(max_connections=1024, max_keepalive_connections=256),
-        )
+        self.http = self._client(httpx.Timeout(None, connect=5))
         # When a proxied request last got an answer: a busy engine that is slow to answer a
         # probe is still alive (LoRAX counts inference the same way).
         self.last_answer = 0.0
@@ -116,44 +204,30 @@ class VLLMEngine:
         self._stopping = False
         self.log_path = settings.data_dir.resolve() / "logs" / "vllm.log"
 
+    @property
+    def base(self) -> str:
+        return self.model.name
+
+    @property
+    def url(self) -> str:
+        return "http://vllm" if self.host is None else f"http://{self.host}:{self.port}"
+
+    def _client(self, timeout: httpx.Timeout | float) -> httpx.AsyncClient:
+        transport = (httpx.AsyncHTTPTransport(uds=str(self.socket_path)) if self.socket_path
+                     else None)
+        return httpx.AsyncClient(
+            transport=transport, base_url=self.url, timeout=timeout,
+            limits=httpx.Limits(max_connections=1024, max_keepalive_connections=256))
+
     def command(self, cuda: bool | None = None) -> list[str]:
         """`cuda`: None asks the machine (`nvidia-smi`); tests pass it to check both paths."""
-        s = self.settings
-        cuda = _has_cuda() if cuda is None else cuda
-        # On a GPU vLLM takes the checkpoint's dtype (float16 where the GPU lacks bfloat16) and
-        # this share of GPU memory for weights, activations and the KV cache; the CPU build
-        # wants bfloat16 and sizes its KV cache from VLLM_CPU_KVCACHE_SPACE (`environment`).
-        device = (["--dtype", "auto", "--gpu-memory-utilization", str(s.gpu_memory_utilization)]
-                  if cuda else ["--dtype", "bfloat16"])
-        return [
-            *_die_with_parent(),
-            "-m", "vllm.entrypoints.openai.api_server",
-            "--model", str(self.model.path), "--served-model-name", self.model.name,
-            "--uds", str(self.socket_path),
-            "--enable-lora", "--max-lora-rank", str(s.max_lora_rank),
-            "--max-loras", str(s.max_loras), "--max-cpu-loras", str(s.max_cpu_loras),
-            "--max-model-len", str(s.max_model_len), *device,
-            "--disable-uvicorn-access-log",
-        ]
+        listen = (["--uds", str(self.socket_path)] if self.socket_path
+                  else ["--host", str(self.host), "--port", str(self.port)])
+        return vllm_command(self.settings, self.model, [*listen, *self.extra_args], cuda)
 
     def environment(self, cuda: bool | None = None) -> dict[str, str]:
         """`cuda` as in `command`."""
-        cuda = _has_cuda() if cuda is None else cuda
-        env = dict(os.environ)
-        env.update({
-            "VLLM_API_KEY": self.api_key,
-            "VLLM_ALLOW_RUNTIME_LORA_UPDATING": "True",
-            "HF_HUB_OFFLINE": "1",
-            "TRANSFORMERS_OFFLINE": "1",
-            "VLLM_NO_USAGE_STATS": "1",
-            "DO_NOT_TRACK": "1",
-        })
-        if not cuda:
-            cores = os.cpu_count() or 1
-            env.setdefault("VLLM_CPU_KVCACHE_SPACE", str(self.settings.kv_cache_gib))
-            env.setdefault("VLLM_CPU_OMP_THREADS_BIND", f"0-{cores - 1}")
-            env.setdefault("VLLM_CPU_NUM_OF_RESERVED_CPU", "0")
-        return env
+        return {**vllm_environment(self.settings, self.api_key, cuda), **self.extra_env}
 
     async def start(self) -> None:
         self._stopping = False
@@ -216,7 +290,13 @@ class VLLMEngine:
         self.generation += 1
         self.api_key = secrets.token_urlsafe(32)
         self.http.headers["authorization"] = f"Bearer {self.api_key}"
-        self.socket_path.unlink(missing_ok=True)
+        if self.socket_path:
+            self.socket_path.unlink(missing_ok=True)
+        else:
+            # Free now, maybe taken by someone else before vLLM binds it: the supervisor
+            # checks that the listener it reaches is its own child before it says ready.
+            self.port = _free_port(str(self.host))
+            self.http.base_url = httpx.URL(self.url)
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         cuda = _has_cuda()
         with open(self.log_path, "ab") as out:
@@ -227,6 +307,15 @@ class VLLMEngine:
                 cwd=Path(__file__).resolve().parents[1],
             )
 
+    def _listener_is_ours(self) -> bool:
+        if self.host is None or self._proc is None:
+            return True  # a unix socket in a 0700 directory
+        for conn in psutil.net_connections(kind="tcp"):
+            if conn.status == psutil.CONN_LISTEN and conn.laddr.port == self.port and conn.pid:
+                with contextlib.suppress(ProcessLookupError):
+                    return os.getpgid(conn.pid) == self._proc.pid
+        return False
+
     async def _probe(self, http: httpx.AsyncClient) -> bool:
         try:
             return (await http.get("/health")).status_code == 200
@@ -235,15 +324,14 @@ class VLLMEngine:
 
     async def _supervise(self) -> None:
         s = self.settings
-        async with httpx.AsyncClient(
-                transport=httpx.AsyncHTTPTransport(uds=str(self.socket_path)),
-                base_url="http://vllm", timeout=s.engine_probe_timeout) as http:
+        async with self._client(s.engine_probe_timeout) as http:
             while not self._stopping:
                 self.state = EngineState.STARTING
                 self.ready.clear()
                 # On the event loop's thread, not a pool thread: the parent-death signal
                 # is tied to the thread that started the child.
                 self._spawn()
+                http.base_url = self.http.base_url
                 log.info("starting vLLM for %s on %s (log: %s)", self.model.name,
                          self.socket_path, self.log_path)
                 started = time.monotonic()
@@ -251,8 +339,14 @@ class VLLMEngine:
                 while not self._stopping and self._proc and self._proc.poll() is None:
                     healthy = await self._probe(http) or (
                         been_ready and time.monotonic() - self.last_answer < s.engine_probe_timeout)
+                    if healthy and not been_ready and not self._listener_is_ours():
+                        log.error("port %d answers, but not from this vLLM; restarting on "
+                                  "another", self.port)
+                        break
                     if healthy:
                         missed = 0
+                        if self.on_healthy is not None:
+                            await self.on_healthy()
                         if self.state is not EngineState.READY:
                             self.state = EngineState.READY
                             self.ready.set()

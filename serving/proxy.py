@@ -96,7 +96,8 @@ class Proxy:
         data = response.json()
         if isinstance(data, dict) and "model" in data:
             data["model"] = lease.requested
-            _drop_absent(data)
+            if "choices" in data:  # a (chat) completion
+                _drop_absent(data)
         return Answer(200, data)
 
     async def stream(self, path: str, body: dict[str, Any], lease: Lease) -> Stream | Answer:

@@ -7,6 +7,7 @@ a free adapter slot; then the least loaded. What they lack, and this adds, is th
 every holder of a hot adapter is overloaded, the adapter is loaded on one more replica, and from
 then on its requests spread over all its holders."""
 
+import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
@@ -91,3 +92,30 @@ def choose(replicas: Sequence[ReplicaLoad], adapter: str | None,
     # Every slot everywhere is in use by a request: queue on the least loaded; the adapter
     # manager lets it go over its slot count rather than drop a request in flight.
     return Decision(_least_loaded(replicas).name, miss)
+
+
+# The policies the affinity router is measured against (bench/route.py, bench/route_sim.py);
+# an operator may pick one too (TUNESERVE_ROUTING_POLICY).
+Policy = Literal["affinity", "round_robin", "least_loaded", "adapter_hash"]
+
+
+def choose_with(policy: Policy, replicas: Sequence[ReplicaLoad], adapter: str | None,
+                tick: int, settings: RoutingPolicy = RoutingPolicy()) -> Decision | None:
+    """`choose` for `affinity`; the baselines otherwise. `tick` counts requests (round robin
+    is the only one that needs it)."""
+    if policy == "affinity":
+        return choose(replicas, adapter, settings)
+    if not replicas:
+        return None
+    ordered = sorted(replicas, key=lambda r: r.name)
+    if policy == "round_robin":
+        picked = ordered[tick % len(ordered)]
+    elif policy == "least_loaded":
+        picked = _least_loaded(ordered)
+    else:  # rendezvous hashing: each adapter has one home while the replica set is the same
+        key = adapter or ""
+        picked = max(ordered, key=lambda r: hashlib.blake2b(
+            f"{key}\0{r.name}".encode(), digest_size=8).digest())
+    if adapter is None:
+        return Decision(picked.name, "base")
+    return Decision(picked.name, "hit" if adapter in picked.adapters else "load")

@@ -182,3 +182,23 @@ class FineTunedModel(Base):
     adapter_prefix: Mapped[str] = mapped_column(String(512))
     checkpoint_id: Mapped[str | None] = mapped_column(String(64), default=None)
     created_at: Mapped[int] = mapped_column(BigInteger)
+
+
+class ServingReplica(Base):
+    """A vLLM replica on the cluster, as it announces itself: API nodes route to the replicas
+    whose `beats` keep rising. A replica that restarts writes a new generation, address and
+    key; one that stops beating is routed nothing."""
+
+    __tablename__ = "serving_replicas"
+
+    name: Mapped[str] = mapped_column(String(256), primary_key=True)
+    base_model: Mapped[str] = mapped_column(String(256))
+    # http://host:port of its vLLM server and the key it asks for (made at each start).
+    url: Mapped[str] = mapped_column(String(512))
+    api_key: Mapped[str] = mapped_column(String(128))
+    generation: Mapped[int] = mapped_column(BigInteger)
+    # Counts the health checks it passed since it started; readers compare it to itself only
+    # (no clocks of two machines compared).
+    beats: Mapped[int] = mapped_column(BigInteger, default=0)
+    # Adapters it keeps registered at once.
+    adapter_slots: Mapped[int] = mapped_column(BigInteger)

@@ -1,7 +1,9 @@
 """Where data lives. Shared by the API and by training workers on other nodes."""
 
+import json
 import os
 from pathlib import Path
+from typing import Any
 
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -20,8 +22,12 @@ class StorageSettings(BaseSettings):
     database_url: str = ""
     # Where prepared base models live; empty means `{data_dir}/models`.
     models_dir: Path | None = None
-    # JSON list of extra base models: [{"name", "path", "context_length"?}].
+    # JSON list of extra base models: [{"name", "path", "context_length"?, "tool_parser"?}]
+    # (`tool_parser`: vLLM's parser for the tool calls its chat template makes it write).
     base_models: str = ""
+    # The Ray cluster that runs training jobs and serving replicas (TUNESERVE_EXECUTOR=ray,
+    # TUNESERVE_SERVING=ray): its head's dashboard address, e.g. http://10.0.0.5:8265.
+    ray_address: str = ""
 
     def prepare_data_dir(self) -> None:
         """Creates the data dir for this user alone, and makes what this process writes
@@ -35,3 +41,13 @@ class StorageSettings(BaseSettings):
         if self.database_url:
             return self.database_url
         return f"sqlite:///{(self.data_dir / 'tuneserve.db').resolve()}"
+
+
+def json_object(text: str, name: str) -> dict[str, Any] | None:
+    """A setting given as a JSON object (empty: None); `name` is its variable, for errors."""
+    if not text:
+        return None
+    value = json.loads(text)
+    if not isinstance(value, dict):
+        raise ValueError(f"{name} must be a JSON object")
+    return value

@@ -88,6 +88,8 @@ def _start_server(
         "TUNESERVE_MAX_PART_BYTES": str(SMALL_PART_LIMIT),
         "TUNESERVE_MODELS_DIR": str(models_dir),
         "TUNESERVE_WORKER_HEARTBEAT_TIMEOUT": "10",
+        # The twin below is trained (its length check) but never served.
+        "TUNESERVE_TRAIN_UNSERVED_BASES": "true",
         # A tiny-context twin of the default model, to reach the length check cheaply.
         "TUNESERVE_BASE_MODELS": json.dumps([{"name": SHORT_CONTEXT_MODEL, "context_length": 64,
                                               "path": str(models_dir / DEFAULT_BASE_MODEL)}]),

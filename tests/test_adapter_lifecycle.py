@@ -36,7 +36,8 @@ class StandInEngine:
 
     def __init__(self, name: str = "local") -> None:
         self.name = name
-        self.model = type("Spec", (), {"name": DEFAULT_BASE_MODEL})()
+        self.base = DEFAULT_BASE_MODEL
+        self.fetches_adapters = False
         self.generation = 1
         self.api_key = "key-" + name
         self.ready = asyncio.Event()

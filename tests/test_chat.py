@@ -373,3 +373,88 @@ def test_routing_decisions_are_in_the_metrics(sft_job, chat_server: TuneserveSer
     assert served_metric(chat_server, "tuneserve_routing_decisions_total",
                          'action="hit"') >= before + 1
     assert served_metric(chat_server, "tuneserve_routing_decisions_total", 'action="base"') > 0
+
+
+def test_completions_serve_base_and_fine_tuned_models(sft_job, client: openai.OpenAI) -> None:  # type: ignore[no-untyped-def]
+    for model in (BASE, sft_job.fine_tuned_model):
+        answer = client.completions.create(model=model, prompt="The capital of France is",
+                                           max_tokens=4, temperature=0)
+        assert answer.model == model and answer.choices[0].text
+    chunks = list(client.completions.create(model=sft_job.fine_tuned_model, prompt="Once",
+                                            max_tokens=4, stream=True))
+    assert chunks and {c.model for c in chunks} == {sft_job.fine_tuned_model}
+    with pytest.raises(openai.BadRequestError) as info:
+        client.completions.create(model=BASE, prompt="x", max_tokens=2, best_of=3)
+    assert info.value.body["param"] == "best_of"
+
+
+def test_responses_serve_base_and_fine_tuned_models(sft_job, client: openai.OpenAI,  # type: ignore[no-untyped-def]
+                                                    chat_server: TuneserveServer) -> None:
+    tuned = client.responses.create(model=sft_job.fine_tuned_model, input=PROMPTS[0],
+                                    max_output_tokens=24, temperature=0)
+    assert tuned.model == sft_job.fine_tuned_model and '"answer"' in tuned.output_text
+    base = client.responses.create(model=BASE, input="Say hello.", max_output_tokens=8)
+    assert base.model == BASE and base.output_text
+    events = list(client.responses.create(model=sft_job.fine_tuned_model, input=PROMPTS[1],
+                                          max_output_tokens=8, stream=True))
+    assert events[-1].type == "response.completed"
+    assert events[-1].response.model == sft_job.fine_tuned_model
+    for field, value in (("previous_response_id", "resp_123"), ("background", True)):
+        with pytest.raises(openai.BadRequestError) as info:
+            client.responses.create(model=BASE, input="hi", **{field: value})
+        assert info.value.body["param"] == field
+    theirs = chat_server.client(chat_server.other_key())
+    with pytest.raises(openai.NotFoundError):
+        theirs.responses.create(model=sft_job.fine_tuned_model, input="hi")
+
+
+@pytest.fixture(scope="module")
+def tool_job(chat_server: TuneserveServer):  # type: ignore[no-untyped-def]
+    """A small run on tool-call examples (weather questions answered by a tool call)."""
+    from tests.support.training import tool_example, upload, wait_for
+
+    client = chat_server.client()
+    job = client.fine_tuning.jobs.create(
+        model=BASE, training_file=upload(client, [tool_example(i) for i in range(24)]),
+        suffix="tools", seed=3, method={"type": "supervised", "supervised": {
+            "hyperparameters": {"n_epochs": 4, "batch_size": 8, "lora_rank": 8}}})
+    done = wait_for(client, job.id)
+    assert done.status == "succeeded", done.error
+    return done
+
+
+def test_a_base_model_calls_a_named_tool(client: openai.OpenAI) -> None:
+    from tests.support.training import WEATHER_TOOL
+
+    question = [{"role": "user", "content": "What is the weather in Nice?"}]
+    forced = {"type": "function", "function": {"name": "get_weather"}}
+    answer = client.chat.completions.create(model=BASE, messages=question, max_tokens=40,
+                                            tools=[WEATHER_TOOL], tool_choice=forced)
+    call = answer.choices[0].message.tool_calls[0]
+    assert call.function.name == "get_weather" and "city" in json.loads(call.function.arguments)
+    chunks = list(client.chat.completions.create(
+        model=BASE, messages=question, max_tokens=40, tools=[WEATHER_TOOL], tool_choice=forced,
+        stream=True))
+    streamed = "".join(d.function.arguments or "" for c in chunks if c.choices
+                       for d in c.choices[0].delta.tool_calls or [])
+    assert "city" in json.loads(streamed)
+
+
+def test_a_model_trained_on_tool_calls_serves_them(tool_job, client: openai.OpenAI) -> None:  # type: ignore[no-untyped-def]
+    from tests.support.training import WEATHER_TOOL
+
+    calls = []
+    for city in ("Geneva", "Munich", "Porto"):
+        answer = client.chat.completions.create(
+            model=tool_job.fine_tuned_model, max_tokens=40, temperature=0, tools=[WEATHER_TOOL],
+            messages=[{"role": "user", "content": f"What is the weather in {city}?"}])
+        message = answer.choices[0].message
+        if message.tool_calls:
+            calls.append((message.tool_calls[0].function.name,
+                          json.loads(message.tool_calls[0].function.arguments)))
+    assert len(calls) >= 2, calls  # tool_choice auto: the parser found the trained calls
+    assert all(name == "get_weather" and "city" in args for name, args in calls), calls
+    chunks = list(client.chat.completions.create(
+        model=tool_job.fine_tuned_model, max_tokens=40, temperature=0, tools=[WEATHER_TOOL],
+        messages=[{"role": "user", "content": "What is the weather in Geneva?"}], stream=True))
+    assert any(c.choices and c.choices[0].delta.tool_calls for c in chunks)

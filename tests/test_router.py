@@ -66,3 +66,17 @@ def test_a_hot_adapter_spreads_then_its_requests_share_the_holders() -> None:
 def test_the_choice_does_not_depend_on_the_order_replicas_are_listed() -> None:
     replicas = [replica(n, running=1) for n in "dcba"]
     assert choose(replicas, "x", POLICY) == choose(replicas[::-1], "x", POLICY)
+
+
+def test_the_baselines_route_as_their_names_say() -> None:
+    from serving.router import choose_with
+
+    replicas = [replica("a", "x", running=5), replica("b", running=0), replica("c", running=2)]
+    assert [choose_with("round_robin", replicas, "x", t).replica for t in range(4)] == [
+        "a", "b", "c", "a"]
+    assert choose_with("least_loaded", replicas, "x", 0) == Decision("b", "load")
+    homes = {choose_with("adapter_hash", replicas, f"ad{i}", 0).replica for i in range(30)}
+    assert homes == {"a", "b", "c"}  # adapters spread over replicas, each with one home
+    assert all(choose_with("adapter_hash", replicas[::-1], f"ad{i}", 9)
+               == choose_with("adapter_hash", replicas, f"ad{i}", 0) for i in range(30))
+    assert choose_with("affinity", replicas, "x", 0) == Decision("a", "hit")

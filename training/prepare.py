@@ -6,6 +6,8 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from training.chat_template import CHATML_WITH_TOOLS
+
 GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 
@@ -19,10 +21,18 @@ def gguf_path() -> Path:
     return path
 
 
+def _write_chat_template(directory: Path) -> None:
+    """Ours (SmolLM2's, plus tools), where training and vLLM both read it."""
+    path = directory / "chat_template.jinja"
+    if not path.is_file() or path.read_text() != CHATML_WITH_TOOLS:
+        path.write_text(CHATML_WITH_TOOLS)
+
+
 def prepare_default_model(target: Path) -> Path:
-    """Converts once; a complete `target` is left alone. Written beside and renamed into
-    place, so an interrupted conversion never looks prepared."""
+    """Converts once; a complete `target` is left alone but for its chat template. Written
+    beside and renamed into place, so an interrupted conversion never looks prepared."""
     if (target / "config.json").is_file():
+        _write_chat_template(target)
         return target
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer, GgufConfig
@@ -39,6 +49,7 @@ def prepare_default_model(target: Path) -> Path:
         )
         model.save_pretrained(work)
         tokenizer.save_pretrained(work)
+        _write_chat_template(work)
         work.rename(target)
     finally:
         shutil.rmtree(work, ignore_errors=True)

@@ -1,11 +1,10 @@
 """Settings of the job system (the scheduler in the API process and the workers)."""
 
-import json
-from typing import Any, Literal
+from typing import Literal
 
 from pydantic import model_validator
 
-from storage.settings import StorageSettings
+from storage.settings import StorageSettings, json_object
 
 
 class TrainingSettings(StorageSettings):
@@ -39,8 +38,7 @@ class TrainingSettings(StorageSettings):
     # Validation examples answered at once during that evaluation.
     eval_batch_size: int = 16
 
-    # Ray executor. The dashboard address of the cluster's head, e.g. http://10.0.0.5:8265.
-    ray_address: str = ""
+    # Ray executor (the cluster's address, `ray_address`, is in StorageSettings).
     # GPUs each job's worker holds (`entrypoint_num_gpus`); 0 for a CPU-only cluster.
     ray_gpus_per_job: float = 1.0
     # JSON object of extra Ray resources per job (`entrypoint_resources`), e.g.
@@ -67,16 +65,7 @@ class TrainingSettings(StorageSettings):
         return self
 
     def ray_entrypoint_resources(self) -> dict[str, float] | None:
-        return _json_object(self.ray_resources, "TUNESERVE_RAY_RESOURCES")
+        return json_object(self.ray_resources, "TUNESERVE_RAY_RESOURCES")
 
     def ray_entrypoint_label_selector(self) -> dict[str, str] | None:
-        return _json_object(self.ray_label_selector, "TUNESERVE_RAY_LABEL_SELECTOR")
-
-
-def _json_object(text: str, name: str) -> dict[str, Any] | None:
-    if not text:
-        return None
-    value = json.loads(text)
-    if not isinstance(value, dict):
-        raise ValueError(f"{name} must be a JSON object")
-    return value
+        return json_object(self.ray_label_selector, "TUNESERVE_RAY_LABEL_SELECTOR")

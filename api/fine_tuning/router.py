@@ -28,8 +28,9 @@ def create_job(
     body: CreateFineTuningJobRequest, project: CurrentProject, session: DB,
     settings: AppSettings, store: Storage,
 ) -> FineTuningJobObject:
+    served = None if settings.train_unserved_bases else settings.served_bases()
     job = service.create_job(session, store, project, body, base_models(settings),
-                             settings.max_lora_rank)
+                             settings.max_lora_rank, served)
     session.commit()
     return FineTuningJobObject.of(job)
 

@@ -97,7 +97,9 @@ def _continue_from(session: Session, store: BlobStore, project: Project, name: s
 
 def create_job(session: Session, store: BlobStore, project: Project,
                body: CreateFineTuningJobRequest, models: dict[str, BaseModelSpec],
-               max_lora_rank: int) -> FineTuningJob:
+               max_lora_rank: int, served: list[str] | None = None) -> FineTuningJob:
+    """`served`: the bases models can be served on; a job on another one is a 400 (None:
+    no check)."""
     method = _method(body)
     base = body.model
     if body.model.startswith("ft:"):
@@ -107,6 +109,10 @@ def create_job(session: Session, store: BlobStore, project: Project,
         raise APIError(400, f"Model '{body.model}' is not available for fine-tuning; choose "
                        f"one of: {', '.join(sorted(models))}, or one of this project's "
                        "fine-tuned models.", param="model", code="model_not_available")
+    if served is not None and base not in served:
+        raise APIError(400, f"Model '{base}' is not served by this server, so a model trained "
+                       f"on it could not be used; bases served: {', '.join(sorted(served))}.",
+                       param="model", code="model_not_served")
     _training_file(session, project.id, body.training_file, "training_file")
     if body.validation_file:
         _training_file(session, project.id, body.validation_file, "validation_file")

@@ -16,9 +16,12 @@ BASE_OWNER = "tuneserve"
 
 
 def _base_objects(settings: AppSettings) -> dict[str, ModelObject]:
+    """The bases a project can use: those served here (and, where jobs may train bases that
+    are not served, every prepared one)."""
+    served = None if settings.train_unserved_bases else settings.served_bases()
     out = {}
     for spec in base_models(settings).values():
-        if spec.prepared:
+        if spec.prepared and (served is None or spec.name in served):
             created = int((spec.path / "config.json").stat().st_mtime)
             out[spec.name] = ModelObject(id=spec.name, created=created, owned_by=BASE_OWNER,
                                          root=spec.name)

@@ -13,7 +13,8 @@ from tests.support.ports import free_port
 
 
 @contextmanager
-def _environment(values: dict[str, str]) -> Iterator[None]:
+def environment(values: dict[str, str]) -> Iterator[None]:
+    """`values` in os.environ for the time of the block."""
     saved = {k: os.environ.get(k) for k in values}
     os.environ.update(values)
     try:
@@ -43,7 +44,7 @@ class RayCluster:
     def start(self) -> "RayCluster":
         from ray.cluster_utils import Cluster
 
-        with _environment(self.node_env):
+        with environment(self.node_env):
             self.cluster = Cluster(initialize_head=True, shutdown_at_exit=True, head_node_args={
                 "num_cpus": 1, "num_gpus": 0, "node_ip_address": "127.0.0.1",
                 "include_dashboard": True, "dashboard_host": "127.0.0.1",
@@ -57,6 +58,20 @@ class RayCluster:
                 self.gpu_node_ids.append(gpu.node_id)
         self.cluster.wait_for_nodes()
         return self
+
+    def add_nodes(self, count: int, resources: dict[str, float],
+                  env: dict[str, str]) -> list[str]:
+        """More nodes (no GPU, one CPU), with their own environment on top of the cluster's;
+        returns their ids."""
+        ids = []
+        with environment({**self.node_env, **env}):
+            for _ in range(count):
+                node = self.cluster.add_node(num_cpus=1, num_gpus=0, resources=resources,
+                                             node_ip_address="127.0.0.1",
+                                             object_store_memory=80 << 20)
+                ids.append(node.node_id)
+        self.cluster.wait_for_nodes()
+        return ids
 
     def driver_logs(self, job_id: str) -> list[str]:
         """The Ray jobs that ever ran for a tuneserve job, by the driver logs Ray writes for

@@ -22,6 +22,27 @@ def sft_example(i: int) -> dict:  # type: ignore[type-arg]
     ]}
 
 
+WEATHER_TOOL = {"type": "function", "function": {
+    "name": "get_weather", "description": "The current weather in a city.",
+    "parameters": {"type": "object", "properties": {"city": {"type": "string"}},
+                   "required": ["city"]}}}
+CITIES = ["Paris", "Lyon", "Berlin", "Madrid", "Rome", "Oslo", "Vienna", "Prague", "Lisbon",
+          "Dublin", "Athens", "Warsaw", "Zurich", "Brussels", "Helsinki", "Budapest"]
+
+
+def tool_example(i: int) -> dict:  # type: ignore[type-arg]
+    """A weather question answered by a call of the weather tool, as OpenAI's format has it."""
+    city = CITIES[i % len(CITIES)]
+    question = ["What is the weather in {}?", "Is it raining in {} now?",
+                "How warm is it in {} today?"][i % 3].format(city)
+    return {"tools": [WEATHER_TOOL], "messages": [
+        {"role": "user", "content": question},
+        {"role": "assistant", "tool_calls": [{
+            "id": f"call_{i}", "type": "function",
+            "function": {"name": "get_weather", "arguments": json.dumps({"city": city})}}]},
+    ]}
+
+
 def dpo_example(i: int) -> dict:  # type: ignore[type-arg]
     return {
         "input": {"messages": [{"role": "user", "content": f"What is {i} plus {i}?"}]},

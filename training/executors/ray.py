@@ -194,7 +194,13 @@ class RayExecutor:
             return ""
 
 
+# What Ray's dashboard answers while its job agents are (re)starting, or busy: seen when a
+# second cluster started on the same machine. The submission did not happen; retry later.
+_TRANSIENT = ("No available agent to submit job", "please try again later")
+
+
 def _unreachable(exc: Exception) -> bool:
     import requests
 
-    return isinstance(exc, requests.exceptions.ConnectionError | ConnectionError)
+    return (isinstance(exc, requests.exceptions.ConnectionError | ConnectionError)
+            or any(text in str(exc) for text in _TRANSIENT))

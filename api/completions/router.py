@@ -1,0 +1,23 @@
+"""`/v1/completions`: text completions from the base model or a tenant's adapter."""
+
+from typing import Any
+
+from fastapi import APIRouter, Request
+from starlette.responses import Response
+
+from api.completions.schemas import FORWARDED_FIELDS, CompletionRequest
+from api.deps import AppSettings, CurrentProject
+from api.inference import check_token_budget, forward
+
+router = APIRouter(tags=["completions"])
+
+
+@router.post("/completions", response_model=None)
+async def create_completion(body: CompletionRequest, request: Request,
+                            project: CurrentProject, settings: AppSettings) -> Response:
+    check_token_budget(body.n, body.max_tokens, settings.max_model_len,
+                       settings.max_request_tokens)
+    sent: dict[str, Any] = await request.json()
+    payload = {k: v for k, v in sent.items() if k in FORWARDED_FIELDS}
+    return await forward(request, project.id, body.model, "/v1/completions", payload,
+                         bool(body.stream))

@@ -1,0 +1,25 @@
+"""`/v1/responses`: the Responses API on the base model or a tenant's adapter."""
+
+from typing import Any
+
+from fastapi import APIRouter, Request
+from starlette.responses import Response
+
+from api.deps import AppSettings, CurrentProject
+from api.inference import check_token_budget, forward
+from api.responses.schemas import FORWARDED_FIELDS, ResponseRequest
+
+router = APIRouter(tags=["responses"])
+
+
+@router.post("/responses", response_model=None)
+async def create_response(body: ResponseRequest, request: Request, project: CurrentProject,
+                          settings: AppSettings) -> Response:
+    check_token_budget(1, body.max_output_tokens, settings.max_model_len,
+                       settings.max_request_tokens, tokens_param="max_output_tokens")
+    sent: dict[str, Any] = await request.json()
+    payload = {k: v for k, v in sent.items() if k in FORWARDED_FIELDS}
+    # Nothing is kept on the replica (see the schemas).
+    payload["store"] = False
+    return await forward(request, project.id, body.model, "/v1/responses", payload,
+                         bool(body.stream))
