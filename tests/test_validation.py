@@ -16,7 +16,7 @@ from training.validation import (
 CONTEXT = 100
 
 
-def count_tokens(messages: list[Message]) -> int:
+def count_tokens(messages: list[Message], tools: list | None = None) -> int:  # type: ignore[type-arg]
     # Words plus a fixed per-message overhead, roughly what a chat template adds.
     return sum(len(str(m.get("content") or "").split()) + 4 for m in messages)
 
@@ -293,3 +293,17 @@ def test_dpo_too_long_non_preferred_output() -> None:
 def test_exactly_context_length_passes() -> None:
     fits = sft_record(" ".join(["word"] * 80))  # 16 + 80 + 4 = 100 tokens
     assert validate(to_lines([fits] * 10)).max_tokens == CONTEXT
+
+
+def test_tools_are_counted_with_the_conversation() -> None:
+    seen = []
+
+    def counting(messages: list[Message], tools: list | None = None) -> int:  # type: ignore[type-arg]
+        seen.append(tools)
+        return count_tokens(messages)
+
+    tools = [{"type": "function", "function": {"name": "f", "parameters": {}}}]
+    record = {**sft_record(), "tools": tools}
+    validate_training_file([json.dumps(record).encode()] * 10, method="supervised",
+                           count_tokens=counting, context_length=CONTEXT)
+    assert seen == [tools] * 10

@@ -16,10 +16,10 @@ class ChatTokenCounter:
 
         self.tokenizer = AutoTokenizer.from_pretrained(model_dir)
 
-    def __call__(self, messages: list[Message]) -> int:
+    def __call__(self, messages: list[Message], tools: list[Any] | None = None) -> int:
         try:
             ids: Any = self.tokenizer.apply_chat_template(
-                messages, tokenize=True, add_generation_prompt=False
+                messages, tools=tools, tokenize=True, add_generation_prompt=False
             )
         except Exception:
             # A template that cannot render tool calls still gets a fair count from the text.

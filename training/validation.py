@@ -91,7 +91,7 @@ def validate_training_file(
     lines: Iterable[bytes],
     *,
     method: Literal["supervised", "dpo"],
-    count_tokens: Callable[[list[Message]], int],
+    count_tokens: Callable[[list[Message], list[Any] | None], int],
     context_length: int,
     param: str = "training_file",
     min_examples: int = 10,
@@ -114,8 +114,10 @@ def validate_training_file(
             sequences = _sft_sequences(record) if method == "supervised" else _dpo_sequences(record)
         except _Problem as problem:
             raise DatasetError(INVALID_FORMAT, f"Line {number}: {problem}", param) from None
+        # The tools are rendered into the prompt (the system turn) too.
+        tools = (record if method == "supervised" else record.get("input") or {}).get("tools")
         for sequence in sequences:
-            tokens = count_tokens(sequence)
+            tokens = count_tokens(sequence, tools if isinstance(tools, list) else None)
             if tokens > context_length:
                 raise DatasetError(
                     TOO_LONG,
