@@ -7,7 +7,7 @@ EXTRA := $(shell command -v nvidia-smi >/dev/null 2>&1 && echo gpu || echo cpu)
 STAMP := $(VENV)/.installed-$(EXTRA)
 
 .PHONY: install model run test lint openapi bench-upload bench-train bench-serve bench-queue postgres \
-	bench-route \
+	bench-route bench-route-sim \
 	check-gpu-deps
 
 install: $(STAMP)
@@ -74,6 +74,9 @@ bench-queue: model postgres
 
 bench-route: model postgres
 	$(BIN)/python bench/route.py
+
+bench-route-sim: install
+	$(BIN)/python bench/route_sim.py --plots docs
 
 bench-quality: model
 	$(BIN)/python bench/quality.py

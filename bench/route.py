@@ -52,7 +52,7 @@ def make_adapters(env: dict[str, str], project_id: str, count: int, work: Path) 
     from transformers import AutoModelForCausalLM
 
     base = AutoModelForCausalLM.from_pretrained(Path(env["TUNESERVE_MODELS_DIR"]) / BASE,
-                                                torch_dtype=torch.float32)
+                                                dtype=torch.float32)
     model = get_peft_model(base, LoraConfig(r=8, lora_alpha=16, init_lora_weights=False,
                                             target_modules=["q_proj", "v_proj"]))
     with environment(env):  # the S3 credentials
@@ -197,6 +197,10 @@ def main() -> None:
                 elapsed = time.perf_counter() - started
                 loads = served_metric(server, "tuneserve_adapter_loads_total", "loaded") - before
                 results[policy] = (loads, ttfts, elapsed)
+                actions = {a: served_metric(server, "tuneserve_routing_decisions_total",
+                                            f'action="{a}"') for a in ("hit", "load", "spill")}
+                print(f"{policy}: decisions {actions}; {len(set(sequence))} distinct adapters "
+                      "asked for (each needs one load at least)", flush=True)
             finally:
                 server.stop()
     finally:

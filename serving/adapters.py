@@ -136,9 +136,11 @@ class _Replica:
     adapters: OrderedDict[str, Registration] = field(default_factory=OrderedDict)
     # Requests routed to it and not finished, base model ones included.
     in_flight: int = 0
-    # Its own figures (vLLM's /metrics), refreshed while several replicas share a base.
+    # Its own figures (vLLM's /metrics), refreshed while several replicas share a base, and
+    # the requests this API node routed to it since they were read.
     running: int = 0
     waiting: int = 0
+    routed_since_read: int = 0
 
 
 @dataclass
@@ -229,6 +231,7 @@ class AdapterManager:
                         answer = await replica.engine.http.get("/metrics", timeout=2)
                         load = parse_engine_load(answer.text)
                         replica.running, replica.waiting = load.running, load.waiting
+                        replica.routed_since_read = 0
             await asyncio.sleep(self.settings.routing_metrics_interval)
 
     # -- routing ---------------------------------------------------------------------------
@@ -252,6 +255,7 @@ class AdapterManager:
         replica = next(r for r in ready if r.engine.name == decision.replica)
         self.decisions[(target.base, decision.action)] += 1
         replica.in_flight += 1
+        replica.routed_since_read += 1
         registration = None
         if target.prefix is not None:
             registration = self._hold(replica, target.served)
@@ -269,9 +273,9 @@ class AdapterManager:
     def _view(self, replica: _Replica) -> ReplicaLoad:
         current = {name: reg for name, reg in replica.adapters.items()
                    if reg.generation == replica.engine.generation}
-        # Our own count of its requests is exact for this API node; its metrics also see
-        # other API nodes' requests, a moment late.
-        waiting = max(replica.waiting, replica.in_flight - replica.running)
+        # Its metrics see every API node's requests, a moment late: the requests this node
+        # sent it since they were read (and still has in flight) are taken as waiting.
+        waiting = replica.waiting + min(replica.routed_since_read, replica.in_flight)
         return ReplicaLoad(
             name=replica.engine.name, running=replica.running, waiting=waiting,
             adapters=frozenset(current), slots=self.settings.max_loaded_adapters,
@@ -298,10 +302,14 @@ class AdapterManager:
 
     def _hold(self, replica: _Replica, name: str) -> Registration:
         registration = replica.adapters.get(name)
-        if registration is None or registration.generation != replica.engine.generation:
-            leases = registration.leases if registration else 0
-            registration = Registration(AdapterState.LOADING, replica.engine.generation, leases)
+        if registration is None:
+            registration = Registration(AdapterState.LOADING, replica.engine.generation)
             replica.adapters[name] = registration
+        elif registration.generation != replica.engine.generation:
+            # The replica restarted: loaded again, in place, so leases taken before still
+            # release this same registration.
+            registration.state = AdapterState.LOADING
+            registration.generation = replica.engine.generation
         registration.leases += 1
         replica.adapters.move_to_end(name)
         return registration

@@ -187,3 +187,19 @@ def test_the_disk_cache_never_deletes_a_registered_adapter(tmp_path: Path, model
         cache.path(f"lora-{name}", f"adapters/{name}/")
     kept = sorted(p.name for p in (tmp_path / "cache").iterdir())
     assert kept == ["lora-x", "lora-z"]  # y went; x, the oldest, is registered
+
+
+@pytest.mark.anyio
+async def test_a_lease_from_before_a_restart_still_releases_its_adapter(  # type: ignore[no-untyped-def]
+    tmp_path: Path, models
+) -> None:
+    engine = StandInEngine()
+    adapters = manager(tmp_path, models, engine)
+    before = await adapters.acquire(PROJECT, "x")
+    engine.generation += 1
+    after = await adapters.acquire(PROJECT, "x")  # loaded again on the new process
+    before.release()
+    after.release()
+    for model in ("y", "z"):  # x is idle now, so it can make room
+        (await adapters.acquire(PROJECT, model)).release()
+    assert served_name("x") in engine.unloaded()

@@ -222,11 +222,12 @@ def test_a_killed_replica_is_routed_around_and_ray_brings_it_back(
         for _ in stream:
             pass
     assert "model server stopped" in cut.value.message
-    started = time.monotonic()
-    for model in (BASE, cluster_model, BASE):  # the other replica answers, no 5xx
+    for model in (BASE, cluster_model, BASE):  # the other replica answers at once, no 5xx
+        started = time.monotonic()
         answer = client.chat.completions.create(model=model, messages=PROMPT, max_tokens=2)
         assert answer.choices[0].message.content is not None
-    assert time.monotonic() - started < 30
+        # A 2-token answer on a CPU replica (an adapter load included) takes about a second.
+        assert time.monotonic() - started < 5
     # Ray restarts the actor; it announces a new start and is routed to again.
     deadline = time.monotonic() + 420
     while True:
