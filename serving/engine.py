@@ -70,6 +70,13 @@ def _die_with_parent() -> list[str]:
     return [sys.executable, "-c", _LAUNCHER, str(os.getpid())]
 
 
+def _pgid(pid: int) -> int | None:
+    try:
+        return os.getpgid(pid)
+    except ProcessLookupError:
+        return None
+
+
 def _group_alive(pgid: int) -> bool:
     try:
         os.killpg(pgid, 0)
@@ -203,6 +210,9 @@ class VLLMEngine:
         self._supervisor: asyncio.Task[None] | None = None
         self._stopping = False
         self.log_path = settings.data_dir.resolve() / "logs" / "vllm.log"
+        # The process group of the vLLM this data dir last started: a supervisor that died
+        # with SIGKILL (a replica's actor, say) leaves its engine core behind, gigabytes.
+        self.group_file = settings.data_dir.resolve() / "run" / "vllm.pgid"
 
     @property
     def base(self) -> str:
@@ -231,7 +241,21 @@ class VLLMEngine:
 
     async def start(self) -> None:
         self._stopping = False
+        await asyncio.to_thread(self._kill_left_behind)
         self._supervisor = asyncio.create_task(self._supervise())
+
+    def _kill_left_behind(self) -> None:
+        with contextlib.suppress(FileNotFoundError, ValueError):
+            pgid = int(self.group_file.read_text())
+            # Only a group that is still vLLM's (a reused pid is someone else's).
+            members = [p for p in psutil.process_iter(["cmdline"])
+                       if _pgid(p.pid) == pgid]
+            if members and all("vllm" in " ".join(p.info["cmdline"] or []).lower()
+                               for p in members):
+                log.warning("killing the vLLM processes a previous start left behind")
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(pgid, signal.SIGKILL)
+            self.group_file.unlink(missing_ok=True)
 
     async def stop(self) -> None:
         self._stopping = True
@@ -306,6 +330,8 @@ class VLLMEngine:
                 stdin=subprocess.DEVNULL, start_new_session=True,
                 cwd=Path(__file__).resolve().parents[1],
             )
+        self.group_file.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        self.group_file.write_text(str(self._proc.pid))
 
     def _listener_is_ours(self) -> bool:
         if self.host is None or self._proc is None:

@@ -49,6 +49,9 @@ class RemoteReplica:
         # again only after a newer one.
         self.beats = row.beats
         self.unreachable_at: int | None = None
+        # When a request last got an answer from it: a replica too busy to pass its health
+        # checks in time is still alive (as the local engine's supervisor counts it).
+        self.last_answer = 0.0
         self.update(row)
 
     def update(self, row: ServingReplica) -> None:
@@ -76,7 +79,7 @@ class RemoteReplica:
         self.unreachable_at = self.beats
 
     def note_answer(self) -> None:
-        pass  # its liveness is its beat, watched on its own node
+        self.last_answer = time.monotonic()
 
 
 class ReplicaDirectory:
@@ -122,8 +125,10 @@ class ReplicaDirectory:
             if row.beats != beats:
                 moved = now
             self._seen[row.name] = (row.beats, moved)
-            alive = moved is not None and now - moved < timeout
             replica = self.replicas.get(row.name)
+            alive = moved is not None and (now - moved < timeout or (
+                replica is not None and replica.unreachable_at is None
+                and now - replica.last_answer < timeout))
             if alive:
                 if replica is None:
                     replica = self.replicas[row.name] = RemoteReplica(row, self.settings)

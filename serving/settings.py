@@ -48,8 +48,10 @@ class ServingSettings(StorageSettings):
     # `ray`: what the cluster's head runs to keep the replicas (a Ray job; its Python must
     # have tuneserve).
     ray_serving_command: str = "python -m serving.ray_replicas"
-    # `ray`: a replica whose health beat has not moved for this long gets no requests.
-    replica_heartbeat_timeout: float = 5.0
+    # `ray`: a replica whose health beat has not moved for this long, and that answered no
+    # request meanwhile, gets no requests (one that a request could not reach gets none at
+    # once). As long as its own supervisor waits before a restart: 3 probes of 5 s.
+    replica_heartbeat_timeout: float = 15.0
     # `ray`: a base gets one more replica (up to its max) while its replicas have this many
     # requests waiting on average, and one fewer (down to its min) once all of them have
     # been idle this long.

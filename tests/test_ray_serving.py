@@ -77,7 +77,7 @@ def serving_storage(ray_storage: dict[str, str]) -> Iterator[dict[str, str]]:
 def ray_serving(ray_cluster: RayCluster, serving_storage: dict[str, str],
                 tmp_path_factory: pytest.TempPathFactory) -> Iterator[TuneserveServer]:
     """Two replica nodes joined to the suite's cluster, and an API node serving from them."""
-    ray_cluster.add_nodes(2, {"vllm_replica": 1}, {
+    nodes = ray_cluster.add_nodes(2, {"vllm_replica": 1}, {
         **serving_storage, "TUNESERVE_DATA_DIR": str(tmp_path_factory.mktemp("replica-nodes"))})
     server = TuneserveServer(tmp_path_factory.mktemp("ray-serving-api"), {
         **serving_storage, "TUNESERVE_SERVING_ENABLED": "true", "TUNESERVE_SERVING": "ray",
@@ -98,6 +98,17 @@ def ray_serving(ray_cluster: RayCluster, serving_storage: dict[str, str],
         yield server
     finally:
         server.stop()
+        # The replicas hold gigabytes: the tests after these train on the same cluster.
+        client = ray_cluster.client()
+        for job in client.list_jobs():
+            if (job.metadata or {}).get("tuneserve") == "serving":
+                client.stop_job(job.submission_id)
+                deadline = time.monotonic() + 60
+                while (not client.get_job_status(job.submission_id).is_terminal()
+                       and time.monotonic() < deadline):
+                    time.sleep(0.5)
+                client.delete_job(job.submission_id)
+        ray_cluster.remove_nodes(nodes)
 
 
 @pytest.fixture(scope="module")

@@ -60,18 +60,21 @@ class RayCluster:
         return self
 
     def add_nodes(self, count: int, resources: dict[str, float],
-                  env: dict[str, str]) -> list[str]:
-        """More nodes (no GPU, one CPU), with their own environment on top of the cluster's;
-        returns their ids."""
-        ids = []
+                  env: dict[str, str]) -> list[Any]:
+        """More nodes (no GPU, one CPU), with their own environment on top of the cluster's."""
+        nodes = []
         with environment({**self.node_env, **env}):
             for _ in range(count):
-                node = self.cluster.add_node(num_cpus=1, num_gpus=0, resources=resources,
-                                             node_ip_address="127.0.0.1",
-                                             object_store_memory=80 << 20)
-                ids.append(node.node_id)
+                nodes.append(self.cluster.add_node(
+                    num_cpus=1, num_gpus=0, resources=resources, node_ip_address="127.0.0.1",
+                    object_store_memory=80 << 20))
         self.cluster.wait_for_nodes()
-        return ids
+        return nodes
+
+    def remove_nodes(self, nodes: list[Any]) -> None:
+        """Takes nodes away, with what runs on them (as a machine that leaves the cluster)."""
+        for node in nodes:
+            self.cluster.remove_node(node)
 
     def driver_logs(self, job_id: str) -> list[str]:
         """The Ray jobs that ever ran for a tuneserve job, by the driver logs Ray writes for
