@@ -71,11 +71,6 @@ class RayCluster:
         self.cluster.wait_for_nodes()
         return nodes
 
-    def remove_nodes(self, nodes: list[Any]) -> None:
-        """Takes nodes away, with what runs on them (as a machine that leaves the cluster)."""
-        for node in nodes:
-            self.cluster.remove_node(node)
-
     def driver_logs(self, job_id: str) -> list[str]:
         """The Ray jobs that ever ran for a tuneserve job, by the driver logs Ray writes for
         each (they outlive the job records tuneserve deletes)."""
