@@ -10,9 +10,11 @@ from fastapi.concurrency import run_in_threadpool
 
 from api.chat.router import router as chat_router
 from api.completions.router import router as completions_router
-from api.errors import install_error_handlers
+from api.errors import COMMON_ERRORS, document_errors, install_error_handlers
+from api.evaluator import EngineEvaluator
 from api.files.router import router as files_router
 from api.fine_tuning.router import router as fine_tuning_router
+from api.gate import RequestGate
 from api.metrics import install_metrics
 from api.models.router import router as models_router
 from api.reaper import run_reaper
@@ -65,7 +67,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         settings.prepare_data_dir()
-        db = Database(settings.resolved_database_url)
+        db = settings.open_database()
         await run_in_threadpool(db.migrate)
         store = await run_in_threadpool(open_blob_store, settings)
         await run_in_threadpool(
@@ -77,9 +79,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         scheduler = Scheduler(settings, db, store, open_executor(settings))
         scheduler.start()
         engine = await _start_serving(app, settings, db, store)
+        evaluations = None
+        if getattr(app.state, "adapters", None) is not None:
+            evaluations = asyncio.create_task(EngineEvaluator(
+                settings, db, store, app.state.adapters, app.state.proxy).run())
         try:
             yield
         finally:
+            if evaluations is not None:
+                evaluations.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await evaluations
             if getattr(app.state, "replicas", None) is not None:
                 await app.state.replicas.stop()
             if getattr(app.state, "adapters", None) is not None:
@@ -99,8 +109,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     install_error_handlers(app)
+    document_errors(app)
+    app.add_middleware(RequestGate, inference_cap=settings.max_inference_body_bytes,
+                       control_cap=settings.max_control_body_bytes)
     install_metrics(app)
-    v1 = APIRouter(prefix="/v1")
+    v1 = APIRouter(prefix="/v1", responses=COMMON_ERRORS)
     v1.include_router(files_router)
     v1.include_router(uploads_router)
     v1.include_router(fine_tuning_router)
@@ -110,8 +123,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     v1.include_router(responses_router)
     app.include_router(v1)
 
+    # Async: answered on the event loop, never queued behind a thread pool that is full.
     @app.get("/health", tags=["health"])
-    def health(request: Request) -> dict[str, str]:
+    async def health(request: Request) -> dict[str, str]:
         engine = getattr(request.app.state, "engine", None)
         replicas = getattr(request.app.state, "replicas", None)
         if replicas is not None:

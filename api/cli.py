@@ -11,7 +11,6 @@ import yaml
 from api.app import create_app
 from api.settings import Settings
 from api.tenancy import add_api_key, get_or_create_project
-from storage.db import Database
 
 
 def openapi_yaml() -> str:
@@ -35,7 +34,7 @@ def _serve(args: argparse.Namespace) -> None:
 def _keys_create(args: argparse.Namespace) -> None:
     settings = Settings()
     settings.prepare_data_dir()
-    db = Database(settings.resolved_database_url)
+    db = settings.open_database()
     db.migrate()
     with db.session() as session:
         secret = add_api_key(session, get_or_create_project(session, args.project))

@@ -6,7 +6,9 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 log = logging.getLogger("tuneserve.api")
@@ -46,6 +48,59 @@ class APIError(Exception):
         if status == 409:
             # A conflict will not go away by retrying; tell the openai client not to.
             self.headers.setdefault("x-should-retry", "false")
+
+
+class ErrorObject(BaseModel):
+    message: str
+    type: str
+    param: str | None
+    code: str | None
+
+
+class ErrorResponse(BaseModel):
+    error: ErrorObject
+
+
+_DESCRIPTIONS = {
+    400: "Invalid request; `param` names the field",
+    401: "No API key, or not a valid one",
+    403: "Not this project's to change, or over the project's storage quota",
+    404: "No such object, or not this project's",
+    409: "Not possible in the object's current state",
+    413: "The request body is larger than the route allows",
+    429: "Over the project's requests or tokens per minute (`retry-after`)",
+    500: "The server failed to handle the request",
+    503: "The model server is starting, restarting or off (`retry-after` when it comes back)",
+}
+
+
+def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI `responses` for the error statuses a route can answer."""
+    return {s: {"model": ErrorResponse, "description": _DESCRIPTIONS[s]} for s in statuses}
+
+
+# What any `/v1` route may answer: a bad request, no key (api/gate.py), a body over its cap.
+COMMON_ERRORS = error_responses(400, 401, 413, 500)
+
+
+def document_errors(app: FastAPI) -> None:
+    """The app's OpenAPI document without FastAPI's 422: validation errors are 400s here,
+    in OpenAI's envelope, as every route's `responses` say."""
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = get_openapi(title=app.title, version=app.version,
+                                 description=app.description, routes=app.routes)
+            for operations in schema.get("paths", {}).values():
+                for operation in operations.values():
+                    operation.get("responses", {}).pop("422", None)
+            components = schema.get("components", {}).get("schemas", {})
+            for unused in ("HTTPValidationError", "ValidationError"):
+                components.pop(unused, None)
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
 
 def not_found(kind: str, object_id: str, param: str = "id") -> APIError:
@@ -107,6 +162,9 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        error = getattr(exc, "error", None)  # one of ours, raised where only these pass
+        if isinstance(error, APIError):
+            return error_response(error)
         if exc.status_code == 404:
             message = f"Unknown request URL: {request.method} {request.url.path}."
             err = APIError(404, message, code="unknown_url")

@@ -4,6 +4,8 @@ lease is held until the response's last byte, so the adapter cannot be unloaded 
 
 import asyncio
 import contextlib
+from collections.abc import Awaitable, Callable
+from functools import partial
 from typing import Any
 
 from fastapi import Request
@@ -83,14 +85,16 @@ class _LeasedStream(StreamingResponse):
             await self.stream.aclose()
 
 
-async def forward(request: Request, project_id: str, model: str, path: str,
-                  payload: dict[str, Any], stream: bool) -> Response:
-    adapters, proxy = _serving(request)
-    try:
-        lease = await adapters.acquire(project_id, model)
-    except _SERVING_ERRORS as exc:
-        raise _as_api_error(exc, model) from None
-    handed_over = False
+async def send(adapters: AdapterManager, proxy: Proxy, project_id: str, model: str,
+               path: str, payload: dict[str, Any], stream: bool,
+               guard: Callable[[Awaitable[Answer]], Awaitable[Answer]] | None = None,
+               ) -> tuple[Stream | Answer, Lease]:
+    """Sends a request for the project's `model` to the replica its lease names, and returns
+    the answer with the lease, which the caller releases when the answer is over. A replica
+    that went away before it saw the request is left for another one; a replica that forgot
+    the adapter (it restarted) gets it again: never a 404 for a model that exists. `guard`
+    wraps a non-streamed request (e.g. to cancel it when the client leaves)."""
+    lease = await adapters.acquire(project_id, model)
     try:
         for attempt in (1, 2):
             body = {**payload, "model": lease.served, "cache_salt": lease.cache_salt}
@@ -98,32 +102,37 @@ async def forward(request: Request, project_id: str, model: str, path: str,
                 if stream:
                     out: Stream | Answer = await proxy.stream(path, body, lease)
                 else:
-                    out = await _unless_disconnected(request,
-                                                     proxy.complete(path, body, lease))
+                    work = proxy.complete(path, body, lease)
+                    out = await (guard(work) if guard else work)
             except EngineUnavailable:
                 if attempt == 2:
                     raise
-                # The replica went away before it saw the request (now marked so): another
-                # replica of the base takes it, if there is one.
                 lease.release()
                 lease = await adapters.acquire(project_id, model)
                 continue
             if (isinstance(out, Answer) and out.status == 404 and attempt == 1
                     and lease.prefix is not None):
-                # The replica restarted between routing and sending and forgot the adapter:
-                # load it again and send once more, never a 404 for a model that exists.
                 await adapters.reload(lease)
                 continue
-            break
-        if isinstance(out, Stream):
-            handed_over = True
-            return _LeasedStream(out, lease)
-        return JSONResponse(out.body, status_code=out.status)
+            return out, lease
+    except BaseException:
+        lease.release()
+        raise
+    raise AssertionError("unreachable")  # every attempt returns or raises
+
+
+async def forward(request: Request, project_id: str, model: str, path: str,
+                  payload: dict[str, Any], stream: bool) -> Response:
+    adapters, proxy = _serving(request)
+    try:
+        out, lease = await send(adapters, proxy, project_id, model, path, payload, stream,
+                                partial(_unless_disconnected, request))
     except _SERVING_ERRORS as exc:
         raise _as_api_error(exc, model) from None
-    finally:
-        if not handed_over:
-            lease.release()
+    if isinstance(out, Stream):
+        return _LeasedStream(out, lease)
+    lease.release()
+    return JSONResponse(out.body, status_code=out.status)
 
 
 async def _unless_disconnected(request: Request, work: Any) -> Any:

@@ -6,11 +6,15 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from fastapi import Request
+from python_multipart.exceptions import MultipartParseError
 from python_multipart.multipart import MultipartParser, parse_options_header
 
 from api.errors import APIError
 
+# Starlette's kind of limits: a form is a few small fields and one file. (The parser itself
+# bounds each part's header count and sizes.)
 MAX_FIELD_BYTES = 64 * 1024
+MAX_PARTS = 16
 BINARY = {"type": "string", "format": "binary"}
 
 
@@ -66,6 +70,8 @@ async def read_form(
     header_value = bytearray()
     headers: dict[str, bytes] = {}
 
+    parts = 0
+
     def on_header_field(data: bytes, start: int, end: int) -> None:
         header_field.extend(data[start:end])
 
@@ -78,7 +84,11 @@ async def read_form(
         header_value.clear()
 
     def on_headers_finished() -> None:
-        nonlocal current
+        nonlocal current, parts
+        parts += 1
+        if parts > MAX_PARTS:
+            raise APIError(400, f"The form has more than {MAX_PARTS} parts.",
+                           code="invalid_multipart")
         _, disp = parse_options_header(headers.get("content-disposition", b""))
         filename = disp.get(b"filename")
         current = _Part(
@@ -120,7 +130,7 @@ async def read_form(
     )
     sink: FileSink | None = None
     async for chunk in request.stream():
-        parser.write(chunk)
+        _parse(parser.write, chunk)
         for kind, payload in events:
             if kind == "file":
                 assert isinstance(payload, FilePart)
@@ -135,9 +145,17 @@ async def read_form(
                 await sink.end()
                 sink = None
         events.clear()
-    parser.finalize()
+    _parse(lambda _: parser.finalize(), b"")
     if sink is not None:
         raise APIError(400, "The multipart body ended in the middle of a file.",
                        code="incomplete_body")
     return fields
 
+
+
+def _parse(step: Callable[[bytes], object], data: bytes) -> None:
+    try:
+        step(data)
+    except MultipartParseError as exc:
+        raise APIError(400, f"The multipart body is malformed: {exc}",
+                       code="invalid_multipart") from None

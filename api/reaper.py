@@ -7,6 +7,7 @@ import time
 from fastapi.concurrency import run_in_threadpool
 from sqlalchemy import select, update
 
+from api.quotas import forget_old_windows
 from storage.blob import BlobStore
 from storage.db import Database
 from storage.keys import file_key, upload_prefix
@@ -31,6 +32,7 @@ def reap_expired(db: Database, store: BlobStore, batch: int = 500) -> int:
         if uploads:
             session.execute(update(Upload).where(Upload.id.in_([u.id for u in uploads]))
                             .values(status="expired"))
+        forget_old_windows(session, now)
     for row in files:
         store.delete(file_key(row.project_id, row.id))
     for upload in uploads:

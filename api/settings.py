@@ -17,5 +17,31 @@ class Settings(TrainingSettings, ServingSettings):
     # The openai client's `upload_file_chunked` sends 64 MiB parts.
     max_part_bytes: int = 64 * MiB
     upload_ttl_seconds: int = 3600
+    # Request bodies other than file uploads, refused (413) as they arrive, before they are
+    # parsed or buffered: chat, completions and responses requests, and every other route's
+    # JSON.
+    max_inference_body_bytes: int = 16 * MiB
+    max_control_body_bytes: int = 1 * MiB
+    # Per project, across all API nodes (counted in the DB): model requests and tokens per
+    # minute (429 past them; 0: no limit), and bytes of files stored (403 past it; 0: none).
+    rate_limit_requests_per_minute: int = 0
+    rate_limit_tokens_per_minute: int = 0
+    max_project_stored_bytes: int = 0
     # How often expired files and uploads are swept away.
     reaper_interval_seconds: float = 60.0
+    # The built-in evaluation of a job on a base that this deployment serves is answered by
+    # the serving engine (batched, after the job succeeded; its model is usable at once);
+    # off, or on a base not served, the training worker answers it before the job succeeds.
+    eval_on_engine: bool = True
+    # How often this node looks for evaluations waiting for an engine; an evaluation claimed
+    # by a node that has not finished it (nor renewed its claim) for this long is taken over.
+    eval_interval_seconds: float = 2.0
+    eval_claim_timeout_seconds: float = 600.0
+    # Failed tries (an engine error) before an evaluation is given up as failed.
+    eval_max_attempts: int = 3
+
+    def engine_evaluated_bases(self) -> list[str]:
+        """The bases whose jobs the serving engine evaluates."""
+        if not (self.eval_on_engine and self.eval_max_examples > 0):
+            return []
+        return self.served_bases() or []

@@ -202,7 +202,8 @@ class VLLMEngine:
         # Made anew at each start; vLLM reads it from VLLM_API_KEY (not visible in `ps`).
         self.api_key = ""
         # Every request to the engine goes through this one pooled client.
-        self.http = self._client(httpx.Timeout(None, connect=5))
+        self.http = self._client(httpx.Timeout(None, connect=5,
+                                               read=settings.engine_read_timeout))
         # When a proxied request last got an answer: a busy engine that is slow to answer a
         # probe is still alive (LoRAX counts inference the same way).
         self.last_answer = 0.0

@@ -23,7 +23,6 @@ from serving.engine import EngineUnavailable, VLLMEngine
 from serving.engine_metrics import EngineLoad, parse_engine_load
 from serving.settings import ServedModel, ServingSettings
 from storage.base_models import base_models
-from storage.db import Database
 from storage.models import ServingReplica
 
 log = logging.getLogger("tuneserve.replicas")
@@ -53,7 +52,7 @@ class ReplicaHost:
         settings.prepare_data_dir()
         self.settings = settings
         self.name = name
-        self.db = Database(settings.resolved_database_url)
+        self.db = settings.open_database()
         # Unique across this replica's restarts, so API nodes see each start as new.
         self.started = time.time_ns() // 1_000_000
         self.beats = 0

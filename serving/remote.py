@@ -62,7 +62,7 @@ class RemoteReplica:
         self.generation, self.url, self.api_key = row.generation, row.url, row.api_key
         self.http = httpx.AsyncClient(
             base_url=row.url, headers={"authorization": f"Bearer {row.api_key}"},
-            timeout=httpx.Timeout(None, connect=5),
+            timeout=httpx.Timeout(None, connect=5, read=self.settings.engine_read_timeout),
             limits=httpx.Limits(max_connections=1024, max_keepalive_connections=256))
         self.unreachable_at = None
         asyncio.get_running_loop().create_task(old.aclose())

@@ -87,6 +87,9 @@ class ServingSettings(StorageSettings):
     # How long a request waits for a starting or restarting engine before it gets a 503 with
     # retry-after.
     engine_wait_seconds: float = 10.0
+    # A request to an engine that sends nothing for this long (between two bytes of a
+    # stream, or before a whole non-streamed answer) is given up; connecting gets 5 s.
+    engine_read_timeout: float = 600.0
     # An adapter the engine failed to load answers its error at once for this long, instead
     # of being fetched and offered to the engine again on every request.
     adapter_failure_ttl_seconds: float = 30.0

@@ -14,7 +14,8 @@ from sqlalchemy.orm import Session, sessionmaker
 _MIGRATIONS = Path(__file__).parent / "migrations"
 
 
-def make_engine(url: str) -> Engine:
+def make_engine(url: str, connect_timeout: int = 5, statement_timeout: float = 60.0,
+                pool_timeout: float = 10.0) -> Engine:
     if url.startswith("sqlite"):
         path = url.split("///", 1)[-1]
         if path and path != ":memory:":
@@ -31,7 +32,12 @@ def make_engine(url: str) -> Engine:
             cur.close()
 
         return engine
-    return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
+    # PostgreSQL: a connection attempt and each statement are bounded (the start-up lock
+    # lifts the statement limit while it waits), and so is the wait for a pooled connection.
+    options = f"-c statement_timeout={int(statement_timeout * 1000)}"
+    return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20,
+                         pool_timeout=pool_timeout,
+                         connect_args={"connect_timeout": connect_timeout, "options": options})
 
 
 def alembic_config(engine: Engine) -> Config:
@@ -53,8 +59,8 @@ _STARTUP_LOCK = 0x7475_6E65  # "tune"
 class Database:
     """One engine and its session factory."""
 
-    def __init__(self, url: str) -> None:
-        self.engine = make_engine(url)
+    def __init__(self, url: str, **timeouts: Any) -> None:
+        self.engine = make_engine(url, **timeouts)
         self.sessions = sessionmaker(self.engine, expire_on_commit=False)
 
     def migrate(self) -> None:
@@ -68,11 +74,14 @@ class Database:
         or a file lock beside a SQLite file."""
         if self.engine.dialect.name == "postgresql":
             with self.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as c:
+                # Waiting for another node's migrations may take longer than a statement may.
+                c.execute(text("SET statement_timeout = 0"))
                 c.execute(text("SELECT pg_advisory_lock(:k)"), {"k": _STARTUP_LOCK})
                 try:
                     yield
                 finally:
                     c.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": _STARTUP_LOCK})
+                    c.execute(text("RESET statement_timeout"))
             return
         path = self.engine.url.database
         if not path or path == ":memory:":

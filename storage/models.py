@@ -202,3 +202,15 @@ class ServingReplica(Base):
     beats: Mapped[int] = mapped_column(BigInteger, default=0)
     # Adapters it keeps registered at once.
     adapter_slots: Mapped[int] = mapped_column(BigInteger)
+
+
+class RateWindow(Base):
+    """What one project asked of the models in one minute (`window`: minutes since the
+    epoch), counted by every API node in one row: the rate limits hold across nodes."""
+
+    __tablename__ = "rate_windows"
+
+    project_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    window: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    requests: Mapped[int] = mapped_column(BigInteger)
+    tokens: Mapped[int] = mapped_column(BigInteger)

@@ -3,9 +3,12 @@
 import json
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+if TYPE_CHECKING:
+    from storage.db import Database
 
 
 class StorageSettings(BaseSettings):
@@ -28,6 +31,14 @@ class StorageSettings(BaseSettings):
     # The Ray cluster that runs training jobs and serving replicas (TUNESERVE_EXECUTOR=ray,
     # TUNESERVE_SERVING=ray): its head's dashboard address, e.g. http://10.0.0.5:8265.
     ray_address: str = ""
+    # Nothing waits on storage forever (a black-holed endpoint would hold a thread for
+    # minutes): S3 connect and read timeouts (per try; boto retries a few times), PostgreSQL
+    # connect timeout and per-statement limit, and the wait for a pooled DB connection.
+    s3_connect_timeout: float = 5.0
+    s3_read_timeout: float = 60.0
+    db_connect_timeout: int = 5
+    db_statement_timeout: float = 60.0
+    db_pool_timeout: float = 10.0
 
     def prepare_data_dir(self) -> None:
         """Creates the data dir for this user alone, and makes what this process writes
@@ -35,6 +46,13 @@ class StorageSettings(BaseSettings):
         os.umask(0o077)
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.data_dir.chmod(0o700)
+
+    def open_database(self) -> "Database":
+        from storage.db import Database
+
+        return Database(self.resolved_database_url, connect_timeout=self.db_connect_timeout,
+                        statement_timeout=self.db_statement_timeout,
+                        pool_timeout=self.db_pool_timeout)
 
     @property
     def resolved_database_url(self) -> str:

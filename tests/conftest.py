@@ -143,7 +143,7 @@ def client(server: TuneserveServer) -> openai.OpenAI:
 def sft_job(local_server: TuneserveServer) -> "openai.types.fine_tuning.FineTuningJob":
     """The one shared SFT run: 24 examples in a JSON answer format, with a validation file,
     4 epochs of 3 steps, the learning rate `auto`, trained to success."""
-    from tests.support.training import BASE, sft_example, upload, wait_for
+    from tests.support.training import BASE, sft_example, upload, wait_for, wait_for_evaluation
 
     client = local_server.client()
     training = upload(client, [sft_example(i) for i in range(24)])
@@ -157,7 +157,7 @@ def sft_job(local_server: TuneserveServer) -> "openai.types.fine_tuning.FineTuni
     )
     done = wait_for(client, job.id)
     assert done.status == "succeeded", done.error
-    return done
+    return wait_for_evaluation(client, job.id)
 
 
 @pytest.fixture(scope="session")

@@ -57,8 +57,8 @@ def test_summary_and_result_file_compare_base_and_fine_tuned() -> None:
     result = Evaluation(examples=examples, json_task=True, base=["x is 1", "x is 2"],
                         fine_tuned=['{"x": 1}', '{"x": 3}'],
                         checkpoints={"ft:m:ckpt-step-2": ['{"y": 1}', "no"]})
-    summary = result.summary({"ft:m:ckpt-step-2": 2})
-    assert summary["n_examples"] == 2
+    summary = result.summary({"ft:m:ckpt-step-2": 2}, "worker")
+    assert (summary["n_examples"], summary["generated_by"]) == (2, "worker")
     assert summary["base"] == {"exact_match": 0.0, "text_similarity": summary["base"][
         "text_similarity"], "json_valid": 0.0, "json_same_keys": 0.0}
     assert (summary["fine_tuned"]["exact_match"], summary["fine_tuned"]["json_same_keys"]) == (

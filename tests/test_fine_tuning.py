@@ -19,6 +19,7 @@ from tests.support.training import (
     sft_example,
     upload,
     wait_for,
+    wait_for_evaluation,
 )
 
 
@@ -83,6 +84,9 @@ def test_job_reports_base_vs_fine_tuned_on_its_validation_file(  # type: ignore[
 ) -> None:
     client = local_server.client()
     evaluation = sft_job.model_extra["evaluation"]
+    # This server serves the base, so its engine answered, after the job succeeded.
+    assert (evaluation["status"], evaluation["generated_by"]) == ("completed", "engine")
+    assert not any(k.startswith("_") for k in evaluation)  # no claim bookkeeping shown
     assert evaluation["n_examples"] == 4
     graders = {"exact_match", "text_similarity", "json_valid", "json_same_keys"}
     assert set(evaluation["base"]) == set(evaluation["fine_tuned"]) == graders
@@ -123,6 +127,7 @@ def test_a_job_continues_from_a_fine_tuned_model(sft_job, local_server: Tuneserv
     assert job.model == parent
     done = wait_for(client, job.id)
     assert done.status == "succeeded", done.error
+    done = wait_for_evaluation(client, job.id)
     assert done.model == parent
     assert done.fine_tuned_model.startswith(f"ft:{BASE}:default:more:")
     listed = {m.id: m for m in client.models.list()}
@@ -208,8 +213,9 @@ def test_adapter_loads_in_peft_and_changes_the_answers(  # type: ignore[no-untyp
 def test_dpo_job_trains_on_s3_and_postgresql(s3_server: TuneserveServer) -> None:
     client = s3_server.client()
     training = upload(client, [dpo_example(i) for i in range(12)])
+    validation = upload(client, [dpo_example(i) for i in range(50, 53)], "v.jsonl")
     job = client.fine_tuning.jobs.create(
-        model=BASE, training_file=training, suffix="prefs",
+        model=BASE, training_file=training, validation_file=validation, suffix="prefs",
         method={"type": "dpo", "dpo": {"hyperparameters": {
             "n_epochs": 1, "batch_size": 4, "beta": 0.2}}},
     )
@@ -220,8 +226,18 @@ def test_dpo_job_trains_on_s3_and_postgresql(s3_server: TuneserveServer) -> None
     assert done.method.dpo.hyperparameters.beta == 0.2
     assert [c.step_number for c in client.fine_tuning.jobs.checkpoints.list(job.id)] == [3]
     metrics = [e.data for e in events(client, job.id) if e.type == "metrics"]
-    assert [m["step"] for m in metrics] == [1, 2, 3]
+    assert [m["step"] for m in metrics if "train_loss" in m] == [1, 2, 3]
     assert done.fine_tuned_model in {m.id for m in client.models.list()}
+    # This server does not serve: the worker evaluated, on the preferred outputs, before
+    # the job succeeded.
+    evaluation = done.model_extra["evaluation"]
+    assert (evaluation["status"], evaluation["generated_by"], evaluation["n_examples"]) == (
+        "completed", "worker", 3)
+    assert set(evaluation["fine_tuned"]) == {"exact_match", "text_similarity"}
+    assert evaluation["checkpoints"] == []  # its one checkpoint is the final model
+    lines = client.files.content(evaluation["result_file"]).read().decode().splitlines()
+    assert [json.loads(line)["expected"] for line in lines] == ["100", "102", "104"]
+    assert done.result_files[1] == evaluation["result_file"]
 
 
 def _failed(client: openai.OpenAI, training: bytes, *, method: str = "supervised",

@@ -22,3 +22,18 @@ def test_every_v1_route_documents_authentication() -> None:
         if path.startswith("/v1/"):
             for op in ops.values():
                 assert op.get("security"), f"{path} lacks the bearer security scheme"
+
+
+def test_every_v1_route_documents_its_errors_in_openais_envelope() -> None:
+    spec = create_app(Settings()).openapi()
+    for path, ops in spec["paths"].items():
+        if not path.startswith("/v1/"):
+            continue
+        for method, op in ops.items():
+            codes = set(op["responses"])
+            # Validation errors are 400s in OpenAI's envelope here, never FastAPI's 422.
+            assert {"400", "401", "413", "500"} <= codes and "422" not in codes, (path, method)
+            for code in codes - {"200"}:
+                schema = op["responses"][code]["content"]["application/json"]["schema"]
+                assert schema == {"$ref": "#/components/schemas/ErrorResponse"}, (path, code)
+    assert "HTTPValidationError" not in spec["components"]["schemas"]

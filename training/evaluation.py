@@ -130,9 +130,11 @@ class Evaluation:
         return [grade(e.expected, a, self.json_task) for e, a in zip(self.examples, answers,
                                                                          strict=True)]
 
-    def summary(self, steps: dict[str, int]) -> dict[str, Any]:
+    def summary(self, steps: dict[str, int], generated_by: str) -> dict[str, Any]:
+        """`generated_by`: `engine` (the serving engine answered) or `worker` (the training
+        worker, with the model it had just trained)."""
         return {
-            "n_examples": len(self.examples),
+            "n_examples": len(self.examples), "generated_by": generated_by,
             "base": summarize(self._scores(self.base)),
             "fine_tuned": summarize(self._scores(self.fine_tuned)),
             "checkpoints": [{"fine_tuned_model_checkpoint": name, "step_number": steps[name],

@@ -18,8 +18,8 @@ from storage.db import Database
 from storage.files import add_file
 from storage.ids import new_id
 from storage.keys import adapter_prefix, file_key
-from storage.models import FineTunedModel, FineTuningJob, JobCheckpoint, JobEvent
-from training import jobs
+from storage.models import FineTunedModel, FineTuningJob, JobEvent
+from training import evaluation_state, jobs
 from training.data import dpo_row, read_records, sft_dataset_rows
 from training.evaluation import EvalExample, eval_examples, evaluate, headline
 from training.heartbeat import Heartbeat
@@ -81,7 +81,9 @@ def run(job_id: str, attempt: int, settings: TrainingSettings, db: Database, sto
                                  "training_file")
     valid_records = read_records(store, file_key(job.project_id, job.validation_file),
                                  "validation_file") if job.validation_file else []
-    examples = eval_examples(method, valid_records, settings.eval_max_examples)
+    # A job whose base the serving engine serves is evaluated there, after it succeeded.
+    examples = ([] if evaluation_state.is_pending(job.evaluation)
+                else eval_examples(method, valid_records, settings.eval_max_examples))
     output_dir = workdir / "out"
     resume_from, resume_step = (load_state(store, job.resume_state, output_dir)
                                 if job.resume_state else (None, 0))
@@ -170,21 +172,13 @@ class Evaluator:
             return None
         ctx = self.ctx
         with ctx.db.session() as s:
-            kept = [(c.fine_tuned_model_checkpoint, c.step_number, m.adapter_prefix)
-                    for c, m in s.execute(
-                        select(JobCheckpoint, FineTunedModel)
-                        .join(FineTunedModel,
-                              FineTunedModel.id == JobCheckpoint.fine_tuned_model_checkpoint)
-                        .where(JobCheckpoint.job_id == ctx.job_id)
-                        .order_by(JobCheckpoint.step_number))]
-        # The last epoch's checkpoint is the final model itself.
-        kept = [k for k in kept if k[1] != final_step]
+            kept = evaluation_state.checkpoints(s, ctx.job_id, final_step)
         weights = {name: partial(self._weights, prefix) for name, _, prefix in kept}
         result = evaluate(self.model, self.tokenizer, self.examples, weights, self.batch_size,
                           lambda: ctx.heartbeat.should_stop)
         if result is None:
             return None
-        return result.summary({name: step for name, step, _ in kept}), result.jsonl()
+        return result.summary({name: step for name, step, _ in kept}, "worker"), result.jsonl()
 
     def _weights(self, prefix: str) -> dict[str, Any] | None:
         from safetensors.torch import load
@@ -221,7 +215,8 @@ def _finish(ctx: JobContext, job: FineTuningJob, trainer: object, tokenizer: obj
     if evaluation is not None:
         eval_id = new_id("file-")
         eval_size = store.put(file_key(job.project_id, eval_id), evaluation[1])
-    summary = {**evaluation[0], "result_file": eval_id} if evaluation else None
+    summary = ({"status": evaluation_state.COMPLETED, **evaluation[0], "result_file": eval_id}
+               if evaluation else job.evaluation)
     results = results_csv(db, job.id)
     result_id = new_id("file-")
     store.put(file_key(job.project_id, result_id), results)

@@ -9,7 +9,6 @@ import tempfile
 from pathlib import Path
 
 from storage.blob import open_blob_store
-from storage.db import Database
 from training import jobs
 from training.heartbeat import Heartbeat
 from training.settings import TrainingSettings
@@ -24,7 +23,7 @@ def main(argv: list[str] | None = None) -> int:
     job_id, attempt = argv[0], int(argv[1])
     settings = TrainingSettings()
     os.umask(0o077)  # what it writes locally (work dir, blobs on a local store) is private
-    db = Database(settings.resolved_database_url)
+    db = settings.open_database()
     store = open_blob_store(settings)
     heartbeat = Heartbeat(db, job_id, attempt).start()
     workdir = Path(tempfile.mkdtemp(prefix=f"tuneserve-{job_id}-a{attempt}-"))

@@ -9,18 +9,20 @@ from fastapi.responses import StreamingResponse
 from pydantic import ValidationError
 
 from api.deps import DB, AppSettings, CurrentProject, DBFactory, Storage
-from api.errors import APIError, validation_error
+from api.errors import APIError, error_responses, validation_error
 from api.files import service
 from api.files.schemas import CreateFileForm, FileDeleted, FileList, FileObject
 from api.ingest import BlobSink, file_too_large
 from api.multipart import BINARY, multipart_body, read_form
 from api.pagination import page
+from api.quotas import storage_full, stored_bytes
 from storage.blob import BlobNotFound
+from storage.db import Database
 from storage.ids import new_id
 from storage.keys import file_key
 from storage.models import File
 
-router = APIRouter(prefix="/files", tags=["files"])
+router = APIRouter(prefix="/files", tags=["files"], responses=error_responses(403, 404))
 
 # Room for the multipart framing and small fields around the file itself.
 FORM_OVERHEAD = 64 * 1024
@@ -34,6 +36,11 @@ _UPLOAD_BODY = multipart_body(["file", "purpose"], {
 })
 
 
+def _stored_bytes(db: Database, project_id: str) -> int:
+    with db.session() as session:
+        return stored_bytes(session, project_id)
+
+
 @router.post("", response_model=FileObject, openapi_extra=_UPLOAD_BODY)
 async def create_file(
     request: Request, project: CurrentProject, db: DBFactory, store: Storage,
@@ -42,6 +49,13 @@ async def create_file(
     declared = int(request.headers.get("content-length") or 0)
     if declared > settings.max_file_bytes + FORM_OVERHEAD:
         raise file_too_large(settings.max_file_bytes, "file")
+    quota = settings.max_project_stored_bytes
+    used = 0
+    if quota:
+        used = await run_in_threadpool(_stored_bytes, db, project.id)
+        full = storage_full(quota, used, max(0, declared - FORM_OVERHEAD))
+        if full is not None:
+            raise full
     file_id = new_id("file-")
     sink = BlobSink(store, file_key(project.id, file_id), settings.max_file_bytes,
                     check_jsonl=True)
@@ -56,6 +70,9 @@ async def create_file(
                            code="missing_required_parameter")
         if sink.size == 0:
             raise APIError(400, "The file is empty.", param="file", code="empty_file")
+        full = storage_full(quota, used, sink.size)  # sent without a length, say
+        if full is not None:
+            raise full
         if form.purpose == "fine-tune" and sink.jsonl and sink.jsonl.error:
             raise APIError(400, f"Invalid file format for fine-tuning: {sink.jsonl.error} "
                            "Each line must be a JSON object (JSONL).",

@@ -7,6 +7,7 @@ from fastapi import APIRouter, Query, Request
 from sqlalchemy import select
 
 from api.deps import DB, AppSettings, CurrentProject, Storage
+from api.errors import error_responses
 from api.fine_tuning import service
 from api.fine_tuning.schemas import (
     CreateFineTuningJobRequest,
@@ -21,7 +22,8 @@ from api.pagination import page
 from storage.base_models import base_models
 from storage.models import FineTuningJob, JobCheckpoint, JobEvent
 
-router = APIRouter(prefix="/fine_tuning/jobs", tags=["fine-tuning"])
+router = APIRouter(prefix="/fine_tuning/jobs", tags=["fine-tuning"],
+                   responses=error_responses(404, 409))
 
 @router.post("", response_model=FineTuningJobObject)
 def create_job(
@@ -30,7 +32,7 @@ def create_job(
 ) -> FineTuningJobObject:
     served = None if settings.train_unserved_bases else settings.served_bases()
     job = service.create_job(session, store, project, body, base_models(settings),
-                             settings.max_lora_rank, served)
+                             settings.max_lora_rank, served, settings.engine_evaluated_bases())
     session.commit()
     return FineTuningJobObject.of(job)
 

@@ -5,6 +5,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from storage.models import FineTuningJob, JobCheckpoint, JobEvent
+from training import evaluation_state
 
 Auto = Literal["auto"]
 # The suffix becomes part of a `:`-separated model name, so it cannot hold `:` or `/`.
@@ -134,7 +135,7 @@ class FineTuningJobObject(BaseModel):
             training_file=job.training_file, validation_file=job.validation_file,
             estimated_finish=job.estimated_finish, integrations=job.integrations,
             metadata=job.user_metadata, method=job.method, user_provided_suffix=job.suffix,
-            evaluation=job.evaluation,
+            evaluation=evaluation_state.public(job),
         )
 
 

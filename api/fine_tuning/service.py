@@ -3,6 +3,7 @@
 import json
 import secrets
 import time
+from collections.abc import Collection
 from typing import Any
 
 from sqlalchemy import select
@@ -15,7 +16,7 @@ from storage.base_models import BaseModelSpec
 from storage.blob import BlobNotFound, BlobStore
 from storage.ids import new_id
 from storage.models import FineTunedModel, FineTuningJob, Project
-from training import jobs
+from training import evaluation_state, jobs
 from training.hyperparameters import DEFAULT_LORA_RANK
 from training.jobs import JobStatus
 
@@ -97,9 +98,11 @@ def _continue_from(session: Session, store: BlobStore, project: Project, name: s
 
 def create_job(session: Session, store: BlobStore, project: Project,
                body: CreateFineTuningJobRequest, models: dict[str, BaseModelSpec],
-               max_lora_rank: int, served: list[str] | None = None) -> FineTuningJob:
+               max_lora_rank: int, served: list[str] | None = None,
+               evaluated_on_engine: Collection[str] = ()) -> FineTuningJob:
     """`served`: the bases models can be served on; a job on another one is a 400 (None:
-    no check)."""
+    no check). A job with a validation file on a base in `evaluated_on_engine` is evaluated
+    by the serving engine after it succeeded, not by its worker."""
     method = _method(body)
     base = body.model
     if body.model.startswith("ft:"):
@@ -126,6 +129,8 @@ def create_job(session: Session, store: BlobStore, project: Project,
         status="validating_files", created_at=int(time.time()),
         model_name=jobs.fine_tuned_model_name(base, project.name, body.suffix),
         result_files=[],
+        evaluation=(evaluation_state.pending()
+                    if body.validation_file and base in evaluated_on_engine else None),
     )
     session.add(job)
     session.flush()

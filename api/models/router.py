@@ -5,12 +5,12 @@ from fastapi import APIRouter, Request
 from sqlalchemy import select
 
 from api.deps import DB, AppSettings, CurrentProject, Storage
-from api.errors import APIError
+from api.errors import APIError, error_responses
 from api.models.schemas import ModelDeleted, ModelList, ModelObject
 from storage.base_models import base_models
 from storage.models import FineTunedModel, FineTuningJob, Project
 
-router = APIRouter(prefix="/models", tags=["models"])
+router = APIRouter(prefix="/models", tags=["models"], responses=error_responses(403, 404))
 
 BASE_OWNER = "tuneserve"
 

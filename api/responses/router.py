@@ -6,10 +6,12 @@ from fastapi import APIRouter, Request
 from starlette.responses import Response
 
 from api.deps import AppSettings, CurrentProject
+from api.errors import error_responses
 from api.inference import check_token_budget, forward
+from api.quotas import estimate_tokens, rate_limited
 from api.responses.schemas import FORWARDED_FIELDS, ResponseRequest
 
-router = APIRouter(tags=["responses"])
+router = APIRouter(tags=["responses"], responses=error_responses(404, 429, 503))
 
 
 @router.post("/responses", response_model=None)
@@ -18,8 +20,9 @@ async def create_response(body: ResponseRequest, request: Request, project: Curr
     check_token_budget(1, body.max_output_tokens, settings.max_model_len,
                        settings.max_request_tokens, tokens_param="max_output_tokens")
     sent: dict[str, Any] = await request.json()
+    tokens = estimate_tokens(sent.get("input"), 1, body.max_output_tokens)
     payload = {k: v for k, v in sent.items() if k in FORWARDED_FIELDS}
     # Nothing is kept on the replica (see the schemas).
     payload["store"] = False
-    return await forward(request, project.id, body.model, "/v1/responses", payload,
-                         bool(body.stream))
+    return await rate_limited(request, project.id, tokens, lambda: forward(
+        request, project.id, body.model, "/v1/responses", payload, bool(body.stream)))

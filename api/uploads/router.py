@@ -6,10 +6,11 @@ from fastapi import APIRouter, Request
 from fastapi.concurrency import run_in_threadpool
 
 from api.deps import DB, AppSettings, CurrentProject, DBFactory, Storage
-from api.errors import APIError
+from api.errors import APIError, error_responses
 from api.files import service as files
 from api.ingest import BlobSink
 from api.multipart import BINARY, multipart_body, read_form
+from api.quotas import storage_full, stored_bytes
 from api.uploads import service
 from api.uploads.schemas import (
     CompleteUploadRequest,
@@ -21,7 +22,8 @@ from storage.ids import new_id
 from storage.keys import file_key, upload_part_key, upload_prefix
 from storage.models import Upload, UploadPart
 
-router = APIRouter(prefix="/uploads", tags=["uploads"])
+router = APIRouter(prefix="/uploads", tags=["uploads"],
+                   responses=error_responses(403, 404, 409))
 
 _PART_BODY = multipart_body(["data"], {"data": BINARY})
 
@@ -33,6 +35,10 @@ def create_upload(
     if body.bytes > settings.max_upload_bytes:
         raise APIError(400, f"An upload may hold at most {settings.max_upload_bytes} bytes.",
                        param="bytes", code="file_too_large")
+    full = storage_full(settings.max_project_stored_bytes,
+                        stored_bytes(session, project.id), body.bytes)
+    if full is not None:
+        raise full
     now = int(time.time())
     row = Upload(
         id=new_id("upload_"), project_id=project.id, filename=body.filename,
@@ -100,11 +106,16 @@ async def add_upload_part(
 @router.post("/{upload_id}/complete", response_model=UploadObject)
 def complete_upload(
     upload_id: str, body: CompleteUploadRequest, project: CurrentProject, db: DBFactory,
-    store: Storage,
+    store: Storage, settings: AppSettings,
 ) -> UploadObject:
     with db.session() as session:
         upload = service.get_pending_upload(session, project.id, upload_id)
         parts = service.ordered_parts(session, upload, body.part_ids)
+        # Files stored since the upload was created count too.
+        full = storage_full(settings.max_project_stored_bytes,
+                            stored_bytes(session, project.id), upload.bytes)
+    if full is not None:
+        raise full
     file_id = new_id("file-")
     key = file_key(project.id, file_id)
     store.compose(key, [upload_part_key(project.id, upload_id, p.id) for p in parts])

@@ -104,6 +104,8 @@ class S3BlobStore(BlobStore):
         endpoint_url: str | None = None,
         region: str = "us-east-1",
         create_bucket: bool = True,
+        connect_timeout: float = 5.0,
+        read_timeout: float = 60.0,
     ) -> None:
         if not url.startswith("s3://"):
             raise ValueError(f"S3 blob url must look like s3://bucket/prefix, got {url!r}")
@@ -118,6 +120,8 @@ class S3BlobStore(BlobStore):
                 signature_version="s3v4",
                 s3={"addressing_style": "path"},
                 max_pool_connections=32,
+                connect_timeout=connect_timeout,
+                read_timeout=read_timeout,
                 retries={"max_attempts": 5, "mode": "standard"},
                 # Over http SigV4 already hashes every body; over https TLS guards it. A CRC
                 # on top costs CPU on the upload path for nothing.

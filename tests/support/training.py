@@ -71,6 +71,21 @@ def wait_for(client: openai.OpenAI, job_id: str, statuses: tuple[str, ...] = TER
         time.sleep(0.5)
 
 
+def wait_for_evaluation(client: openai.OpenAI, job_id: str,
+                        timeout: float = 300) -> FineTuningJob:
+    """The succeeded job once its built-in evaluation is no longer waiting or running (the
+    serving engine answers it after the job succeeded)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        job = client.fine_tuning.jobs.retrieve(job_id)
+        evaluation = (job.model_extra or {}).get("evaluation") or {}
+        if job.status in TERMINAL and evaluation.get("status") not in ("pending", "running"):
+            return job
+        if time.monotonic() > deadline:
+            raise AssertionError(f"job {job_id}: evaluation still {evaluation} after {timeout}s")
+        time.sleep(0.5)
+
+
 def wait_for_event(client: openai.OpenAI, job_id: str, fragment: str,
                    timeout: float = 300) -> None:
     deadline = time.monotonic() + timeout

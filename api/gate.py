@@ -1,0 +1,113 @@
+"""What every `/v1` request passes before a route sees it: a valid API key, then a body no
+bigger than its route allows.
+
+An ASGI middleware, so both hold before a byte of the body is read: a request without a
+valid key is answered 401 unread (FastAPI would read and parse the body before its auth
+dependency runs), and a body over its route's cap is refused by its declared length up front
+or, sent without one, as soon as the count passes the cap, never buffered beyond it. The two
+streaming upload routes count against their own file and part limits as they store."""
+
+import re
+import time
+
+from fastapi.concurrency import run_in_threadpool
+from starlette.datastructures import Headers
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from api.errors import APIError, error_response
+from api.tenancy import project_for_key
+from storage.db import Database
+from storage.models import Project
+
+# Valid keys seen lately, so a chat request costs no DB round trip for its key. Keys are
+# never changed in place, so the only staleness is a few seconds after a key is removed.
+_KEY_CACHE_SECONDS = 30.0
+_KEY_CACHE_SIZE = 10_000
+_known_keys: dict[str, tuple[Project, float]] = {}
+
+# Routes whose body is a file, streamed to storage and counted there.
+_STREAMED = re.compile(r"^/v1/(files|uploads/[^/]+/parts)/?$")
+_INFERENCE = re.compile(r"^/v1/(chat/completions|completions|responses)/?$")
+
+
+class RequestTooLarge(StarletteHTTPException):
+    """Raised from the body's stream; an HTTPException, so FastAPI lets it through as is."""
+
+    def __init__(self, error: APIError) -> None:
+        super().__init__(error.status, error.message)
+        self.error = error
+
+
+def _too_large(cap: int) -> APIError:
+    return APIError(413, f"The request body is larger than this route allows ({cap} bytes).",
+                    code="request_too_large")
+
+
+async def authenticate(db: Database, authorization: str | None) -> Project:
+    scheme, _, secret = (authorization or "").partition(" ")
+    secret = secret.strip()
+    if scheme.lower() != "bearer" or not secret:
+        raise APIError(
+            401,
+            "You didn't provide an API key. Send it as 'Authorization: Bearer YOUR_KEY'.",
+            code="missing_api_key",
+        )
+    cached = _known_keys.get(secret)
+    if cached is not None and cached[1] > time.monotonic():
+        return cached[0]
+
+    def lookup() -> Project | None:
+        with db.session() as session:
+            return project_for_key(session, secret)
+
+    project = await run_in_threadpool(lookup)
+    if project is None:
+        raise APIError(401, "Incorrect API key provided.", code="invalid_api_key")
+    if len(_known_keys) >= _KEY_CACHE_SIZE:
+        _known_keys.clear()
+    _known_keys[secret] = (project, time.monotonic() + _KEY_CACHE_SECONDS)
+    return project
+
+
+class RequestGate:
+    def __init__(self, app: ASGIApp, inference_cap: int, control_cap: int) -> None:
+        self.app, self.inference_cap, self.control_cap = app, inference_cap, control_cap
+
+    def cap(self, method: str, path: str) -> int | None:
+        """The route's body cap in bytes; None for the streamed uploads."""
+        if method == "POST" and _STREAMED.match(path):
+            return None
+        return self.inference_cap if _INFERENCE.match(path) else self.control_cap
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or not scope["path"].startswith("/v1/"):
+            await self.app(scope, receive, send)
+            return
+        headers = Headers(scope=scope)
+        cap = self.cap(scope["method"], scope["path"])
+        try:
+            project = await authenticate(scope["app"].state.db, headers.get("authorization"))
+            declared = headers.get("content-length")
+            if cap is not None and declared and declared.isdigit() and int(declared) > cap:
+                raise _too_large(cap)
+        except APIError as err:
+            await error_response(err)(scope, receive, send)
+            return
+        scope.setdefault("state", {})["project"] = project
+        await self.app(scope, receive if cap is None else _counted(receive, cap), send)
+
+
+def _counted(receive: Receive, cap: int) -> Receive:
+    seen = 0
+
+    async def counted() -> Message:
+        nonlocal seen
+        message = await receive()
+        if message["type"] == "http.request":
+            seen += len(message.get("body", b""))
+            if seen > cap:
+                raise RequestTooLarge(_too_large(cap))
+        return message
+
+    return counted

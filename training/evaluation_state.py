@@ -1,0 +1,147 @@
+"""The built-in evaluation's state on the job, when the serving engine does it.
+
+A job whose base model the serving engine serves is evaluated there (batched, with the
+model as it is served) after it succeeded, so its model is usable at once and the worker
+spends no time on it. `job.evaluation` carries the state from creation on:
+
+    pending --claim--> running --finish--> completed
+                          |  \\--give_up (attempts left)--> pending
+                          \\--give_up (none left) / model gone--> failed
+
+Any API node that serves the base may claim a pending evaluation; a claim is held by a token
+and its time, and one older than the claim timeout (its node died) may be taken again. Keys
+starting with `_` are this bookkeeping; tenants never see them. A job evaluated by its worker
+gets its `completed` evaluation with its success instead."""
+
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from storage.models import FineTunedModel, FineTuningJob, JobCheckpoint
+from training.jobs import JobStatus
+
+PENDING, RUNNING, COMPLETED, FAILED = "pending", "running", "completed", "failed"
+
+
+def pending() -> dict[str, Any]:
+    return {"status": PENDING}
+
+
+def is_pending(evaluation: dict[str, Any] | None) -> bool:
+    return bool(evaluation) and evaluation.get("status") == PENDING  # type: ignore[union-attr]
+
+
+def public(job: FineTuningJob) -> dict[str, Any] | None:
+    """What a tenant sees: no bookkeeping, and no promise on a job that will never have a
+    model."""
+    evaluation = job.evaluation
+    if not evaluation:
+        return None
+    if evaluation.get("status") in (PENDING, RUNNING) and job.status in (
+            JobStatus.FAILED, JobStatus.CANCELLED):
+        return None
+    return {k: v for k, v in evaluation.items() if not k.startswith("_")}
+
+
+def checkpoints(session: Session, job_id: str, final_step: int) -> list[tuple[str, int, str]]:
+    """The job's kept checkpoints to score beside its final model, by step: (model name,
+    step, adapter prefix). The last epoch's checkpoint is the final model itself."""
+    rows = session.execute(
+        select(JobCheckpoint.fine_tuned_model_checkpoint, JobCheckpoint.step_number,
+               FineTunedModel.adapter_prefix)
+        .join(FineTunedModel, FineTunedModel.id == JobCheckpoint.fine_tuned_model_checkpoint)
+        .where(JobCheckpoint.job_id == job_id).order_by(JobCheckpoint.step_number))
+    return [(name, step, prefix) for name, step, prefix in rows if step != final_step]
+
+
+def candidates(session: Session, bases: list[str], limit: int = 20) -> list[str]:
+    """Succeeded jobs on these bases whose evaluation waits for an engine (or may, if its
+    claim went stale: `claim` decides)."""
+    status = FineTuningJob.evaluation["status"].as_string()
+    return list(session.scalars(
+        select(FineTuningJob.id)
+        .where(FineTuningJob.status == JobStatus.SUCCEEDED,
+               FineTuningJob.base_model.in_(bases), status.in_([PENDING, RUNNING]))
+        .order_by(FineTuningJob.finished_at).limit(limit)))
+
+
+def _locked(session: Session, job_id: str) -> FineTuningJob | None:
+    # FOR UPDATE on PostgreSQL: two nodes deciding on one row take turns.
+    return session.scalar(select(FineTuningJob).where(FineTuningJob.id == job_id)
+                          .with_for_update())
+
+
+def claim(session: Session, job_id: str, token: str, now: float,
+          stale_before: float) -> FineTuningJob | None:
+    """Takes the job's evaluation for `token`; None if it is not waiting (or another node's
+    claim is fresh)."""
+    job = _locked(session, job_id)
+    if job is None or job.status != JobStatus.SUCCEEDED or not job.evaluation:
+        return None
+    state = job.evaluation
+    fresh = state.get("status") == RUNNING and state.get("_claimed_at", 0) >= stale_before
+    if state.get("status") not in (PENDING, RUNNING) or fresh:
+        return None
+    job.evaluation = {"status": RUNNING, "_claim": token, "_claimed_at": now,
+                      "_attempts": state.get("_attempts", 0)}
+    session.flush()  # written even if the caller detaches the row before the commit
+    return job
+
+
+def _held(session: Session, job_id: str, token: str) -> FineTuningJob | None:
+    job = _locked(session, job_id)
+    if job is None or not job.evaluation or job.evaluation.get("_claim") != token:
+        return None
+    return job
+
+
+def renew(session: Session, job_id: str, token: str, now: float) -> bool:
+    """Keeps a long evaluation's claim fresh; False if it was taken from this node."""
+    job = _held(session, job_id, token)
+    if job is None:
+        return False
+    job.evaluation = {**job.evaluation, "_claimed_at": now}  # type: ignore[dict-item]
+    return True
+
+
+def finish(session: Session, job_id: str, token: str, summary: dict[str, Any],
+           result_file: str) -> bool:
+    """Publishes the evaluation on the job (its file among the job's result files); False,
+    changing nothing, if the claim is no longer this node's."""
+    job = _held(session, job_id, token)
+    if job is None:
+        return False
+    job.evaluation = {"status": COMPLETED, **summary, "result_file": result_file}
+    job.result_files = [*job.result_files, result_file]
+    return True
+
+
+def give_up(session: Session, job_id: str, token: str, error: str, max_attempts: int,
+            final: bool = False) -> str | None:
+    """Ends this node's try: back to pending while attempts are left (not `final`), else
+    failed with `error`. Returns the new status, None if the claim was no longer held."""
+    job = _held(session, job_id, token)
+    if job is None:
+        return None
+    attempts = int(job.evaluation.get("_attempts", 0)) + 1  # type: ignore[union-attr]
+    if final or attempts >= max_attempts:
+        job.evaluation = {"status": FAILED, "error": error}
+        return FAILED
+    job.evaluation = {"status": PENDING, "_attempts": attempts}
+    return PENDING
+
+
+def release(session: Session, job_id: str, token: str) -> None:
+    """Hands the evaluation back untried (no engine could take it now)."""
+    job = _held(session, job_id, token)
+    if job is not None:
+        job.evaluation = {"status": PENDING,
+                          "_attempts": job.evaluation.get("_attempts", 0)}  # type: ignore[union-attr]
+
+
+def drop(session: Session, job_id: str, token: str) -> None:
+    """No evaluation after all (no validation example has a text answer to compare with)."""
+    job = _held(session, job_id, token)
+    if job is not None:
+        job.evaluation = None
