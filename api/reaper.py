@@ -3,6 +3,7 @@
 import asyncio
 import logging
 import time
+from pathlib import Path
 
 from fastapi.concurrency import run_in_threadpool
 from sqlalchemy import select, update
@@ -11,6 +12,7 @@ from api.quotas import forget_old_windows
 from storage.blob import BlobStore
 from storage.db import Database
 from storage.keys import file_key, upload_prefix
+from storage.logs import remove_old
 from storage.models import File, Upload
 
 log = logging.getLogger("tuneserve.api")
@@ -40,9 +42,11 @@ def reap_expired(db: Database, store: BlobStore, batch: int = 500) -> int:
     return len(files) + len(uploads)
 
 
-async def run_reaper(db: Database, store: BlobStore, interval: float) -> None:
+async def run_reaper(db: Database, store: BlobStore, interval: float, log_dir: Path,
+                     log_retention_seconds: float) -> None:
     while True:
         try:
+            await run_in_threadpool(remove_old, log_dir, log_retention_seconds)
             if await run_in_threadpool(reap_expired, db, store):
                 continue
         except Exception:

@@ -29,6 +29,9 @@ class Settings(TrainingSettings, ServingSettings):
     max_project_stored_bytes: int = 0
     # How often expired files and uploads are swept away.
     reaper_interval_seconds: float = 60.0
+    # Logs under `{data_dir}/logs` (workers', the engine's rotated ones) nothing wrote to for
+    # this long are deleted.
+    log_retention_days: float = 14.0
     # The built-in evaluation of a job on a base that this deployment serves is answered by
     # the serving engine (batched, after the job succeeded; its model is usable at once);
     # off, or on a base not served, the training worker answers it before the job succeeds.

@@ -25,8 +25,12 @@ import psutil
 
 from serving.settings import ServingSettings
 from storage.base_models import BaseModelSpec
+from storage.logs import rotate
 
 log = logging.getLogger("tuneserve.engine")
+
+# The engine's log (appended to at every start) is rotated past this size at a start.
+ENGINE_LOG_MAX_BYTES = 64 << 20
 
 
 class EngineState(Enum):
@@ -323,6 +327,7 @@ class VLLMEngine:
             self.port = _free_port(str(self.host))
             self.http.base_url = httpx.URL(self.url)
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        rotate(self.log_path, ENGINE_LOG_MAX_BYTES)
         cuda = _has_cuda()
         with open(self.log_path, "ab") as out:
             self._proc = subprocess.Popen(

@@ -17,6 +17,21 @@ from training.trainer import prepare_environment
 log = logging.getLogger("tuneserve.worker")
 
 
+def workdir_prefix(job_id: str, attempt: int) -> str:
+    return f"tuneserve-{job_id}-a{attempt}-"
+
+
+def remove_stale_workdirs(job_id: str, attempt: int, root: Path) -> list[Path]:
+    """The work dirs of this job's earlier attempts on this node: a worker killed outright
+    (SIGKILL, out of memory, the node rebooted) leaves its gigabytes of checkpoints there.
+    Removed by the next attempt, which alone may hold the job now."""
+    stale = [path for earlier in range(1, attempt)
+             for path in root.glob(workdir_prefix(job_id, earlier) + "*") if path.is_dir()]
+    for path in stale:
+        shutil.rmtree(path, ignore_errors=True)
+    return stale
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
@@ -26,7 +41,9 @@ def main(argv: list[str] | None = None) -> int:
     db = settings.open_database()
     store = open_blob_store(settings)
     heartbeat = Heartbeat(db, job_id, attempt).start()
-    workdir = Path(tempfile.mkdtemp(prefix=f"tuneserve-{job_id}-a{attempt}-"))
+    for path in remove_stale_workdirs(job_id, attempt, Path(tempfile.gettempdir())):
+        log.info("removed %s, left by an earlier attempt", path)
+    workdir = Path(tempfile.mkdtemp(prefix=workdir_prefix(job_id, attempt)))
     try:
         # Unsloth patches transformers and TRL, so it is imported before either of them.
         prepare_environment()
