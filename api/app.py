@@ -75,9 +75,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             settings.bootstrap_api_key,
         )
         app.state.settings, app.state.db, app.state.store = settings, db, store
-        reaper = asyncio.create_task(run_reaper(
-            db, store, settings.reaper_interval_seconds, settings.data_dir.resolve() / "logs",
-            settings.log_retention_days * 86400))
+        reaper = asyncio.create_task(run_reaper(db, store, settings))
         scheduler = Scheduler(settings, db, store, open_executor(settings))
         scheduler.start()
         engine = await _start_serving(app, settings, db, store)

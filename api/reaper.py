@@ -3,12 +3,13 @@
 import asyncio
 import logging
 import time
-from pathlib import Path
 
 from fastapi.concurrency import run_in_threadpool
 from sqlalchemy import select, update
 
+from api.orphans import sweep_orphans
 from api.quotas import forget_old_windows
+from api.settings import Settings
 from storage.blob import BlobStore
 from storage.db import Database
 from storage.keys import file_key, upload_prefix
@@ -42,13 +43,18 @@ def reap_expired(db: Database, store: BlobStore, batch: int = 500) -> int:
     return len(files) + len(uploads)
 
 
-async def run_reaper(db: Database, store: BlobStore, interval: float, log_dir: Path,
-                     log_retention_seconds: float) -> None:
+async def run_reaper(db: Database, store: BlobStore, settings: Settings) -> None:
+    swept = 0.0
     while True:
         try:
-            await run_in_threadpool(remove_old, log_dir, log_retention_seconds)
+            if time.monotonic() - swept > settings.orphan_sweep_interval_seconds:
+                swept = time.monotonic()
+                await run_in_threadpool(remove_old, settings.data_dir.resolve() / "logs",
+                                        settings.log_retention_days * 86400)
+                await run_in_threadpool(sweep_orphans, db, store,
+                                        settings.orphan_grace_seconds)
             if await run_in_threadpool(reap_expired, db, store):
                 continue
         except Exception:
             log.exception("reaping expired objects failed; trying again later")
-        await asyncio.sleep(interval)
+        await asyncio.sleep(settings.reaper_interval_seconds)

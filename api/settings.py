@@ -32,6 +32,10 @@ class Settings(TrainingSettings, ServingSettings):
     # Logs under `{data_dir}/logs` (workers', the engine's rotated ones) nothing wrote to for
     # this long are deleted.
     log_retention_days: float = 14.0
+    # Blobs no live row accounts for (left by a crash between a blob and its row) are
+    # deleted once older than the grace period; the store is walked this often.
+    orphan_grace_seconds: float = 86400.0
+    orphan_sweep_interval_seconds: float = 3600.0
     # The built-in evaluation of a job on a base that this deployment serves is answered by
     # the serving engine (batched, after the job succeeded; its model is usable at once);
     # off, or on a base not served, the training worker answers it before the job succeeds.

@@ -75,7 +75,16 @@ class BlobStore(ABC):
         """Removes the blob; a missing key is not an error."""
 
     @abstractmethod
-    def list_keys(self, prefix: str) -> list[str]: ...
+    def list_objects(self, prefix: str) -> list[tuple[str, float]]:
+        """(key, last modified as a Unix time) of every blob under `prefix`, by key."""
+
+    def list_keys(self, prefix: str) -> list[str]:
+        return [key for key, _ in self.list_objects(prefix)]
+
+    def remove_stale_partials(self, older_than: float) -> int:
+        """Drops what writers that died mid-write left behind, older than this Unix time;
+        how many. (S3 itself never shows an unfinished object.)"""
+        return 0
 
     def exists(self, key: str) -> bool:
         try:

@@ -1,5 +1,6 @@
 """Blob store in a local directory (the embedded default)."""
 
+import contextlib
 import os
 import shutil
 from collections.abc import Iterator
@@ -79,20 +80,31 @@ class LocalBlobStore(BlobStore):
     def delete(self, key: str) -> None:
         self._path(key).unlink(missing_ok=True)
 
-    def list_keys(self, prefix: str) -> list[str]:
+    def list_objects(self, prefix: str) -> list[tuple[str, float]]:
         # The last component is a partial name (or empty for a "dir/" prefix).
         base = self.root.joinpath(*prefix.split("/")[:-1])
         if not base.is_dir():
             return []
-        keys = []
+        found = []
         for dirpath, _, filenames in os.walk(base):
             for name in filenames:
                 if name.startswith(_TMP_PREFIX):
                     continue
-                key = Path(dirpath, name).relative_to(self.root).as_posix()
+                path = Path(dirpath, name)
+                key = path.relative_to(self.root).as_posix()
                 if key.startswith(prefix):
-                    keys.append(key)
-        return sorted(keys)
+                    with contextlib.suppress(FileNotFoundError):  # deleted meanwhile
+                        found.append((key, path.stat().st_mtime))
+        return sorted(found)
+
+    def remove_stale_partials(self, older_than: float) -> int:
+        removed = 0
+        for path in self.root.rglob(_TMP_PREFIX + "*") if self.root.is_dir() else ():
+            with contextlib.suppress(FileNotFoundError):
+                if path.is_file() and path.stat().st_mtime < older_than:
+                    path.unlink()
+                    removed += 1
+        return removed
 
     def delete_prefix(self, prefix: str) -> None:
         super().delete_prefix(prefix)

@@ -180,14 +180,15 @@ class S3BlobStore(BlobStore):
     def delete(self, key: str) -> None:
         self.client.delete_object(Bucket=self.bucket, Key=self.key(key))
 
-    def list_keys(self, prefix: str) -> list[str]:
-        keys = []
+    def list_objects(self, prefix: str) -> list[tuple[str, float]]:
+        found = []
         pages = self.client.get_paginator("list_objects_v2").paginate(
             Bucket=self.bucket, Prefix=self.key(prefix)
         )
         for page in pages:
-            keys.extend(obj["Key"][len(self.prefix) :] for obj in page.get("Contents", []))
-        return sorted(keys)
+            found.extend((obj["Key"][len(self.prefix) :], obj["LastModified"].timestamp())
+                         for obj in page.get("Contents", []))
+        return sorted(found)
 
     def delete_prefix(self, prefix: str) -> None:
         keys = self.list_keys(prefix)
