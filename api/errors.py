@@ -11,7 +11,12 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from storage.availability import OUTAGE_ERRORS, disk_full, unavailable_part
+
 log = logging.getLogger("tuneserve.api")
+
+# What a client is told to wait after a storage or DB outage answered its request.
+OUTAGE_RETRY_AFTER_SECONDS = "10"
 
 _TYPES = {
     400: "invalid_request_error",
@@ -70,7 +75,8 @@ _DESCRIPTIONS = {
     413: "The request body is larger than the route allows",
     429: "Over the project's requests or tokens per minute (`retry-after`)",
     500: "The server failed to handle the request",
-    503: "The model server is starting, restarting or off (`retry-after` when it comes back)",
+    503: "The model server, the blob store or the DB is unreachable for now (`retry-after`)",
+    507: "The server's storage is full",
 }
 
 
@@ -79,8 +85,9 @@ def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
     return {s: {"model": ErrorResponse, "description": _DESCRIPTIONS[s]} for s in statuses}
 
 
-# What any `/v1` route may answer: a bad request, no key (api/gate.py), a body over its cap.
-COMMON_ERRORS = error_responses(400, 401, 413, 500)
+# What any `/v1` route may answer: a bad request, no key (api/gate.py), a body over its cap,
+# a storage or DB outage.
+COMMON_ERRORS = error_responses(400, 401, 413, 500, 503)
 
 
 def document_errors(app: FastAPI) -> None:
@@ -175,8 +182,26 @@ def install_error_handlers(app: FastAPI) -> None:
         err.headers.update(exc.headers or {})
         return error_response(err)
 
-    @app.exception_handler(Exception)
-    async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
+    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        part = unavailable_part(exc)
+        if part is not None:
+            # An outage, not a bug: the client may retry; nothing it sent was kept.
+            log.warning("%s %s: the %s is unreachable: %r", request.method, request.url.path,
+                        part, exc)
+            return error_response(APIError(
+                503, f"The {part} is unreachable right now; try again shortly.",
+                type="server_error", code=f"{part}_unavailable",
+                headers={"retry-after": OUTAGE_RETRY_AFTER_SECONDS}))
+        if disk_full(exc):
+            log.error("%s %s: the disk is full: %r", request.method, request.url.path, exc)
+            return error_response(APIError(
+                507, "The server's storage is full; nothing of this request was kept.",
+                type="server_error", code="storage_full"))
         log.exception("unhandled error", exc_info=exc)
         return error_response(APIError(500, "The server had an error processing your request.",
                                        type="server_error"))
+
+    # The storage and DB libraries' errors are answered inside the app, so the connection
+    # stays usable; Starlette's last-resort handler for any other exception closes it.
+    for kind in (*OUTAGE_ERRORS, OSError, Exception):
+        app.add_exception_handler(kind, _unexpected)  # type: ignore[arg-type]

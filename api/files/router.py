@@ -22,7 +22,7 @@ from storage.ids import new_id
 from storage.keys import file_key
 from storage.models import File
 
-router = APIRouter(prefix="/files", tags=["files"], responses=error_responses(403, 404))
+router = APIRouter(prefix="/files", tags=["files"], responses=error_responses(403, 404, 507))
 
 # Room for the multipart framing and small fields around the file itself.
 FORM_OVERHEAD = 64 * 1024

@@ -23,7 +23,7 @@ from storage.keys import file_key, upload_part_key, upload_prefix
 from storage.models import Upload, UploadPart
 
 router = APIRouter(prefix="/uploads", tags=["uploads"],
-                   responses=error_responses(403, 404, 409))
+                   responses=error_responses(403, 404, 409, 507))
 
 _PART_BODY = multipart_body(["data"], {"data": BINARY})
 
