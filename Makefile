@@ -7,7 +7,7 @@ EXTRA := $(shell command -v nvidia-smi >/dev/null 2>&1 && echo gpu || echo cpu)
 STAMP := $(VENV)/.installed-$(EXTRA)
 
 .PHONY: install model run test lint openapi bench-upload bench-train bench-serve bench-queue postgres \
-	bench-route bench-route-sim \
+	bench-route bench-route-sim bench-load \
 	check-gpu-deps
 
 install: $(STAMP)
@@ -77,6 +77,9 @@ bench-route: model postgres
 
 bench-route-sim: install
 	$(BIN)/python bench/route_sim.py --plots docs
+
+bench-load: model
+	$(BIN)/python bench/load.py
 
 bench-quality: model
 	$(BIN)/python bench/quality.py

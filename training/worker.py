@@ -8,6 +8,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+from storage.availability import unavailable_part
 from storage.blob import open_blob_store
 from training import jobs
 from training.heartbeat import Heartbeat
@@ -15,6 +16,9 @@ from training.settings import TrainingSettings
 from training.trainer import prepare_environment
 
 log = logging.getLogger("tuneserve.worker")
+
+# sysexits' EX_TEMPFAIL: the worker stopped for an outage of the DB or the blob store.
+EXIT_OUTAGE = 75
 
 
 def workdir_prefix(job_id: str, attempt: int) -> str:
@@ -54,6 +58,12 @@ def main(argv: list[str] | None = None) -> int:
         run(job_id, attempt, settings, db, store, heartbeat, workdir)
         return 0
     except Exception as exc:
+        part = unavailable_part(exc)
+        if part is not None:
+            # An outage, not a bad job: exit without a last word, and the scheduler starts
+            # another attempt from the newest saved state once the part is back.
+            log.exception("the %s became unreachable; leaving the job to be resumed", part)
+            return EXIT_OUTAGE
         # The details stay in this log; the tenant sees the kind of failure, never hosts,
         # paths or credentials from an exception's text.
         log.exception("training failed")

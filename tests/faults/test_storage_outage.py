@@ -7,19 +7,22 @@ import os
 import signal
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import openai
 import pytest
 
 from tests.support.seaweedfs import SeaweedFS
 from tests.support.server import TuneserveServer
+from tests.support.training import BASE, events, sft_example, upload, wait_for, wait_for_event
 
 
 @pytest.fixture(scope="module")
-def frozen_store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[
+def frozen_store(tmp_path_factory: pytest.TempPathFactory, models_dir: Path) -> Iterator[
         tuple[SeaweedFS, TuneserveServer]]:
     weed = SeaweedFS().start()
     server = TuneserveServer(tmp_path_factory.mktemp("outage"), weed.env("outage") | {
+        "TUNESERVE_MODELS_DIR": str(models_dir), "TUNESERVE_WORKER_HEARTBEAT_TIMEOUT": "20",
         "TUNESERVE_S3_CONNECT_TIMEOUT": "1", "TUNESERVE_S3_READ_TIMEOUT": "2"}).start()
     yield weed, server
     server.stop()
@@ -60,3 +63,25 @@ def test_a_blob_store_outage_is_a_503_and_loses_nothing(
     again = client.files.create(file=("during.bin", refused), purpose="batch")
     assert client.files.content(again.id).read() == refused
     assert sorted(f.id for f in client.files.list()) == sorted([kept.id, again.id])
+
+
+def test_a_job_whose_checkpoint_upload_meets_the_outage_completes(
+        frozen_store: tuple[SeaweedFS, TuneserveServer]) -> None:
+    weed, server = frozen_store
+    client = server.client()
+    job = client.fine_tuning.jobs.create(
+        model=BASE, training_file=upload(client, [sft_example(i) for i in range(24)]), seed=3,
+        method={"type": "supervised", "supervised": {"hyperparameters": {
+            "n_epochs": 3, "batch_size": 4}}})  # 6 steps an epoch, a checkpoint at each end
+    wait_for_event(client, job.id, "Step 4/", timeout=300)
+    _freeze(weed, True)  # the first epoch's checkpoint upload comes in the outage
+    try:
+        time.sleep(15)
+    finally:
+        _freeze(weed, False)
+    done = wait_for(client, job.id, timeout=600)
+    assert done.status == "succeeded", (done.error, [e.message for e in events(client, job.id)])
+    checkpoints = client.fine_tuning.jobs.checkpoints.list(job.id)
+    assert sorted(c.step_number for c in checkpoints) == [6, 12, 18]
+    listed = {m.id for m in client.models.list()}
+    assert {done.fine_tuned_model, *(c.fine_tuned_model_checkpoint for c in checkpoints)} <= listed

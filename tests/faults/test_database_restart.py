@@ -1,0 +1,62 @@
+"""PostgreSQL stops for a few seconds while a job trains: the job still completes (its worker
+stops for the outage without failing the job, and another attempt resumes it once the DB is
+back), and the API answers again as soon as the DB does."""
+
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.support import postgres
+from tests.support.server import TuneserveServer
+from tests.support.training import BASE, events, sft_example, upload, wait_for, wait_for_event
+
+
+def _postgresql(action: str) -> None:
+    version = sorted(p.name for p in Path("/etc/postgresql").iterdir())[-1]
+    subprocess.run(["pg_ctlcluster", "--skip-systemctl-redirect", version, "main", action,
+                    *(["-m", "fast"] if action == "stop" else [])], check=True, timeout=60)
+
+
+@pytest.fixture(scope="module")
+def pg_server(tmp_path_factory: pytest.TempPathFactory,
+              models_dir: Path) -> Iterator[TuneserveServer]:
+    name, url = postgres.create_database()
+    server = TuneserveServer(tmp_path_factory.mktemp("pg-restart"), {
+        "TUNESERVE_DATABASE_URL": url, "TUNESERVE_MODELS_DIR": str(models_dir),
+        "TUNESERVE_WORKER_HEARTBEAT_TIMEOUT": "20"}).start()
+    yield server
+    server.stop()
+    postgres.drop_database(name)
+
+
+def test_a_job_completes_across_a_database_restart(pg_server: TuneserveServer) -> None:
+    client = pg_server.client()
+    job = client.fine_tuning.jobs.create(
+        model=BASE, training_file=upload(client, [sft_example(i) for i in range(24)]), seed=5,
+        method={"type": "supervised", "supervised": {"hyperparameters": {
+            "n_epochs": 3, "batch_size": 4}}})  # 18 steps
+    wait_for_event(client, job.id, "Step 2/", timeout=300)
+    # Down for several training steps, so the worker's per-step writes meet the outage.
+    _postgresql("stop")
+    try:
+        time.sleep(8)
+    finally:
+        _postgresql("start")
+    deadline = time.monotonic() + 60
+    while True:  # the API is back with the DB (its pool drops the dead connections)
+        try:
+            client.fine_tuning.jobs.retrieve(job.id)
+            break
+        except Exception:
+            assert time.monotonic() < deadline, "the API did not recover from the restart"
+            time.sleep(1)
+    done = wait_for(client, job.id, timeout=600)
+    messages = [e.message for e in events(client, job.id)]
+    assert done.status == "succeeded", (done.error, messages)
+    # The outage did reach the worker, and cost an attempt, not the job.
+    assert any("Training was interrupted (the worker exited with code 75)" in m
+               for m in messages), messages
+    assert done.fine_tuned_model in {m.id for m in client.models.list()}
