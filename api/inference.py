@@ -107,11 +107,15 @@ async def send(adapters: AdapterManager, proxy: Proxy, project_id: str, model: s
             except EngineUnavailable:
                 if attempt == 2:
                     raise
+                # The replica went away before it saw the request (now marked so): another
+                # replica of the base takes it, if there is one.
                 lease.release()
                 lease = await adapters.acquire(project_id, model)
                 continue
             if (isinstance(out, Answer) and out.status == 404 and attempt == 1
                     and lease.prefix is not None):
+                # The replica restarted between routing and sending and forgot the adapter:
+                # load it again and send once more.
                 await adapters.reload(lease)
                 continue
             return out, lease

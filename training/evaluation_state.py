@@ -29,7 +29,7 @@ def pending() -> dict[str, Any]:
 
 
 def is_pending(evaluation: dict[str, Any] | None) -> bool:
-    return bool(evaluation) and evaluation.get("status") == PENDING  # type: ignore[union-attr]
+    return (evaluation or {}).get("status") == PENDING
 
 
 def public(job: FineTuningJob) -> dict[str, Any] | None:
