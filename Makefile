@@ -7,6 +7,7 @@ EXTRA := $(shell command -v nvidia-smi >/dev/null 2>&1 && echo gpu || echo cpu)
 STAMP := $(VENV)/.installed-$(EXTRA)
 
 .PHONY: install model run test lint openapi bench-upload bench-train bench-serve bench-queue postgres \
+	chromium \
 	bench-route bench-route-sim bench-load \
 	check-gpu-deps
 
@@ -24,17 +25,23 @@ $(STAMP): pyproject.toml
 
 # Converts the default base model once (no network); quick when it is there.
 model: install
-	$(BIN)/tuneserve models prepare
+	@$(BIN)/tuneserve models prepare
 
 run: model
-	$(BIN)/tuneserve serve
+	@$(BIN)/tuneserve serve
 
 # PostgreSQL runs on the machine; start it if it is down (the suite tests against it).
 postgres:
 	@pg_isready -q -h 127.0.0.1 -p 5432 || pg_ctlcluster --skip-systemctl-redirect \
 		$$(ls /etc/postgresql) main start
 
-test: model postgres
+# The dashboard's browser test drives Debian's Chromium (Playwright's own builds are not
+# installed); install it when it is missing, with sudo only when not root.
+chromium:
+	@test -x /usr/bin/chromium || { SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+		$$SUDO apt-get update -q && $$SUDO apt-get install -y -q chromium; }
+
+test: model postgres chromium
 	$(BIN)/pytest -q
 
 # Resolves the pinned `gpu` extra against the package index in a throwaway venv: metadata only,

@@ -7,21 +7,30 @@ from collections.abc import AsyncIterator
 
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import JSONResponse
 
 from api.chat.router import router as chat_router
+from api.checkpoints.router import router as checkpoints_router
 from api.completions.router import router as completions_router
+from api.dashboard import install_dashboard
 from api.errors import COMMON_ERRORS, document_errors, install_error_handlers
 from api.evaluator import EngineEvaluator
 from api.files.router import router as files_router
 from api.fine_tuning.router import router as fine_tuning_router
 from api.gate import RequestGate
+from api.graders.router import router as graders_router
+from api.key_cache import KeyCache
 from api.metrics import install_metrics
 from api.models.router import router as models_router
+from api.readiness import Readiness, readiness
 from api.reaper import run_reaper
+from api.request_context import RequestContext
 from api.responses.router import router as responses_router
 from api.settings import Settings
 from api.tenancy import bootstrap_keys
 from api.uploads.router import router as uploads_router
+from api.webhooks.dispatcher import WebhookDispatcher
+from api.webhooks.router import router as webhooks_router
 from serving.adapters import AdapterManager
 from serving.engine import VLLMEngine
 from serving.proxy import Proxy
@@ -70,19 +79,25 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         db = settings.open_database()
         await run_in_threadpool(db.migrate)
         store = await run_in_threadpool(open_blob_store, settings)
-        await run_in_threadpool(
+        where_key = await run_in_threadpool(
             bootstrap_keys, db, settings.data_dir, settings.default_project,
             settings.bootstrap_api_key,
         )
         app.state.settings, app.state.db, app.state.store = settings, db, store
+        app.state.keys = KeyCache(db)
+        app.state.keys.start()
         reaper = asyncio.create_task(run_reaper(db, store, settings))
         scheduler = Scheduler(settings, db, store, open_executor(settings))
         scheduler.start()
+        webhooks = WebhookDispatcher(settings, db)
+        webhooks.start()
         engine = await _start_serving(app, settings, db, store)
         evaluations = None
         if getattr(app.state, "adapters", None) is not None:
             evaluations = asyncio.create_task(EngineEvaluator(
                 settings, db, store, app.state.adapters, app.state.proxy).run())
+        log.info("tuneserve listening on http://%s:%d (dashboard at /, API at /v1); %s",
+                 settings.host, settings.port, where_key)
         try:
             yield
         finally:
@@ -97,9 +112,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             if engine is not None:
                 await engine.stop()
             await run_in_threadpool(scheduler.stop)
+            await webhooks.stop()
             reaper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await reaper
+            await run_in_threadpool(app.state.keys.stop)
             db.dispose()
 
     app = FastAPI(
@@ -112,15 +129,20 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     document_errors(app)
     app.add_middleware(RequestGate, inference_cap=settings.max_inference_body_bytes,
                        control_cap=settings.max_control_body_bytes)
+    # Added last, so outermost: the id and timing cover the gate's own answers too.
+    app.add_middleware(RequestContext)
     install_metrics(app)
     v1 = APIRouter(prefix="/v1", responses=COMMON_ERRORS)
     v1.include_router(files_router)
     v1.include_router(uploads_router)
     v1.include_router(fine_tuning_router)
+    v1.include_router(checkpoints_router)
+    v1.include_router(graders_router)
     v1.include_router(models_router)
     v1.include_router(chat_router)
     v1.include_router(completions_router)
     v1.include_router(responses_router)
+    v1.include_router(webhooks_router)
     app.include_router(v1)
 
     # Async: answered on the event loop, never queued behind a thread pool that is full.
@@ -134,4 +156,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                     "replicas": str(ready)}
         return {"status": "ok", "engine": engine.state.value if engine else "off"}
 
+    @app.get("/ready", tags=["health"], responses={503: {"model": Readiness}})
+    async def ready(request: Request) -> JSONResponse:
+        """Whether this node can serve: its database, its blob store and its model engine
+        answer (each check bounded in time). For a load balancer; `/health` is liveness."""
+        checks = await readiness(request.app)
+        ok = all(state in ("ok", "off") for state in checks.values())
+        return JSONResponse(Readiness(status="ready" if ok else "not_ready",
+                                      checks=checks).model_dump(),
+                            status_code=200 if ok else 503)
+
+    install_dashboard(app)
     return app

@@ -41,14 +41,14 @@ Storage = Annotated[BlobStore, Depends(_storage)]
 
 
 async def _current_project(
-    request: Request, db: DBFactory,
+    request: Request,
     # Declared for the OpenAPI document; the gate (api/gate.py) checked the key already.
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> Project:
     project = getattr(request.state, "project", None)
     if isinstance(project, Project):
         return project
-    return await authenticate(db, request.headers.get("authorization"))
+    return await authenticate(request.app.state.keys, request.headers.get("authorization"))
 
 
 CurrentProject = Annotated[Project, Depends(_current_project)]

@@ -11,6 +11,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from api.metrics import BACKEND_ERRORS
 from storage.availability import OUTAGE_ERRORS, disk_full, unavailable_part
 
 log = logging.getLogger("tuneserve.api")
@@ -188,12 +189,14 @@ def install_error_handlers(app: FastAPI) -> None:
             # An outage, not a bug: the client may retry; nothing it sent was kept.
             log.warning("%s %s: the %s is unreachable: %r", request.method, request.url.path,
                         part, exc)
+            BACKEND_ERRORS.labels(part).inc()
             return error_response(APIError(
                 503, f"The {part} is unreachable right now; try again shortly.",
                 type="server_error", code=f"{part}_unavailable",
                 headers={"retry-after": OUTAGE_RETRY_AFTER_SECONDS}))
         if disk_full(exc):
             log.error("%s %s: the disk is full: %r", request.method, request.url.path, exc)
+            BACKEND_ERRORS.labels("disk").inc()
             return error_response(APIError(
                 507, "The server's storage is full; nothing of this request was kept.",
                 type="server_error", code="storage_full"))

@@ -8,23 +8,14 @@ or, sent without one, as soon as the count passes the cap, never buffered beyond
 streaming upload routes count against their own file and part limits as they store."""
 
 import re
-import time
 
-from fastapi.concurrency import run_in_threadpool
 from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.errors import APIError, error_response
-from api.tenancy import project_for_key
-from storage.db import Database
+from api.key_cache import KeyCache
 from storage.models import Project
-
-# Valid keys seen lately, so a chat request costs no DB round trip for its key. Keys are
-# never changed in place, so the only staleness is a few seconds after a key is removed.
-_KEY_CACHE_SECONDS = 30.0
-_KEY_CACHE_SIZE = 10_000
-_known_keys: dict[str, tuple[Project, float]] = {}
 
 # Routes whose body is a file, streamed to storage and counted there.
 _STREAMED = re.compile(r"^/v1/(files|uploads/[^/]+/parts)/?$")
@@ -44,7 +35,7 @@ def _too_large(cap: int) -> APIError:
                     code="request_too_large")
 
 
-async def authenticate(db: Database, authorization: str | None) -> Project:
+async def authenticate(keys: KeyCache, authorization: str | None) -> Project:
     scheme, _, secret = (authorization or "").partition(" ")
     secret = secret.strip()
     if scheme.lower() != "bearer" or not secret:
@@ -53,20 +44,9 @@ async def authenticate(db: Database, authorization: str | None) -> Project:
             "You didn't provide an API key. Send it as 'Authorization: Bearer YOUR_KEY'.",
             code="missing_api_key",
         )
-    cached = _known_keys.get(secret)
-    if cached is not None and cached[1] > time.monotonic():
-        return cached[0]
-
-    def lookup() -> Project | None:
-        with db.session() as session:
-            return project_for_key(session, secret)
-
-    project = await run_in_threadpool(lookup)
+    project = await keys.project(secret)
     if project is None:
         raise APIError(401, "Incorrect API key provided.", code="invalid_api_key")
-    if len(_known_keys) >= _KEY_CACHE_SIZE:
-        _known_keys.clear()
-    _known_keys[secret] = (project, time.monotonic() + _KEY_CACHE_SECONDS)
     return project
 
 
@@ -87,7 +67,7 @@ class RequestGate:
         headers = Headers(scope=scope)
         cap = self.cap(scope["method"], scope["path"])
         try:
-            project = await authenticate(scope["app"].state.db, headers.get("authorization"))
+            project = await authenticate(scope["app"].state.keys, headers.get("authorization"))
             declared = headers.get("content-length")
             if cap is not None and declared and declared.isdigit() and int(declared) > cap:
                 raise _too_large(cap)

@@ -4,7 +4,8 @@ lease is held until the response's last byte, so the adapter cannot be unloaded 
 
 import asyncio
 import contextlib
-from collections.abc import Awaitable, Callable
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
 from functools import partial
 from typing import Any
 
@@ -13,7 +14,9 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
+from api import request_context
 from api.errors import APIError
+from api.metrics import GENERATED_TOKENS, GENERATION_SECONDS, TIME_TO_FIRST_TOKEN
 from serving.adapters import (
     AdapterLoadError,
     AdapterManager,
@@ -72,9 +75,9 @@ def _as_api_error(exc: Exception, model: str) -> APIError:
 class _LeasedStream(StreamingResponse):
     """Releases the lease, and closes the upstream stream, however the response ends."""
 
-    def __init__(self, stream: Stream, lease: Lease) -> None:
-        super().__init__(stream.chunks, media_type="text/event-stream",
-                         headers={"cache-control": "no-cache"})
+    def __init__(self, stream: Stream, lease: Lease, started: float) -> None:
+        super().__init__(_timed(stream.chunks, lease.engine.base, started),
+                         media_type="text/event-stream", headers={"cache-control": "no-cache"})
         self.stream, self.lease = stream, lease
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -85,10 +88,34 @@ class _LeasedStream(StreamingResponse):
             await self.stream.aclose()
 
 
+async def _timed(chunks: AsyncIterator[bytes], base: str,
+                 started: float) -> AsyncIterator[bytes]:
+    """The stream as is, timed for /metrics: vLLM sends its first event with the first
+    token, and one event per token after it."""
+    first: float | None = None
+    events = 0
+    async for chunk in chunks:
+        if first is None:
+            first = time.perf_counter()
+            TIME_TO_FIRST_TOKEN.labels(base).observe(first - started)
+        events += chunk.count(b"data: {")
+        yield chunk
+    if first is not None:
+        GENERATED_TOKENS.labels(base).inc(max(0, events - 1))  # less the role event
+        GENERATION_SECONDS.labels(base).inc(time.perf_counter() - started)
+
+
+def _count_usage(answer: Answer, base: str, started: float) -> None:
+    usage = answer.body.get("usage") if isinstance(answer.body, dict) else None
+    if answer.status == 200 and isinstance(usage, dict):
+        GENERATED_TOKENS.labels(base).inc(usage.get("completion_tokens") or 0)
+        GENERATION_SECONDS.labels(base).inc(time.perf_counter() - started)
+
+
 async def send(adapters: AdapterManager, proxy: Proxy, project_id: str, model: str,
                path: str, payload: dict[str, Any], stream: bool,
                guard: Callable[[Awaitable[Answer]], Awaitable[Answer]] | None = None,
-               ) -> tuple[Stream | Answer, Lease]:
+               request_id: str | None = None) -> tuple[Stream | Answer, Lease]:
     """Sends a request for the project's `model` to the replica its lease names, and returns
     the answer with the lease, which the caller releases when the answer is over. A replica
     that went away before it saw the request is left for another one; a replica that forgot
@@ -100,9 +127,9 @@ async def send(adapters: AdapterManager, proxy: Proxy, project_id: str, model: s
             body = {**payload, "model": lease.served, "cache_salt": lease.cache_salt}
             try:
                 if stream:
-                    out: Stream | Answer = await proxy.stream(path, body, lease)
+                    out: Stream | Answer = await proxy.stream(path, body, lease, request_id)
                 else:
-                    work = proxy.complete(path, body, lease)
+                    work = proxy.complete(path, body, lease, request_id)
                     out = await (guard(work) if guard else work)
             except EngineUnavailable:
                 if attempt == 2:
@@ -128,14 +155,17 @@ async def send(adapters: AdapterManager, proxy: Proxy, project_id: str, model: s
 async def forward(request: Request, project_id: str, model: str, path: str,
                   payload: dict[str, Any], stream: bool) -> Response:
     adapters, proxy = _serving(request)
+    started = time.perf_counter()
     try:
         out, lease = await send(adapters, proxy, project_id, model, path, payload, stream,
-                                partial(_unless_disconnected, request))
+                                partial(_unless_disconnected, request),
+                                request_context.request_id.get())
     except _SERVING_ERRORS as exc:
         raise _as_api_error(exc, model) from None
     if isinstance(out, Stream):
-        return _LeasedStream(out, lease)
+        return _LeasedStream(out, lease, started)
     lease.release()
+    _count_usage(out, lease.engine.base, started)
     return JSONResponse(out.body, status_code=out.status)
 
 

@@ -1,11 +1,56 @@
-"""`GET /metrics`: Prometheus text for operators. Figures only, never a tenant's name."""
+"""`GET /metrics`: Prometheus text for operators. Figures only, never a tenant's name.
 
+Request figures are this process's own (scrape every API node); job figures are read from
+the shared database at scrape time, so every node reports the same ones."""
+
+import time
 from collections.abc import Iterator
+from typing import Any
 
 from fastapi import FastAPI
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
-from prometheus_client.core import CounterMetricFamily, Metric
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    generate_latest,
+)
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from sqlalchemy import func, select
 from starlette.responses import Response
+
+from storage.models import FineTuningJob
+
+REGISTRY = CollectorRegistry(auto_describe=False)
+
+HTTP_LATENCY = Histogram(
+    "tuneserve_http_request_duration_seconds",
+    "HTTP requests by method, route template and status: count and time to the last byte.",
+    ["method", "route", "status"], registry=REGISTRY,
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120))
+TIME_TO_FIRST_TOKEN = Histogram(
+    "tuneserve_chat_time_to_first_token_seconds",
+    "Streamed generations: time from the request to its first content chunk, by base model.",
+    ["base"], registry=REGISTRY,
+    buckets=(0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 4, 8, 16, 32))
+GENERATED_TOKENS = Counter(
+    "tuneserve_chat_generated_tokens",
+    "Completion tokens generated, by base model (usage of non-streamed answers, content "
+    "chunks of streamed ones).", ["base"], registry=REGISTRY)
+GENERATION_SECONDS = Counter(
+    "tuneserve_chat_generation_seconds",
+    "Seconds spent generating those tokens, by base model: tokens/s is the ratio of the "
+    "two rates.", ["base"], registry=REGISTRY)
+BACKEND_ERRORS = Counter(
+    "tuneserve_backend_errors",
+    "Requests answered 503/507 because a backend failed, by part (database, storage, disk).",
+    ["part"], registry=REGISTRY)
+
+
+def _counter(name: str, doc: str, value: float) -> CounterMetricFamily:
+    family = CounterMetricFamily(name, doc)
+    family.add_metric([], value)
+    return family
 
 
 class _ServingCollector:
@@ -30,12 +75,78 @@ class _ServingCollector:
         for result, count in sorted(adapters.loads.items()):
             loads.add_metric([result], count)
         yield loads
+        yield _counter("tuneserve_adapter_load_seconds",
+                       "Seconds spent in successful adapter registrations (mean load time: "
+                       "this over tuneserve_adapter_loads{result=\"loaded\"}).",
+                       adapters.load_seconds)
+        yield _counter("tuneserve_adapter_evictions",
+                       "Adapters unregistered from a replica to stay under its LoRA slots.",
+                       adapters.evictions)
+        cache = adapters.cache
+        yield _counter("tuneserve_adapter_cache_hits",
+                       "Adapter lookups found in this node's disk cache.", cache.hits)
+        yield _counter("tuneserve_adapter_cache_fetches",
+                       "Adapters fetched from the blob store into the disk cache.",
+                       cache.fetches)
+        yield _counter("tuneserve_adapter_cache_fetch_seconds",
+                       "Seconds spent fetching adapters from the blob store.",
+                       cache.fetch_seconds)
+        engine = getattr(self.app.state, "engine", None)
+        if engine is not None:
+            yield _counter("tuneserve_engine_restarts",
+                           "Times this node's vLLM engine was restarted.", engine.restarts)
+
+
+def _job_rows(app: FastAPI) -> tuple[list[Any], Any, Any, Any]:
+    now = int(time.time())
+    with app.state.db.session() as s:
+        by_status = list(s.execute(select(FineTuningJob.status, func.count())
+                                   .group_by(FineTuningJob.status)))
+        oldest = s.scalar(select(func.min(FineTuningJob.created_at))
+                          .where(FineTuningJob.status.in_(("validating_files", "queued"))))
+        waited = s.execute(select(func.count(), func.sum(FineTuningJob.started_at
+                                                         - FineTuningJob.created_at))
+                           .where(FineTuningJob.started_at >= now - 3600)).one()
+        trained = s.execute(select(func.sum(FineTuningJob.trained_tokens),
+                                   func.sum(FineTuningJob.finished_at - FineTuningJob.started_at))
+                            .where(FineTuningJob.status == "succeeded",
+                                   FineTuningJob.finished_at >= now - 86400)).one()
+    return by_status, oldest, waited, trained
+
+
+class _JobsCollector:
+    def __init__(self, app: FastAPI) -> None:
+        self.app = app
+
+    def collect(self) -> Iterator[Metric]:
+        if getattr(self.app.state, "db", None) is None:
+            return
+        by_status, oldest, (started, waited), (tokens, seconds) = _job_rows(self.app)
+        jobs = GaugeMetricFamily("tuneserve_fine_tuning_jobs",
+                                 "Fine-tuning jobs by status (all projects).", labels=["status"])
+        for status, count in by_status:
+            jobs.add_metric([status], count)
+        yield jobs
+        yield GaugeMetricFamily(
+            "tuneserve_fine_tuning_oldest_queued_seconds",
+            "How long the oldest job not yet started has waited (0: none waits).",
+            value=max(0, int(time.time()) - oldest) if oldest else 0)
+        yield GaugeMetricFamily(
+            "tuneserve_fine_tuning_queue_wait_seconds",
+            "Mean wait from creation to start of the jobs started in the last hour.",
+            value=(waited or 0) / started if started else 0)
+        yield GaugeMetricFamily(
+            "tuneserve_training_tokens_per_second",
+            "Trained tokens per second of the jobs that succeeded in the last 24 hours.",
+            value=(tokens or 0) / seconds if seconds else 0)
 
 
 def install_metrics(app: FastAPI) -> None:
     registry = CollectorRegistry(auto_describe=False)
     registry.register(_ServingCollector(app))  # type: ignore[arg-type]
+    registry.register(_JobsCollector(app))  # type: ignore[arg-type]
 
     @app.get("/metrics", tags=["health"], include_in_schema=False)
     def metrics() -> Response:
-        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+        body = generate_latest(REGISTRY) + generate_latest(registry)
+        return Response(body, media_type=CONTENT_TYPE_LATEST)

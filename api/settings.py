@@ -1,5 +1,10 @@
 """All of the API's settings, from `TUNESERVE_*` environment variables."""
 
+from typing import Annotated, Literal
+
+from pydantic import Field, field_validator
+
+from api.tenancy import MIN_BOOTSTRAP_KEY_LENGTH
 from serving.settings import ServingSettings
 from training.settings import TrainingSettings
 
@@ -9,8 +14,11 @@ MiB = 1 << 20
 class Settings(TrainingSettings, ServingSettings):
     host: str = "127.0.0.1"
     port: int = 8000
-    # Creates the default project with this key when the key store is empty.
+    # Creates the default project with this key when the key store is empty; at least 32
+    # characters (a short, chosen key is guessable).
     bootstrap_api_key: str | None = None
+    # `text` lines, or `json`: one object a line (time, level, logger, request_id, message).
+    log_format: Literal["text", "json"] = "text"
     default_project: str = "default"
     max_file_bytes: int = 512 * MiB
     max_upload_bytes: int = 8 * 1024 * MiB
@@ -46,6 +54,29 @@ class Settings(TrainingSettings, ServingSettings):
     eval_claim_timeout_seconds: float = 600.0
     # Failed tries (an engine error) before an evaluation is given up as failed.
     eval_max_attempts: int = 3
+    # Webhooks. Each node looks for due deliveries this often (seconds).
+    webhook_dispatch_interval_seconds: float = 1.0
+    # One delivery attempt, connecting to the receiver's answer, gets this long.
+    webhook_timeout_seconds: float = 10.0
+    # Seconds before each retry of a failed delivery; the last repeats until the delivery
+    # is this old, when it is given up (OpenAI retries for up to 72 hours).
+    webhook_retry_delays: Annotated[list[Annotated[float, Field(gt=0)]],
+                                    Field(min_length=1)] = [5, 30, 120, 600, 3600, 10800]
+    webhook_max_age_seconds: float = 72 * 3600.0
+    # Endpoints may be on loopback and private networks: the self-hosted default, where
+    # receivers sit beside tuneserve. Off, such URLs are refused, when an endpoint is saved
+    # (literal addresses, `localhost`) and before each attempt (what the name resolves to).
+    webhook_allow_private_urls: bool = True
+    # Endpoints one project may have.
+    webhook_max_endpoints_per_project: int = 20
+
+    @field_validator("bootstrap_api_key")
+    @classmethod
+    def _long_enough(cls, key: str | None) -> str | None:
+        if key is not None and len(key) < MIN_BOOTSTRAP_KEY_LENGTH:
+            raise ValueError(f"must be at least "
+                             f"{MIN_BOOTSTRAP_KEY_LENGTH} characters long")
+        return key
 
     def engine_evaluated_bases(self) -> list[str]:
         """The bases whose jobs the serving engine evaluates."""

@@ -26,7 +26,6 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from sqlalchemy import select
 
 from serving.engine import EngineUnavailable, Replica, send_with_retry
 from serving.engine_metrics import parse_engine_load
@@ -36,6 +35,7 @@ from storage.base_models import base_models
 from storage.blob import BlobStore
 from storage.db import Database
 from storage.models import FineTunedModel
+from storage.sharing import usable_model
 
 log = logging.getLogger("tuneserve.adapters")
 
@@ -70,6 +70,9 @@ class AdapterCache:
         self.root.mkdir(parents=True, exist_ok=True)
         self._used: OrderedDict[str, int] = OrderedDict()  # dir name -> bytes
         self._lock = threading.Lock()
+        # For /metrics: lookups found on disk, fetches from the blob store and their time.
+        self.hits = self.fetches = 0
+        self.fetch_seconds = 0.0
         for entry in sorted(self.root.iterdir(), key=lambda p: p.stat().st_mtime):
             if entry.is_dir() and not entry.name.startswith("."):
                 self._used[entry.name] = sum(f.stat().st_size for f in entry.iterdir())
@@ -82,8 +85,10 @@ class AdapterCache:
         with self._lock:
             if name in self._used and target.is_dir():
                 self._used.move_to_end(name)
+                self.hits += 1
                 return target
         tmp = Path(tempfile.mkdtemp(prefix=".fetch-", dir=self.root))
+        started = time.monotonic()
         try:
             files = self.store.download_prefix(prefix, tmp)
             if not any(f.name == "adapter_config.json" for f in files):
@@ -95,6 +100,8 @@ class AdapterCache:
                 self._used[name] = size
                 self._used.move_to_end(name)
                 self._evict(keep=name)
+                self.fetches += 1
+                self.fetch_seconds += time.monotonic() - started
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
         return target
@@ -191,6 +198,8 @@ class AdapterManager:
         # What routing decided, and how loads went: the figures /metrics shows.
         self.decisions: Counter[tuple[str, str]] = Counter()
         self.loads: Counter[str] = Counter()
+        self.load_seconds = 0.0  # summed over successful loads
+        self.evictions = 0
         self._tasks: set[asyncio.Task[None]] = set()
         self._tick = 0  # requests routed, for round robin
 
@@ -295,8 +304,7 @@ class AdapterManager:
 
     def _lookup(self, project_id: str, model: str) -> FineTunedModel | None:
         with self.db.session() as s:
-            return s.scalar(select(FineTunedModel).where(
-                FineTunedModel.id == model, FineTunedModel.project_id == project_id))
+            return usable_model(s, project_id, model)
 
     # -- leases and registration -----------------------------------------------------------
 
@@ -361,6 +369,7 @@ class AdapterManager:
                           response.text[:2000])
                 raise AdapterLoadError(f"engine answered {response.status_code}")
             self.loads["loaded"] += 1
+            self.load_seconds += time.monotonic() - started
             registration = replica.adapters.get(name)
             if registration is not None:
                 registration.state, registration.generation = AdapterState.LOADED, generation
@@ -394,6 +403,7 @@ class AdapterManager:
             if victim is None:
                 return
             registration = replica.adapters.pop(victim)
+            self.evictions += 1
             if registration.generation == replica.engine.generation:
                 await self._unload(replica.engine, victim)
 

@@ -202,6 +202,7 @@ class VLLMEngine:
         self.state = EngineState.DOWN
         # Bumped at every (re)start: adapters registered with an older process are gone.
         self.generation = 0
+        self.restarts = 0  # for /metrics
         self.ready = asyncio.Event()
         # Made anew at each start; vLLM reads it from VLLM_API_KEY (not visible in `ps`).
         self.api_key = ""
@@ -364,8 +365,10 @@ class VLLMEngine:
                 # is tied to the thread that started the child.
                 self._spawn()
                 http.base_url = self.http.base_url
-                log.info("starting vLLM for %s on %s (log: %s)", self.model.name,
-                         self.socket_path, self.log_path)
+                # The first start is said once it is ready; a restart is news.
+                log.log(logging.INFO if self.generation > 1 else logging.DEBUG,
+                        "starting vLLM for %s on %s (log: %s)", self.model.name,
+                        self.socket_path or f"{self.host}:{self.port}", self.log_path)
                 started = time.monotonic()
                 been_ready, missed = False, 0
                 while not self._stopping and self._proc and self._proc.poll() is None:
@@ -383,7 +386,9 @@ class VLLMEngine:
                             self.state = EngineState.READY
                             self.ready.set()
                             if not been_ready:
-                                log.info("vLLM ready after %.1f s", time.monotonic() - started)
+                                log.info("model engine ready: %s (vLLM, after %.0f s; its "
+                                         "log: %s)", self.model.name,
+                                         time.monotonic() - started, self.log_path)
                             been_ready = True
                     elif been_ready:
                         # One slow probe on a saturated node must not kill every stream on
@@ -404,4 +409,5 @@ class VLLMEngine:
                 await asyncio.to_thread(self._kill)
                 if not self._stopping:
                     log.warning("vLLM exited; restarting it")
+                    self.restarts += 1
                     await asyncio.sleep(1)

@@ -8,6 +8,7 @@ the server's paths, and a replica that dies mid-stream ends the stream with an e
 import json
 import logging
 import re
+import secrets
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
@@ -80,10 +81,20 @@ def upstream_error(status: int, raw: bytes, lease: Lease) -> dict[str, Any]:
                       "param": param if isinstance(param, str) else None, "code": code}}
 
 
+def _traced(request_id: str | None) -> dict[str, str]:
+    """vLLM names its request after `x-request-id`. A suffix keeps it unique there: the
+    client chose the id, and two requests in flight with one id would collide."""
+    if request_id is None:
+        return {}
+    return {"x-request-id": f"{request_id}-{secrets.token_hex(4)}"}
+
+
 class Proxy:
-    async def complete(self, path: str, body: dict[str, Any], lease: Lease) -> Answer:
+    async def complete(self, path: str, body: dict[str, Any], lease: Lease,
+                       request_id: str | None = None) -> Answer:
         engine = lease.engine
-        request = engine.http.build_request("POST", path, json=body)
+        request = engine.http.build_request("POST", path, json=body,
+                                            headers=_traced(request_id))
         try:
             response = await send_with_retry(engine.http, request)
         except httpx.TransportError as exc:
@@ -100,11 +111,13 @@ class Proxy:
                 _drop_absent(data)
         return Answer(200, data)
 
-    async def stream(self, path: str, body: dict[str, Any], lease: Lease) -> Stream | Answer:
+    async def stream(self, path: str, body: dict[str, Any], lease: Lease,
+                     request_id: str | None = None) -> Stream | Answer:
         """Opens the upstream stream, or answers its error. Closing the stream (the client
         went away) closes the upstream request, and vLLM then aborts the generation."""
         engine = lease.engine
-        request = engine.http.build_request("POST", path, json=body)
+        request = engine.http.build_request("POST", path, json=body,
+                                            headers=_traced(request_id))
         try:
             response = await send_with_retry(engine.http, request, stream=True)
         except httpx.TransportError as exc:

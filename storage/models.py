@@ -2,7 +2,17 @@
 
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, Float, ForeignKey, Index, Integer, String, Text
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 # SQLite only auto-increments an INTEGER PRIMARY KEY.
@@ -32,6 +42,8 @@ class ApiKey(Base):
     key_hash: Mapped[str] = mapped_column(String(64), unique=True)
     redacted: Mapped[str] = mapped_column(String(32))
     created_at: Mapped[int] = mapped_column(BigInteger)
+    # Revoked keys stay (never reused, and the key store is not "empty" for bootstrap).
+    revoked_at: Mapped[int | None] = mapped_column(BigInteger, default=None)
 
 
 class File(Base):
@@ -184,6 +196,21 @@ class FineTunedModel(Base):
     created_at: Mapped[int] = mapped_column(BigInteger)
 
 
+
+class CheckpointPermission(Base):
+    """Another project may use this fine-tuned model (a checkpoint or a final model): chat
+    with it and fine-tune from it. Granted and revoked by the owning project."""
+
+    __tablename__ = "checkpoint_permissions"
+    __table_args__ = (UniqueConstraint("model_id", "project_id"),)
+
+    seq: Mapped[int] = mapped_column(SeqType, primary_key=True, autoincrement=True)
+    id: Mapped[str] = mapped_column(String(64), unique=True)
+    model_id: Mapped[str] = mapped_column(
+        ForeignKey("fine_tuned_models.id", ondelete="CASCADE"), index=True)
+    project_id: Mapped[str] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"))
+    created_at: Mapped[int] = mapped_column(BigInteger)
+
 class ServingReplica(Base):
     """A vLLM replica on the cluster, as it announces itself: API nodes route to the replicas
     whose `beats` keep rising. A replica that restarts writes a new generation, address and
@@ -214,3 +241,65 @@ class RateWindow(Base):
     window: Mapped[int] = mapped_column(BigInteger, primary_key=True)
     requests: Mapped[int] = mapped_column(BigInteger)
     tokens: Mapped[int] = mapped_column(BigInteger)
+
+
+class WebhookEndpoint(Base):
+    __tablename__ = "webhook_endpoints"
+    __table_args__ = (Index("ix_webhook_endpoints_project_seq", "project_id", "seq"),)
+
+    seq: Mapped[int] = mapped_column(SeqType, primary_key=True, autoincrement=True)
+    id: Mapped[str] = mapped_column(String(64), unique=True)
+    project_id: Mapped[str] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"))
+    name: Mapped[str] = mapped_column(String(256))
+    url: Mapped[str] = mapped_column(String(2048))
+    event_types: Mapped[list[str]] = mapped_column(JSON)
+    # `whsec_…`, readable (unlike API keys, which are hashed): every API node signs with
+    # it. The API shows it only when it is made (create, rotate_secret).
+    secret: Mapped[str] = mapped_column(String(128))
+    # The secret a rotation replaced, still signed with until `previous_secret_expires_at`.
+    previous_secret: Mapped[str | None] = mapped_column(String(128), default=None)
+    previous_secret_expires_at: Mapped[int | None] = mapped_column(BigInteger, default=None)
+    created_at: Mapped[int] = mapped_column(BigInteger)
+    updated_at: Mapped[int] = mapped_column(BigInteger)
+
+
+class WebhookDelivery(Base):
+    """The outbox: one event for one endpoint, written in the transaction that made the
+    event happen, then sent (and retried) by any API node's dispatcher."""
+
+    __tablename__ = "webhook_deliveries"
+    __table_args__ = (Index("ix_webhook_deliveries_due", "status", "next_attempt_at"),)
+
+    seq: Mapped[int] = mapped_column(SeqType, primary_key=True, autoincrement=True)
+    # The `webhook-id` header: the same on every attempt, so a receiver can drop repeats.
+    id: Mapped[str] = mapped_column(String(64), unique=True)
+    endpoint_id: Mapped[str] = mapped_column(
+        ForeignKey("webhook_endpoints.id", ondelete="CASCADE"), index=True
+    )
+    event_type: Mapped[str] = mapped_column(String(64))
+    # The exact body, so that every attempt signs and sends the same bytes.
+    payload: Mapped[str] = mapped_column(Text)
+    # pending -> delivered (a 2xx) | failed (given up).
+    status: Mapped[str] = mapped_column(String(16))
+    # Attempts started; a dispatcher's claim bumps it, and what it records afterwards is
+    # conditional on it (fencing), so a claim that outlived its lease changes nothing.
+    attempts: Mapped[int] = mapped_column(BigInteger, default=0)
+    # When a dispatcher may take it next: the retry's time, or the end of a claim's lease.
+    next_attempt_at: Mapped[float] = mapped_column(Float)
+    created_at: Mapped[int] = mapped_column(BigInteger)
+    finished_at: Mapped[int | None] = mapped_column(BigInteger, default=None)
+
+
+class WebhookDeliveryAttempt(Base):
+    __tablename__ = "webhook_delivery_attempts"
+    __table_args__ = (Index("ix_webhook_attempts_delivery", "delivery_id", "attempt"),)
+
+    seq: Mapped[int] = mapped_column(SeqType, primary_key=True, autoincrement=True)
+    delivery_id: Mapped[str] = mapped_column(
+        ForeignKey("webhook_deliveries.id", ondelete="CASCADE")
+    )
+    attempt: Mapped[int] = mapped_column(BigInteger)
+    attempted_at: Mapped[int] = mapped_column(BigInteger)
+    # The receiver's status, or why there was none (refused, unreachable, timed out).
+    status_code: Mapped[int | None] = mapped_column(Integer, default=None)
+    error: Mapped[str | None] = mapped_column(Text, default=None)

@@ -37,11 +37,11 @@ def test_bootstrap_key_creates_the_default_project_once(tmp_path: Path) -> None:
     finally:
         server.stop()
     # A restart with another bootstrap key does not add it: the key store is not empty.
-    server.env["TUNESERVE_BOOTSTRAP_API_KEY"] = "sk-another"
+    server.env["TUNESERVE_BOOTSTRAP_API_KEY"] = "sk-another-bootstrap-key-0123456789"
     server.start()
     try:
         try:
-            server.client("sk-another").files.list()
+            server.client("sk-another-bootstrap-key-0123456789").files.list()
             raise AssertionError("a second bootstrap key must not be accepted")
         except openai.AuthenticationError:
             pass

@@ -32,9 +32,9 @@ def test_keys_are_stored_hashed_and_resolve_to_their_project(database: Database)
         stored = set(s.scalars(select(ApiKey.key_hash)))
         assert stored == {hash_key(key_a), hash_key(key_b)}
         assert key_a not in stored
-        assert project_for_key(s, key_a).name == "alpha"
-        assert project_for_key(s, key_b).name == "beta"
-        assert project_for_key(s, "sk-wrong") is None
+        assert project_for_key(s, hash_key(key_a)).name == "alpha"
+        assert project_for_key(s, hash_key(key_b)).name == "beta"
+        assert project_for_key(s, hash_key("sk-wrong")) is None
 
 
 def test_ids_are_prefixed_random_and_url_safe() -> None:

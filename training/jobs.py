@@ -13,6 +13,7 @@ from typing import Any
 from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
 
+from storage import webhooks
 from storage.blob import BlobStore
 from storage.ids import new_id, random_token
 from storage.keys import job_prefix
@@ -101,7 +102,15 @@ def transition(session: Session, job_id: str, expect: tuple[str, ...],
                                         FineTuningJob.status.in_(expect))
     if attempt is not None:
         query = query.where(FineTuningJob.attempt == attempt)
-    return session.execute(query.values(**values)).rowcount == 1
+    query = query.values(**values)
+    if values.get("status") not in TERMINAL:
+        return session.execute(query).rowcount == 1
+    # The outcome's webhooks are queued in the transaction that commits the outcome.
+    ended = session.execute(query.returning(FineTuningJob.project_id)).first()
+    if ended is not None:
+        webhooks.enqueue_job_outcome(session, ended.project_id, job_id, values["status"],
+                                     values.get("finished_at"))
+    return ended is not None
 
 
 def holds(session: Session, job_id: str, attempt: int) -> bool:

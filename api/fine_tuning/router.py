@@ -3,12 +3,14 @@ checkpoints."""
 
 from typing import Annotated
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Header, Query, Request
+from fastapi.responses import StreamingResponse
 from sqlalchemy import select
 
-from api.deps import DB, AppSettings, CurrentProject, Storage
+from api.deps import DB, AppSettings, CurrentProject, DBFactory, Storage
 from api.errors import error_responses
 from api.fine_tuning import service
+from api.fine_tuning.event_stream import event_stream, start_seq
 from api.fine_tuning.schemas import (
     CreateFineTuningJobRequest,
     FineTuningJobCheckpointList,
@@ -85,12 +87,27 @@ def resume_job(fine_tuning_job_id: str, project: CurrentProject,
     return _fresh(session, project.id, fine_tuning_job_id)
 
 
-@router.get("/{fine_tuning_job_id}/events", response_model=FineTuningJobEventList)
+_EVENT_STREAM = {200: {"description": "With `stream=true`: the job's events as server-sent "
+                       "events, oldest first, then `event: done` with the job object once "
+                       "it is terminal.",
+                       "content": {"text/event-stream": {"schema": {"type": "string"}}}}}
+
+
+@router.get("/{fine_tuning_job_id}/events", response_model=FineTuningJobEventList,
+            responses=_EVENT_STREAM)
 def list_events(
-    fine_tuning_job_id: str, project: CurrentProject, session: DB,
+    fine_tuning_job_id: str, project: CurrentProject, session: DB, db: DBFactory,
     after: str | None = None, limit: Annotated[int, Query(ge=1, le=1000)] = 20,
-) -> FineTuningJobEventList:
+    stream: Annotated[bool, Query(description="Extension: follow the job's events live "
+                                              "as server-sent events.")] = False,
+    last_event_id: Annotated[str | None, Header(include_in_schema=False)] = None,
+) -> FineTuningJobEventList | StreamingResponse:
     service.get_job(session, project.id, fine_tuning_job_id)
+    if stream:
+        seq = start_seq(db, fine_tuning_job_id, after or last_event_id)
+        return StreamingResponse(event_stream(db, fine_tuning_job_id, seq),
+                                 media_type="text/event-stream",
+                                 headers={"cache-control": "no-cache"})
     query = select(JobEvent).where(JobEvent.job_id == fine_tuning_job_id)
     rows, has_more = page(session, query, JobEvent, after=after, limit=limit)
     return FineTuningJobEventList(data=[FineTuningJobEventObject.of(e) for e in rows],

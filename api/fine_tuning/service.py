@@ -6,7 +6,6 @@ import time
 from collections.abc import Collection
 from typing import Any
 
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from api.errors import APIError, not_found
@@ -15,7 +14,8 @@ from api.fine_tuning.schemas import CreateFineTuningJobRequest
 from storage.base_models import BaseModelSpec
 from storage.blob import BlobNotFound, BlobStore
 from storage.ids import new_id
-from storage.models import FineTunedModel, FineTuningJob, Project
+from storage.models import FineTuningJob, Project
+from storage.sharing import usable_model
 from training import evaluation_state, jobs
 from training.hyperparameters import DEFAULT_LORA_RANK
 from training.jobs import JobStatus
@@ -69,10 +69,10 @@ ADAPTER_SHAPE = {"lora_rank": "r", "lora_alpha": "lora_alpha", "target_modules":
 
 def _continue_from(session: Session, store: BlobStore, project: Project, name: str,
                    method: dict[str, Any]) -> str:
-    """For `model: "ft:…"`: the project's fine-tuned model whose adapter training starts
-    from. Its LoRA shape becomes the job's (a different one is a 400); returns its base."""
-    parent = session.scalar(select(FineTunedModel).where(FineTunedModel.id == name,
-                                                         FineTunedModel.project_id == project.id))
+    """For `model: "ft:…"`: the fine-tuned model (the project's own, or one shared with it)
+    whose adapter training starts from. Its LoRA shape becomes the job's (a different one
+    is a 400); returns its base."""
+    parent = usable_model(session, project.id, name)
     if parent is None:
         raise APIError(400, f"Model '{name}' is not one of this project's fine-tuned models.",
                        param="model", code="model_not_available")

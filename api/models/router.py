@@ -1,14 +1,19 @@
 """`/v1/models`: the base models, plus the project's fine-tuned models and checkpoints."""
 
+import re
+
 from anyio import from_thread
 from fastapi import APIRouter, Request
-from sqlalchemy import select
+from fastapi.responses import StreamingResponse
+from sqlalchemy import or_, select
 
 from api.deps import DB, AppSettings, CurrentProject, Storage
 from api.errors import APIError, error_responses
+from api.models.archive import adapter_members, archive_size, tar_stream
 from api.models.schemas import ModelDeleted, ModelList, ModelObject
 from storage.base_models import base_models
 from storage.models import FineTunedModel, FineTuningJob, Project
+from storage.sharing import granted_to
 
 router = APIRouter(prefix="/models", tags=["models"], responses=error_responses(403, 404))
 
@@ -34,15 +39,18 @@ def _own(session: DB, project: Project, model: str) -> FineTunedModel | None:
 
 
 def _tuned_objects(session: DB, project: Project, model: str | None = None) -> list[ModelObject]:
-    """The project's fine-tuned models (or the one named), with the model each started from."""
-    query = (select(FineTunedModel, FineTuningJob.model)
+    """The fine-tuned models the project may use (or the one named): its own and those
+    shared with it, each with its owner and the model it started from."""
+    query = (select(FineTunedModel, FineTuningJob.model, Project.name)
              .outerjoin(FineTuningJob, FineTuningJob.id == FineTunedModel.job_id)
-             .where(FineTunedModel.project_id == project.id).order_by(FineTunedModel.seq))
+             .join(Project, Project.id == FineTunedModel.project_id)
+             .where(or_(FineTunedModel.project_id == project.id, granted_to(project.id)))
+             .order_by(FineTunedModel.seq))
     if model is not None:
         query = query.where(FineTunedModel.id == model)
-    return [ModelObject(id=m.id, created=m.created_at, owned_by=project.name,
+    return [ModelObject(id=m.id, created=m.created_at, owned_by=owner,
                         root=m.base_model, parent=parent or m.base_model)
-            for m, parent in session.execute(query)]
+            for m, parent, owner in session.execute(query)]
 
 
 def _not_found(model: str) -> APIError:
@@ -54,6 +62,27 @@ def _not_found(model: str) -> APIError:
 def list_models(project: CurrentProject, session: DB, settings: AppSettings) -> ModelList:
     return ModelList(data=[*_base_objects(settings).values(),
                            *_tuned_objects(session, project)])
+
+
+@router.get("/{model:path}/adapter", response_class=StreamingResponse, responses={
+    200: {"description": "Extension: the fine-tuned model's PEFT adapter folder "
+                         "(adapter_config.json, adapter_model.safetensors, …) as a tar archive, "
+                         "for the project that owns it.",
+          "content": {"application/x-tar": {"schema": {"type": "string",
+                                                       "format": "binary"}}}}})
+def download_adapter(model: str, project: CurrentProject, session: DB,
+                     store: Storage) -> StreamingResponse:
+    row = _own(session, project, model)
+    if row is None:
+        raise _not_found(model)
+    folder = re.sub(r"[^A-Za-z0-9._-]+", "-", model).strip("-")
+    members = adapter_members(store, row.adapter_prefix, folder)
+    if not members:
+        raise _not_found(model)
+    return StreamingResponse(
+        tar_stream(store, members), media_type="application/x-tar",
+        headers={"content-disposition": f'attachment; filename="{folder}.tar"',
+                 "content-length": str(archive_size(members))})
 
 
 @router.get("/{model:path}", response_model=ModelObject)

@@ -1,0 +1,131 @@
+// Jobs: the list (polled while shown) and the form that creates an SFT or DPO job.
+
+import { api } from '../api.js';
+import { POLL_MS, isBase } from '../domain.js';
+
+const LIST_LIMIT = 50;
+// Form field -> how its text becomes the API's value; an empty field is left out ("auto").
+const HYPERPARAMETERS = {
+  n_epochs: parseInt,
+  batch_size: parseInt,
+  learning_rate_multiplier: parseFloat,
+  beta: parseFloat,
+};
+
+function blankForm() {
+  return {
+    method: 'supervised', model: '', training_file: '', validation_file: '', suffix: '',
+    n_epochs: '', batch_size: '', learning_rate_multiplier: '', beta: '',
+  };
+}
+
+function hyperparameters(form) {
+  const out = {};
+  for (const [name, parse] of Object.entries(HYPERPARAMETERS)) {
+    if (name === 'beta' && form.method !== 'dpo') continue;
+    const text = String(form[name]).trim();
+    if (!text) continue;
+    const value = parse(text);
+    if (Number.isNaN(value)) throw new Error(`${name} must be a number (or empty for auto).`);
+    out[name] = value;
+  }
+  return out;
+}
+
+function jobRequest(form) {
+  const body = {
+    model: form.model,
+    training_file: form.training_file,
+    method: { type: form.method, [form.method]: { hyperparameters: hyperparameters(form) } },
+  };
+  if (form.validation_file) body.validation_file = form.validation_file;
+  if (form.suffix.trim()) body.suffix = form.suffix.trim();
+  return body;
+}
+
+export function jobsPage() {
+  let timer = null;
+  return {
+    jobs: [],
+    loaded: false,
+    error: '',
+    showForm: false,
+    baseModels: [],
+    tunedModels: [],
+    files: [],
+    form: blankForm(),
+    formError: '',
+    creating: false,
+
+    init() {
+      this.refresh();
+      timer = setInterval(() => this.refresh(), POLL_MS);
+    },
+
+    destroy() {
+      clearInterval(timer);
+    },
+
+    async refresh() {
+      try {
+        this.jobs = (await api('GET', `/fine_tuning/jobs?limit=${LIST_LIMIT}`)).data;
+        this.error = '';
+      } catch (err) {
+        this.error = err.message;
+      }
+      this.loaded = true;
+    },
+
+    async openForm() {
+      this.showForm = true;
+      this.formError = '';
+      try {
+        const [models, files] = await Promise.all([
+          api('GET', '/models'), api('GET', '/files?purpose=fine-tune'),
+        ]);
+        this.baseModels = models.data.filter(isBase);
+        this.tunedModels = models.data.filter((m) => !isBase(m));
+        this.files = files.data;
+        // After the options are drawn, or the selects would not show the defaults.
+        this.$nextTick(() => {
+          this.form.model ||= this.baseModels[0]?.id || '';
+          this.form.training_file ||= this.files[0]?.id || '';
+        });
+      } catch (err) {
+        this.formError = err.message;
+      }
+    },
+
+    closeForm() {
+      this.showForm = false;
+      this.form = blankForm();
+    },
+
+    fileLabel(file) {
+      return `${file.filename} (${file.id})`;
+    },
+
+    async create() {
+      if (this.creating) return;
+      this.formError = '';
+      this.creating = true;
+      try {
+        const job = await api('POST', '/fine_tuning/jobs', { body: jobRequest(this.form) });
+        this.closeForm();
+        location.hash = `#/jobs/${encodeURIComponent(job.id)}`;
+      } catch (err) {
+        this.formError = err.message;
+      } finally {
+        this.creating = false;
+      }
+    },
+
+    open(job) {
+      location.hash = `#/jobs/${encodeURIComponent(job.id)}`;
+    },
+
+    methodOf(job) {
+      return job.method?.type === 'dpo' ? 'DPO' : 'SFT';
+    },
+  };
+}

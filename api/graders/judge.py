@@ -1,0 +1,82 @@
+"""score_model graders' judge: a chat request for a model the project may use, through the
+same leases, routing and rate limits as its own chat requests.
+
+A grader naming a model the project has no access to (or one this server does not serve) is
+the client's mistake: a 400 naming the grader's `model`. The model server failing to answer
+is reported in the run's `model_grader_server_error` flag (HTTP 200), as OpenAI reports a
+judge's failure; with serving turned off here, every judge fails that way."""
+
+from typing import Any
+
+from fastapi import Request
+
+from api import request_context
+from api.errors import APIError
+from api.inference import check_token_budget, send
+from api.quotas import admit, estimate_tokens
+from serving.adapters import AdapterLoadError, ModelNotFound, ModelNotServed
+from serving.engine import EngineUnavailable
+from serving.proxy import Answer
+from training.graders import Judge, JudgeError, JudgeRejected, JudgeReply, ScoreModelSamplingParams
+
+_MAX_TOKENS = "sampling_params.max_completions_tokens"
+
+
+def engine_judge(request: Request, project_id: str) -> Judge:
+    async def judge(model: str, messages: list[dict[str, str]],
+                    sampling: ScoreModelSamplingParams | None) -> JudgeReply:
+        adapters = getattr(request.app.state, "adapters", None)
+        if adapters is None:
+            raise JudgeError("Serving is turned off on this server.")
+        payload = _payload(messages, sampling)
+        settings = request.app.state.settings
+        try:
+            check_token_budget(1, payload.get("max_tokens"), settings.max_model_len,
+                               settings.max_request_tokens)
+        except APIError as err:
+            raise JudgeRejected(_MAX_TOKENS, err.message, err.code or "invalid_value") from None
+        await admit(request, project_id, estimate_tokens(messages, 1, payload.get("max_tokens")))
+        try:
+            out, lease = await send(adapters, request.app.state.proxy, project_id, model,
+                                    "/v1/chat/completions", payload, stream=False,
+                                    request_id=request_context.request_id.get())
+        except ModelNotFound:
+            raise JudgeRejected("model", f"The model '{model}' does not exist or you do not "
+                                "have access to it.", "model_not_found") from None
+        except ModelNotServed:
+            raise JudgeRejected("model", f"The model '{model}' is not served by this server.",
+                                "model_not_served") from None
+        except EngineUnavailable:
+            raise JudgeError("The model server is starting or restarting.") from None
+        except AdapterLoadError:
+            raise JudgeError(f"The model '{model}' could not be loaded by the model "
+                             "server.") from None
+        lease.release()
+        assert isinstance(out, Answer)
+        return _reply(out)
+
+    return judge
+
+
+def _payload(messages: list[dict[str, str]],
+             sampling: ScoreModelSamplingParams | None) -> dict[str, Any]:
+    payload: dict[str, Any] = {"messages": messages}
+    if sampling is not None:
+        wanted = {"max_tokens": sampling.max_completions_tokens, "seed": sampling.seed,
+                  "temperature": sampling.temperature, "top_p": sampling.top_p}
+        payload |= {k: v for k, v in wanted.items() if v is not None}
+    return payload
+
+
+def _reply(answer: Answer) -> JudgeReply:
+    if answer.status != 200:
+        error = answer.body.get("error") if isinstance(answer.body, dict) else None
+        message = error.get("message") if isinstance(error, dict) else None
+        raise JudgeError(message or f"The model server answered {answer.status}.")
+    message = (answer.body.get("choices") or [{}])[0].get("message") or {}
+    usage = answer.body.get("usage") or {}
+    cached = (usage.get("prompt_tokens_details") or {}).get("cached_tokens")
+    return JudgeReply(text=str(message.get("content") or ""), refusal=message.get("refusal"),
+                      prompt_tokens=usage.get("prompt_tokens") or 0,
+                      completion_tokens=usage.get("completion_tokens") or 0,
+                      cached_tokens=cached or 0)

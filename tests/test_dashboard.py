@@ -1,0 +1,252 @@
+"""The dashboard at `/`, end to end in a real browser (Debian's Chromium, headless, driven by
+Playwright): sign in, upload, train, watch the curves grow live, then chat with the new model
+beside its base. `TUNESERVE_DASHBOARD_SCREENSHOTS=DIR` also saves the screenshots the docs
+show."""
+
+import contextlib
+import os
+import re
+import time
+from collections.abc import Iterator
+from itertools import pairwise
+from pathlib import Path
+from types import TracebackType
+
+import httpx
+import pytest
+from playwright.sync_api import Browser, ConsoleMessage, Page, expect, sync_playwright
+
+from tests.support.chat import wait_for_engine
+from tests.support.server import TuneserveServer
+from tests.support.training import BASE, TERMINAL, jsonl, sft_example
+
+CHROMIUM = Path("/usr/bin/chromium")
+SCREENSHOTS = os.environ.get("TUNESERVE_DASHBOARD_SCREENSHOTS")
+# 24 examples, batch 8, 2 epochs: 6 steps, a few minutes of CPU training on a busy machine.
+EPOCHS, BATCH_SIZE, STEPS = 2, 8, 6
+TRAINING_TIMEOUT_S = 600
+MS = 1000
+
+needs_browser = pytest.mark.skipif(
+    not CHROMIUM.exists() and not os.environ.get("TUNESERVE_REQUIRE_BROWSER"),
+    reason="no /usr/bin/chromium (`make chromium` installs Debian's; set "
+           "TUNESERVE_REQUIRE_BROWSER=1 to fail instead of skipping)")
+
+
+def _root(server: TuneserveServer) -> str:
+    return server.base_url.removesuffix("/v1")
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    with sync_playwright() as p:
+        browser = p.chromium.launch(
+            executable_path=str(CHROMIUM), headless=True,
+            args=["--headless", "--no-sandbox", "--disable-gpu",
+                  "--disable-background-networking"])
+        yield browser
+        browser.close()
+
+
+class Dashboard:
+    """One browser tab on the dashboard. As a context manager it saves a screenshot when the
+    test fails, and fails it when the page had script errors (a CSP refusal, an Alpine
+    expression that does not evaluate) even if every step passed."""
+
+    def __init__(self, browser: Browser, server: TuneserveServer, tmp_path: Path) -> None:
+        self.server, self.tmp_path = server, tmp_path
+        self.context = browser.new_context(viewport={"width": 1440, "height": 900})
+        self.page: Page = self.context.new_page()
+        self.page.set_default_timeout(30 * MS)
+        self.problems: list[str] = []
+        self.page.on("pageerror", lambda err: self.problems.append(f"page error: {err}"))
+        self.page.on("console", self._console)
+
+    def _console(self, message: ConsoleMessage) -> None:
+        text = message.text
+        if "Content Security Policy" in text or "Alpine" in text or (
+                message.type == "error" and "Failed to load resource" not in text):
+            self.problems.append(f"console {message.type}: {text}")
+
+    def __enter__(self) -> "Dashboard":
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        try:
+            if kind is not None:
+                path = self.tmp_path / "dashboard-failure.png"
+                with contextlib.suppress(Exception):
+                    self.page.screenshot(path=path, full_page=True)
+                    print(f"screenshot of the page when the test failed: {path}")
+                print("script errors on the page:", *self.problems or ["none"], sep="\n  ")
+            else:
+                assert not self.problems, "script errors on the page:\n" + "\n".join(self.problems)
+        finally:
+            self.context.close()
+
+    def open(self) -> None:
+        self.page.goto(_root(self.server) + "/")
+
+    def sign_in(self, key: str) -> None:
+        self.page.get_by_test_id("api-key-input").fill(key)
+        self.page.get_by_test_id("sign-in").click()
+
+    def upload(self, name: str, records: list) -> str:  # type: ignore[type-arg]
+        """Uploads through the file input; returns the new file's id from the list."""
+        page = self.page
+        page.get_by_test_id("file-input").set_input_files(
+            {"name": name, "mimeType": "application/jsonl", "buffer": jsonl(records)})
+        page.get_by_test_id("upload-button").click()
+        expect(page.get_by_test_id("upload-done")).to_contain_text(name)
+        expect(page.get_by_test_id("upload-progress")).to_have_attribute("data-value", "100")
+        row = page.get_by_test_id("file-row").filter(has_text=name)
+        expect(row).to_have_count(1)
+        return row.get_attribute("data-id") or ""
+
+    def save(self, name: str, *, full_page: bool = False) -> None:
+        if SCREENSHOTS:
+            Path(SCREENSHOTS).mkdir(parents=True, exist_ok=True)
+            self.page.screenshot(path=Path(SCREENSHOTS) / name, full_page=full_page)
+
+
+def test_the_dashboard_is_served_beside_the_api(local_server: TuneserveServer) -> None:
+    root = _root(local_server)
+    page = httpx.get(root + "/")
+    assert page.status_code == 200 and "text/html" in page.headers["content-type"]
+    policy = page.headers["content-security-policy"]
+    assert "script-src 'self'" in policy and "unsafe" not in policy
+    assert page.headers["x-content-type-options"] == "nosniff"
+    script = httpx.get(root + "/js/app.js")
+    assert script.status_code == 200 and "javascript" in script.headers["content-type"]
+    # The API's own routes still answer as before, the mount at `/` comes after them.
+    assert httpx.get(root + "/health").json()["status"] == "ok"
+    assert httpx.get(root + "/openapi.json").json()["info"]["title"] == "tuneserve"
+    assert httpx.get(root + "/docs").status_code == 200
+    unauthorized = httpx.get(root + "/v1/models")
+    assert unauthorized.status_code == 401 and unauthorized.json()["error"]["message"]
+    missing = httpx.get(root + "/no-such-page")
+    assert missing.status_code == 404 and missing.json()["error"]["code"]
+
+
+@needs_browser
+def test_a_wrong_key_is_refused(local_server: TuneserveServer, browser: Browser,
+                                tmp_path: Path) -> None:
+    with Dashboard(browser, local_server, tmp_path) as ui:
+        api_calls: list[str] = []
+        ui.page.on("request", lambda r: "/v1/" in r.url and api_calls.append(r.url))
+        ui.open()
+        ui.sign_in("sk-wrong-" + "0" * 32)
+        expect(ui.page.get_by_test_id("sign-in-error")).to_have_text("Incorrect API key provided.")
+        expect(ui.page.get_by_test_id("app")).to_be_hidden()
+        assert ui.page.evaluate("sessionStorage.length") == 0
+        assert api_calls == [local_server.base_url + "/models"]  # the check, nothing more
+
+
+@needs_browser
+def test_train_watch_and_chat_from_the_dashboard(local_server: TuneserveServer,
+                                                 browser: Browser, tmp_path: Path) -> None:
+    with Dashboard(browser, local_server, tmp_path) as ui:
+        page = ui.page
+        ui.open()
+        ui.sign_in(local_server.api_key)
+        expect(page.get_by_test_id("app")).to_be_visible()
+
+        page.get_by_test_id("nav-files").click()
+        training = ui.upload("dash-train.jsonl", [sft_example(i) for i in range(24)])
+        validation = ui.upload("dash-valid.jsonl", [sft_example(i) for i in range(100, 104)])
+
+        job_id = _create_job(page, training, validation)
+        _watch_training(page)
+        model = page.get_by_test_id("job-model-name").inner_text()
+        assert model.startswith(f"ft:{BASE}:") and ":dash:" in model
+        expect(page.get_by_test_id("loss-chart")).to_have_attribute("data-points", str(STEPS))
+        expect(page.get_by_test_id("checkpoint-row")).not_to_have_count(0)
+        expect(page.get_by_test_id("result-files").locator("tr")).not_to_have_count(0)
+        expect(page.get_by_test_id("evaluation")).to_have_attribute(
+            "data-status", "completed", timeout=300 * MS)
+        expect(page.get_by_test_id("events-log")).to_contain_text("successfully completed")
+        ui.save("dashboard-job.png", full_page=True)
+
+        _chat_side_by_side(ui, model)
+        page.get_by_test_id("nav-jobs").click()
+        expect(page.locator(f'[data-testid="job-row"][data-id="{job_id}"]')).to_contain_text(
+            "succeeded")
+        _delete_model(page, model)
+
+        page.get_by_test_id("sign-out").click()
+        expect(page.get_by_test_id("sign-in-screen")).to_be_visible()
+        assert page.evaluate("sessionStorage.length") == 0
+
+
+def _create_job(page: Page, training: str, validation: str) -> str:
+    page.get_by_test_id("nav-jobs").click()
+    page.get_by_test_id("new-job").click()
+    form = page.get_by_test_id("job-form")
+    expect(form.locator(f'[data-testid="job-training-file"] option[value="{training}"]')
+           ).to_have_count(1)
+    form.get_by_test_id("job-method").select_option("supervised")
+    form.get_by_test_id("job-model").select_option(BASE)
+    form.get_by_test_id("job-training-file").select_option(training)
+    form.get_by_test_id("job-validation-file").select_option(validation)
+    form.get_by_test_id("job-suffix").fill("dash")
+    form.get_by_test_id("job-epochs").fill(str(EPOCHS))
+    form.get_by_test_id("job-batch-size").fill(str(BATCH_SIZE))
+    form.get_by_test_id("create-job").click()
+    expect(page.get_by_test_id("job-page")).to_be_visible()
+    match = re.search(r"#/jobs/(ftjob-[\w-]+)", page.url)
+    assert match, page.url
+    return match.group(1)
+
+
+def _watch_training(page: Page) -> None:
+    """Follows the job page until the job ends: the loss chart must gain points while it
+    trains (fewer, then more), from the live events stream."""
+    status_badge = page.get_by_test_id("job-status")
+    chart, cancel = page.get_by_test_id("loss-chart"), page.get_by_test_id("cancel-job")
+    seen: list[tuple[str, int]] = []
+    cancellable = False
+    deadline = time.monotonic() + TRAINING_TIMEOUT_S
+    while True:
+        status = status_badge.get_attribute("data-status") or ""
+        seen.append((status, int(chart.get_attribute("data-points") or 0)))
+        cancellable |= status == "running" and cancel.is_visible()
+        if status in TERMINAL:
+            break
+        assert time.monotonic() < deadline, f"still {status} after {TRAINING_TIMEOUT_S}s"
+        page.wait_for_timeout(250)
+    assert status == "succeeded", page.get_by_test_id("job-error").inner_text()
+    while_training = [n for s, n in seen if s not in TERMINAL]
+    assert any(0 < a < b for a, b in pairwise(while_training)), (
+        f"the loss chart never gained a point while the job trained: {sorted(set(seen))}")
+    assert cancellable, "no Cancel button while the job ran"
+    expect(cancel).to_be_hidden()
+
+
+def _chat_side_by_side(ui: Dashboard, model: str) -> None:
+    page = ui.page
+    wait_for_engine(ui.server)
+    page.get_by_test_id("open-playground").click()
+    base_pane, tuned_pane = page.get_by_test_id("pane-0"), page.get_by_test_id("pane-1")
+    expect(base_pane.get_by_test_id("pane-model")).to_have_value(BASE)
+    expect(tuned_pane.get_by_test_id("pane-model")).to_have_value(model)
+    page.get_by_test_id("system").fill("You answer in JSON.")
+    page.get_by_test_id("max-tokens").fill("48")
+    page.get_by_test_id("prompt").fill("What is 7 plus 7?")
+    page.get_by_test_id("send").click()
+    for pane in (base_pane, tuned_pane):
+        expect(pane).to_have_attribute("data-state", "done", timeout=180 * MS)
+        expect(pane.get_by_test_id("answer")).not_to_have_text("")
+    # Streamed: the trained answer (a small JSON object, many tokens) came in several deltas,
+    # each drawn as it arrived. The base's sampled answer may be a single token.
+    assert int(tuned_pane.get_attribute("data-chunks") or 0) > 1
+    ui.save("dashboard-playground.png")
+
+
+def _delete_model(page: Page, model: str) -> None:
+    page.get_by_test_id("nav-models").click()
+    row = page.locator(f'[data-testid="model-row"][data-id="{model}"]')
+    expect(row).to_have_count(1)
+    page.once("dialog", lambda dialog: dialog.accept())
+    row.get_by_test_id("delete-model").click()
+    expect(row).to_have_count(0)
