@@ -19,8 +19,9 @@ def _project_id(server: TuneserveServer, name: str) -> str:
 def test_a_granted_project_uses_the_checkpoint_and_no_one_else(
         local_server: TuneserveServer, sft_job: object) -> None:
     owner = local_server.client()
-    checkpoint = owner.fine_tuning.jobs.checkpoints.list(
-        sft_job.id).data[-1].fine_tuned_model_checkpoint  # type: ignore[attr-defined]
+    # A checkpoint of the shared run that no other test deleted.
+    prefix = sft_job.fine_tuned_model + ":ckpt-step-"  # type: ignore[attr-defined]
+    checkpoint = next(m.id for m in owner.models.list() if m.id.startswith(prefix))
     partner_key = local_server.other_key()
     stranger_key = local_server.cli("keys", "create", "--project", "stranger").strip()
     partner, stranger = local_server.client(partner_key), local_server.client(stranger_key)

@@ -117,7 +117,8 @@ class _Proxy:
     def __init__(self, status: int) -> None:
         self.status, self.sent = status, 0
 
-    async def complete(self, path: str, body: dict[str, Any], lease: _Lease) -> Answer:
+    async def complete(self, path: str, body: dict[str, Any], lease: _Lease,
+                       request_id: str | None = None) -> Answer:
         self.sent += 1
         return Answer(self.status, {"choices": [{"message": {"content": "7"}}]})
 

@@ -31,7 +31,9 @@ class EvalExample:
 def eval_examples(method: str, records: list[dict[str, Any]], limit: int) -> list[EvalExample]:
     """The first `limit` records whose target is text: for SFT the last assistant message
     and what precedes it, for DPO the preferred output after the input."""
-    examples = []
+    examples: list[EvalExample] = []
+    if method == "reinforcement":  # no reference answers: the grader is the measure
+        return examples
     for record in records:
         if len(examples) >= limit:
             break

@@ -136,14 +136,16 @@ class JobProgress(TrainerCallback):
         self.last_train = {"train_loss": logs["loss"]}
         if "mean_token_accuracy" in logs:
             self.last_train["train_mean_token_accuracy"] = logs["mean_token_accuracy"]
-        data = {"step": step, **self.last_train, **self.last_valid, "total_steps": state.max_steps}
+        data = {"step": step, **self.last_train, **self.last_valid, **_rewards(logs),
+                "total_steps": state.max_steps}
         values = {"step": step, "estimated_finish": self._eta(step, state.max_steps)}
+        message = f"Step {step}/{state.max_steps}: training loss={logs['loss']:.4f}"
+        if "reward_mean" in data:
+            message += f", reward={data['reward_mean']:.4f}"
         with self.ctx.db.session() as s:
             held = jobs.transition(s, self.ctx.job_id, jobs.WORKING, self.ctx.attempt, **values)
             if held and (step % self.metrics_every == 0 or step == state.max_steps):
-                jobs.add_event(s, self.ctx.job_id,
-                               f"Step {step}/{state.max_steps}: training loss={logs['loss']:.4f}",
-                               type="metrics", data=data)
+                jobs.add_event(s, self.ctx.job_id, message, type="metrics", data=data)
 
     def _eta(self, step: int, total: int) -> int | None:
         done = step - (self._first_step or 0)
@@ -228,3 +230,14 @@ class JobProgress(TrainerCallback):
 def metrics_interval(total_steps: int) -> int:
     """About a hundred metrics events per job, and every step for short ones."""
     return max(1, math.ceil(total_steps / 100))
+
+
+def _rewards(logs: dict[str, Any]) -> dict[str, Any]:
+    """A reinforcement step's reward: the mean and spread over its sampled answers, and each
+    grader's mean (TRL logs `rewards/<grader>/mean`)."""
+    if "reward" not in logs:
+        return {}
+    per_grader = {key[len("rewards/"):-len("/mean")]: value for key, value in logs.items()
+                  if key.startswith("rewards/") and key.endswith("/mean")}
+    return {"reward_mean": logs["reward"], "reward_std": logs.get("reward_std"),
+            "rewards": per_grader}

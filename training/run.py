@@ -19,6 +19,7 @@ from storage.files import add_file
 from storage.ids import new_id
 from storage.keys import adapter_prefix, file_key
 from storage.models import FineTunedModel, FineTuningJob, JobEvent
+from storage.sharing import usable_model
 from training import evaluation_state, jobs
 from training.data import dpo_row, read_records, sft_dataset_rows
 from training.evaluation import EvalExample, eval_examples, evaluate, headline
@@ -33,6 +34,7 @@ from training.progress import (
     load_state,
     metrics_interval,
 )
+from training.rewards import rft_row
 from training.settings import TrainingSettings
 from training.trainer import RunConfig, build_trainer, load_model
 
@@ -43,6 +45,8 @@ RESULT_COLUMNS = ["step", "train_loss", "train_accuracy", "valid_loss",
 def _rows(method: str, records: list[dict], tokenizer: Any) -> list[dict]:  # type: ignore[type-arg]
     if method == "dpo":
         return [dpo_row(r) for r in records]
+    if method == "reinforcement":
+        return [rft_row(r) for r in records]
     return sft_dataset_rows(records, tokenizer)
 
 
@@ -100,14 +104,16 @@ def run(job_id: str, attempt: int, settings: TrainingSettings, db: Database, sto
             return
     cfg = RunConfig(method=method, model_dir=spec.path, output_dir=output_dir,
                     hyperparameters=hp, seed=job.seed, initial_adapter=initial_adapter,
-                    report_to=_report_to(job))
+                    report_to=_report_to(job), grader=job.method[method].get("grader"))
 
     model, tokenizer = load_model(cfg)
     if heartbeat.should_stop:
         return
     # Rows need the tokenizer: a conversation is one row, its mask from the chat template.
-    train_rows, valid_rows = (_rows(method, train_records, tokenizer),
-                              _rows(method, valid_records, tokenizer))
+    # A reinforcement run samples no validation answers (nothing to score them against but
+    # the grader, which is the training signal itself).
+    train_rows = _rows(method, train_records, tokenizer)
+    valid_rows = [] if method == "reinforcement" else _rows(method, valid_records, tokenizer)
     steps_per_epoch = -(-len(train_rows) // hp.batch_size)
     cfg.eval_steps = max(1, steps_per_epoch // 2) if valid_rows else None
     progress = JobProgress(ctx, metrics_every=metrics_interval(steps_per_epoch * hp.n_epochs),
@@ -134,8 +140,9 @@ def _parent_adapter(ctx: JobContext, parent: str, local: Path) -> Path | None:
     """The weights of the fine-tuned model a job continues from; None (the job failed) when
     that model was deleted meanwhile."""
     with ctx.db.session() as s:
-        prefix = s.scalar(select(FineTunedModel.adapter_prefix).where(
-            FineTunedModel.id == parent, FineTunedModel.project_id == ctx.project_id))
+        # The project's own model or one shared with it (checkpoint permissions).
+        row = usable_model(s, ctx.project_id, parent)
+        prefix = row.adapter_prefix if row is not None else None
     path = local / "adapter_model.safetensors"
     try:
         if prefix is None:

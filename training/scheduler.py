@@ -183,7 +183,9 @@ class Scheduler:
             return
         hp = resolve(method, given, n_examples=stats.n_examples, longest_example=longest,
                      context_length=context, shape=ModelShape.of(spec.config))
-        resolved = {**job.method, method: {"hyperparameters": hp.as_dict()}}
+        # The method's other fields (a reinforcement job's grader) stay as they were.
+        resolved = {**job.method, method: {**job.method.get(method, {}),
+                                           "hyperparameters": hp.as_dict()}}
         with self.db.session() as s:
             if jobs.transition(s, job.id, (JobStatus.VALIDATING_FILES,), attempt,
                                status=JobStatus.QUEUED, method=resolved, heartbeat_at=None,

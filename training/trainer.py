@@ -15,7 +15,7 @@ from training.hyperparameters import Hyperparameters
 class RunConfig:
     """Everything `build_trainer` needs, resolved by the worker from the job."""
 
-    method: str  # "supervised" | "dpo"
+    method: str  # "supervised" | "dpo" | "reinforcement"
     model_dir: Path
     output_dir: Path
     hyperparameters: Hyperparameters
@@ -26,6 +26,8 @@ class RunConfig:
     # The adapter weights (safetensors) training starts from when the job continues from a
     # fine-tuned model; a fresh adapter otherwise.
     initial_adapter: Path | None = None
+    # Reinforcement: the grader object whose reward the run maximizes.
+    grader: dict[str, Any] | None = None
 
 
 def prepare_environment() -> None:
@@ -160,6 +162,8 @@ def build_trainer(
     train = Dataset.from_list(train_rows)
     valid = Dataset.from_list(valid_rows) if valid_rows else None
     args = _common_args(cfg, valid is not None, Device.detect())
+    if cfg.method == "reinforcement":
+        return _grpo_trainer(cfg, model, tokenizer, train, args, callbacks)
     if cfg.method == "dpo":
         from trl import DPOConfig, DPOTrainer
 
@@ -179,4 +183,30 @@ def build_trainer(
         model=model, args=SFTConfig(**args, completion_only_loss=True),
         train_dataset=train, eval_dataset=valid, processing_class=tokenizer,
         callbacks=callbacks,
+    )
+
+
+def _grpo_trainer(cfg: RunConfig, model: Any, tokenizer: Any, train: Any,
+                  args: dict[str, Any], callbacks: list[Any]) -> Any:
+    """GRPO: each step samples `num_generations` answers to each of `batch_size` prompts,
+    grades them, and moves the adapter towards the answers that beat their group's mean. No
+    reference model term (beta 0, as Unsloth's and DeepSeek's recipes for LoRA), no eval
+    (it would sample the validation prompts too)."""
+    from trl import GRPOConfig, GRPOTrainer
+
+    from training.rewards import reward_functions
+
+    assert cfg.grader is not None
+    hp = cfg.hyperparameters
+    group = hp.num_generations or 2
+    funcs, weights = reward_functions(cfg.grader)
+    args = {**args, "per_device_train_batch_size": hp.batch_size * group,
+            "per_device_eval_batch_size": hp.batch_size * group, "eval_strategy": "no",
+            "eval_steps": None}
+    del args["max_length"]  # prompts are whole; answers are capped below
+    return GRPOTrainer(
+        model=model, reward_funcs=funcs, train_dataset=train, processing_class=tokenizer,
+        callbacks=callbacks,
+        args=GRPOConfig(**args, num_generations=group, beta=0.0, reward_weights=weights,
+                        max_completion_length=hp.max_completion_tokens),
     )

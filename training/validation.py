@@ -90,7 +90,7 @@ def parse_line(line: bytes, number: int, param: str) -> dict[str, Any] | None:
 def validate_training_file(
     lines: Iterable[bytes],
     *,
-    method: Literal["supervised", "dpo"],
+    method: Literal["supervised", "dpo", "reinforcement"],
     count_tokens: Callable[[list[Message], list[Any] | None], int],
     context_length: int,
     param: str = "training_file",
@@ -102,7 +102,9 @@ def validate_training_file(
     `max_seq_length` is the job's own limit when it set one: training never truncates, so a
     longer example fails here. Raises DatasetError at the first problem; `param` goes into
     every error."""
-    if method not in ("supervised", "dpo"):
+    sequences_of = {"supervised": _sft_sequences, "dpo": _dpo_sequences,
+                    "reinforcement": _rft_sequences}.get(method)
+    if sequences_of is None:
         raise ValueError(f"unknown fine-tuning method {method!r}")
     n_examples = n_tokens = max_tokens = 0
     # Numbered before skipping blanks, so numbers match what an editor shows.
@@ -111,11 +113,11 @@ def validate_training_file(
         if record is None:
             continue
         try:
-            sequences = _sft_sequences(record) if method == "supervised" else _dpo_sequences(record)
+            sequences = sequences_of(record)
         except _Problem as problem:
             raise DatasetError(INVALID_FORMAT, f"Line {number}: {problem}", param) from None
         # The tools are rendered into the prompt (the system turn) too.
-        tools = (record if method == "supervised" else record.get("input") or {}).get("tools")
+        tools = (record.get("input") or {} if method == "dpo" else record).get("tools")
         for sequence in sequences:
             tokens = count_tokens(sequence, tools if isinstance(tools, list) else None)
             if tokens > context_length:
@@ -164,6 +166,22 @@ def _sft_sequences(record: dict[str, Any]) -> list[list[Message]]:
     # weight 0 masks a message out of the loss; with every one masked there is nothing to learn.
     if all(m.get("weight", 1) == 0 for m in assistants):
         raise _Problem("every assistant message has weight 0, so there is nothing to train on")
+    return [messages]
+
+
+# --- reinforcement --------------------------------------------------------------------------
+
+
+def _rft_sequences(record: dict[str, Any]) -> list[list[Message]]:
+    """The prompt a reinforcement example samples answers to. Every other top-level field is
+    the grader's `item` (a reference answer, labels…), free in shape."""
+    messages = _message_list(record, "messages", "messages")
+    _check_tools(record)
+    for index, message in enumerate(messages):
+        _check_message(message, f"messages[{index}]", allow_weight=False)
+    if messages[-1]["role"] != "user":
+        raise _Problem(f"messages[{len(messages) - 1}] has role '{messages[-1]['role']}'; "
+                       "the last message must be the user's (the model answers it)")
     return [messages]
 
 

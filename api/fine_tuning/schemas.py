@@ -32,6 +32,27 @@ class DpoHyperparameters(SupervisedHyperparameters):
     beta: Auto | Annotated[float, Field(gt=0, le=2)] = "auto"
 
 
+class ReinforcementHyperparameters(SupervisedHyperparameters):
+    # OpenAI's: more samples per prompt, and the evaluation's cadence (the built-in
+    # evaluation here needs reference answers, which reinforcement data has not: unused).
+    compute_multiplier: Auto | Annotated[float, Field(gt=0, le=10)] = "auto"
+    eval_interval: Auto | Annotated[int, Field(ge=1)] = "auto"
+    eval_samples: Auto | Annotated[int, Field(ge=1)] = "auto"
+    reasoning_effort: Literal["default", "low", "medium", "high"] | None = None
+    # Extensions (tuneserve): answers sampled per prompt (GRPO's group) and their length.
+    num_generations: Annotated[int, Field(ge=2, le=64)] | None = None
+    max_completion_tokens: Annotated[int, Field(ge=1, le=4096)] | None = None
+
+
+class Reinforcement(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    # Checked by the grader engine (training/graders.py), which names the bad field.
+    grader: dict[str, Any]
+    hyperparameters: ReinforcementHyperparameters = Field(
+        default_factory=ReinforcementHyperparameters)
+    response_format: dict[str, Any] | None = None
+
+
 class Supervised(BaseModel):
     model_config = ConfigDict(extra="forbid")
     hyperparameters: SupervisedHyperparameters = Field(default_factory=SupervisedHyperparameters)
@@ -46,7 +67,7 @@ class Method(BaseModel):
     type: Literal["supervised", "dpo", "reinforcement"]
     supervised: Supervised | None = None
     dpo: Dpo | None = None
-    reinforcement: dict[str, Any] | None = None
+    reinforcement: Reinforcement | None = None
 
 
 class WandbSettings(BaseModel):

@@ -10,13 +10,14 @@ from sqlalchemy.orm import Session
 
 from api.errors import APIError, not_found
 from api.files.service import get_file
-from api.fine_tuning.schemas import CreateFineTuningJobRequest
+from api.fine_tuning.schemas import CreateFineTuningJobRequest, Reinforcement
 from storage.base_models import BaseModelSpec
 from storage.blob import BlobNotFound, BlobStore
 from storage.ids import new_id
 from storage.models import FineTuningJob, Project
 from storage.sharing import usable_model
 from training import evaluation_state, jobs
+from training.graders import GraderError, MultiGrader, ScoreModelGrader, validate_grader
 from training.hyperparameters import DEFAULT_LORA_RANK
 from training.jobs import JobStatus
 
@@ -38,8 +39,31 @@ def _method(body: CreateFineTuningJobRequest) -> dict[str, Any]:
     if method.type == "dpo":
         hp = method.dpo.hyperparameters.model_dump(exclude_none=True) if method.dpo else {}
         return {"type": "dpo", "dpo": {"hyperparameters": hp}}
-    raise APIError(400, "Reinforcement fine-tuning is not supported yet; use 'supervised' or "
-                   "'dpo'.", param="method.type", code="unsupported_method")
+    return {"type": "reinforcement", "reinforcement": _reinforcement(method.reinforcement)}
+
+
+def _reinforcement(given: Reinforcement | None) -> dict[str, Any]:
+    """The grader, checked as far as it can be before training, and the hyperparameters."""
+    where = "method.reinforcement"
+    if given is None:
+        raise APIError(400, f"Missing required parameter: '{where}.grader'.",
+                       param=f"{where}.grader", code="missing_required_parameter")
+    if given.response_format is not None:
+        raise APIError(400, "Structured outputs during reinforcement fine-tuning are not "
+                       "supported by this server.", param=f"{where}.response_format",
+                       code="unsupported_value")
+    try:
+        grader = validate_grader(given.grader, f"{where}.grader")
+    except GraderError as err:
+        raise APIError(400, err.message, param=err.param, code=err.code) from None
+    parts = grader.graders.values() if isinstance(grader, MultiGrader) else [grader]
+    if any(isinstance(part, ScoreModelGrader) for part in parts):
+        # The worker has no way to the serving engine (its key is the API node's alone).
+        raise APIError(400, "score_model graders cannot reward a training run on this server "
+                       "yet; use string_check, text_similarity or multi over them.",
+                       param=f"{where}.grader", code="unsupported_value")
+    hp = given.hyperparameters.model_dump(exclude_none=True)
+    return {"grader": given.grader, "hyperparameters": hp}
 
 
 def _training_file(session: Session, project_id: str, file_id: str, param: str) -> None:
@@ -129,8 +153,10 @@ def create_job(session: Session, store: BlobStore, project: Project,
         status="validating_files", created_at=int(time.time()),
         model_name=jobs.fine_tuned_model_name(base, project.name, body.suffix),
         result_files=[],
+        # Reinforcement data has no reference answers for the built-in evaluation.
         evaluation=(evaluation_state.pending()
-                    if body.validation_file and base in evaluated_on_engine else None),
+                    if body.validation_file and base in evaluated_on_engine
+                    and method["type"] != "reinforcement" else None),
     )
     session.add(job)
     session.flush()

@@ -1,0 +1,95 @@
+"""Reinforcement fine-tuning (`method.type = "reinforcement"`) through the official client:
+a grader's reward trains the model (TRL's GRPO through Unsloth, on the CPU here), the events
+carry the reward, and the model is served. Bad graders and data are clear 400s / failures."""
+
+from typing import Any
+
+import openai
+import pytest
+
+from tests.support.server import TuneserveServer
+from tests.support.training import BASE, events, jsonl, wait_for
+
+QUESTIONS = ["Is the sky blue?", "Is fire hot?", "Is water wet?", "Is ice cold?",
+             "Do fish swim?", "Do birds fly?", "Is the sun bright?", "Is snow white?",
+             "Is grass green?", "Do cats purr?", "Is honey sweet?", "Do dogs bark?"]
+SAYS_YES = {"type": "string_check", "name": "says_yes", "operation": "ilike",
+            "input": "{{sample.output_text}}", "reference": "{{item.answer}}"}
+
+
+def _rows() -> list[dict[str, Any]]:
+    return [{"messages": [{"role": "user", "content": f"{q} Answer yes or no."}],
+             "answer": "yes"} for q in QUESTIONS]
+
+
+def _method(grader: dict[str, Any], **hyperparameters: Any) -> dict[str, Any]:
+    return {"type": "reinforcement",
+            "reinforcement": {"grader": grader, "hyperparameters": hyperparameters}}
+
+
+def test_a_string_check_reward_rises_and_the_model_is_served(
+        local_server: TuneserveServer) -> None:
+    client = local_server.client()
+    training = client.files.create(file=("rft.jsonl", jsonl(_rows())), purpose="fine-tune")
+    job = client.fine_tuning.jobs.create(
+        model=BASE, training_file=training.id, suffix="rft", seed=3,
+        # 3 steps an epoch; the learning rate is the default one.
+        method=_method(SAYS_YES, n_epochs=3, batch_size=4, num_generations=4,  # type: ignore[arg-type]
+                       max_completion_tokens=8, lora_rank=8))
+    done = wait_for(client, job.id, timeout=900)
+    assert done.status == "succeeded", done.error
+    assert done.method.type == "reinforcement"  # type: ignore[union-attr]
+    metrics = sorted((e.data for e in events(client, job.id)  # type: ignore[union-attr]
+                      if e.type == "metrics" and "reward_mean" in (e.data or {})),
+                     key=lambda d: d["step"])
+    assert len(metrics) == 9 and all("says_yes" in d["rewards"] for d in metrics)
+    first = sum(d["reward_mean"] for d in metrics[:3]) / 3
+    last = sum(d["reward_mean"] for d in metrics[-3:]) / 3
+    assert last > first + 0.2, [round(d["reward_mean"], 2) for d in metrics]
+
+    answer = client.chat.completions.create(
+        model=done.fine_tuned_model, max_tokens=8,  # type: ignore[arg-type]
+        messages=[{"role": "user", "content": "Is milk white? Answer yes or no."}])
+    assert answer.choices[0].message.content
+
+
+@pytest.mark.parametrize("method, param", [
+    ({"type": "reinforcement"}, "method.reinforcement.grader"),
+    (_method({"type": "python", "name": "p", "source": "def grade(s, i): return 1"}),
+     "method.reinforcement.grader.type"),
+    (_method({**SAYS_YES, "operation": "regex"}), "method.reinforcement.grader.operation"),
+    (_method({"type": "score_model", "name": "judge", "model": BASE,
+              "input": [{"role": "user", "content": "Rate {{sample.output_text}}"}]}),
+     "method.reinforcement.grader"),
+    (_method({"type": "multi", "name": "m", "graders": {"a": SAYS_YES},
+              "calculate_output": "a +"}), "method.reinforcement.grader.calculate_output"),
+    ({"type": "reinforcement", "reinforcement": {"grader": SAYS_YES,
+                                                 "response_format": {"type": "json_object"}}},
+     "method.reinforcement.response_format"),
+    (_method(SAYS_YES, num_generations=1),
+     "method.reinforcement.hyperparameters.num_generations"),
+])
+def test_bad_reinforcement_jobs_are_400s_naming_the_field(
+        s3_server: TuneserveServer, method: dict[str, Any], param: str) -> None:
+    client = s3_server.client()
+    training = client.files.create(file=("rft.jsonl", jsonl(_rows())), purpose="fine-tune")
+    with pytest.raises(openai.BadRequestError) as info:
+        client.fine_tuning.jobs.create(model=BASE, training_file=training.id,
+                                       method=method)  # type: ignore[arg-type]
+    error = info.value.body
+    assert isinstance(error, dict) and error["param"] == param, error
+
+
+def test_reinforcement_data_whose_prompt_ends_with_an_answer_fails_validation(
+        s3_server: TuneserveServer) -> None:
+    client = s3_server.client()
+    rows = _rows()
+    rows[3]["messages"].append({"role": "assistant", "content": "yes"})
+    training = client.files.create(file=("rft.jsonl", jsonl(rows)), purpose="fine-tune")
+    job = client.fine_tuning.jobs.create(model=BASE, training_file=training.id,
+                                         method=_method(SAYS_YES))  # type: ignore[arg-type]
+    done = wait_for(client, job.id, timeout=120)
+    assert done.status == "failed" and done.error is not None
+    assert done.error.param == "training_file"
+    assert "Line 4" in done.error.message and "last message must be the user's" in \
+        done.error.message
