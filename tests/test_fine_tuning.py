@@ -331,7 +331,7 @@ def test_bad_validation_file_names_it(local_server: TuneserveServer) -> None:
     ("change", "param"),
     [
         ({"model": "gpt-17"}, "model"),
-        ({"method": {"type": "reinforcement"}}, "method.type"),
+        ({"method": {"type": "evolutionary"}}, "method.type"),
         ({"method": {"type": "supervised", "supervised": {"hyperparameters": {"n_epochs": 0}}}},
          "method.supervised.hyperparameters.n_epochs"),
         ({"method": {"type": "supervised", "supervised": {"hyperparameters": {
