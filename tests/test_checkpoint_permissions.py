@@ -12,8 +12,7 @@ ASK = [{"role": "user", "content": "What is 4 plus 4?"}]
 
 
 def _project_id(server: TuneserveServer, name: str) -> str:
-    rows = [line.split() for line in server.cli("keys", "list").splitlines()[1:]]
-    return next(row[1] for row in rows if row[2] == name)
+    return next(row["project_id"] for row in server.api_keys() if row["project"] == name)
 
 
 def test_a_granted_project_uses_the_checkpoint_and_no_one_else(

@@ -101,8 +101,7 @@ def test_ready_checks_database_storage_and_engine(
 
 
 def _key_id(server: TuneserveServer, redacted_tail: str) -> str:
-    rows = [line.split() for line in server.cli("keys", "list").splitlines()[1:]]
-    return next(row[0] for row in rows if row[3].endswith(redacted_tail))
+    return next(row["id"] for row in server.api_keys() if row["key"].endswith(redacted_tail))
 
 
 @pytest.mark.parametrize("nodes", ["postgresql", "sqlite"])

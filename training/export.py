@@ -7,6 +7,7 @@ quantizer and its writer. What the weights alone do not say (the tokenizer's voc
 merges and pre-tokenizer, the chat template, the architecture's fields) is taken from the
 GGUF the base model was prepared from, so llama.cpp reads the tokenizer it shipped with."""
 
+import re
 import shutil
 import tempfile
 from pathlib import Path
@@ -19,6 +20,12 @@ from storage.blob import BlobStore
 
 Format = Literal["peft", "merged", "gguf"]
 GGUFType = Literal["f16", "q8_0"]
+
+
+def file_name_for(model_id: str) -> str:
+    """A model's name as a file or folder name (`ft:a:b` -> `ft-a-b`): the download's folder
+    and the export's file are named alike."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", model_id).strip("-")
 
 
 class ExportError(Exception):

@@ -1,7 +1,5 @@
 """`/v1/models`: the base models, plus the project's fine-tuned models and checkpoints."""
 
-import re
-
 from anyio import from_thread
 from fastapi import APIRouter, Request
 from fastapi.responses import StreamingResponse
@@ -14,6 +12,7 @@ from api.models.schemas import ModelDeleted, ModelList, ModelObject
 from storage.base_models import base_models
 from storage.models import FineTunedModel, FineTuningJob, Project
 from storage.sharing import granted_to
+from training.export import file_name_for
 
 router = APIRouter(prefix="/models", tags=["models"], responses=error_responses(403, 404))
 
@@ -75,7 +74,7 @@ def download_adapter(model: str, project: CurrentProject, session: DB,
     row = _own(session, project, model)
     if row is None:
         raise _not_found(model)
-    folder = re.sub(r"[^A-Za-z0-9._-]+", "-", model).strip("-")
+    folder = file_name_for(model)
     members = adapter_members(store, row.adapter_prefix, folder)
     if not members:
         raise _not_found(model)

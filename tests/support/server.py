@@ -41,6 +41,12 @@ class TuneserveServer:
             raise RuntimeError(f"tuneserve {' '.join(args)} failed:\n{out.stderr}")
         return out.stdout
 
+    def api_keys(self) -> list[dict[str, str]]:
+        """`tuneserve keys list` as rows: id, project_id, project, key (redacted)."""
+        lines = self.cli("keys", "list").splitlines()[1:]
+        return [dict(zip(("id", "project_id", "project", "key"), line.split()[:4], strict=True))
+                for line in lines]
+
     def other_key(self) -> str:
         """A key of a second project (made once per server)."""
         if not hasattr(self, "_other_key"):
