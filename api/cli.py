@@ -11,7 +11,8 @@ from sqlalchemy import select
 
 from api import user_cli
 from api.settings import Settings
-from api.tenancy import add_api_key, get_or_create_project, list_keys, revoke_key
+from api.tenancy import get_or_create_project
+from storage.api_keys import add_api_key, list_keys, revoke_key
 from storage.base_models import base_models, default_model_dir
 from storage.blob import open_blob_store
 from storage.db import Database
@@ -61,7 +62,7 @@ def _open_database() -> Database:
 def _keys_create(args: argparse.Namespace) -> None:
     db = _open_database()
     with db.session() as session:
-        secret = add_api_key(session, get_or_create_project(session, args.project))
+        secret = add_api_key(session, get_or_create_project(session, args.project).id)
     db.dispose()
     print(secret)
 
@@ -70,10 +71,10 @@ def _keys_list(args: argparse.Namespace) -> None:
     db = _open_database()
     with db.session() as session:
         rows = [(key.id, key.project_id, project, key.redacted, _when(key.created_at),
-                 _when(key.revoked_at) if key.revoked_at else "-")
+                 _when(key.revoked_at) if key.revoked_at else "-", key.job_id or "-")
                 for key, project in list_keys(session)]
     db.dispose()
-    header = ("ID", "PROJECT_ID", "PROJECT", "KEY", "CREATED", "REVOKED")
+    header = ("ID", "PROJECT_ID", "PROJECT", "KEY", "CREATED", "REVOKED", "JOB")
     widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
     for row in [header, *rows]:
         print("  ".join(str(v).ljust(w) for v, w in zip(row, widths, strict=True)).rstrip())

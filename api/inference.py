@@ -91,17 +91,22 @@ class _LeasedStream(StreamingResponse):
 async def _timed(chunks: AsyncIterator[bytes], base: str,
                  started: float) -> AsyncIterator[bytes]:
     """The stream as is, timed for /metrics: vLLM sends its first event with the first
-    token, and one event per token after it."""
+    token, and one event per token after it. Each chunk is counted before it is passed
+    on, so a client that has read the whole stream already sees it in /metrics."""
     first: float | None = None
-    events = 0
+    timed = False
     async for chunk in chunks:
+        events = chunk.count(b"data: {")
         if first is None:
             first = time.perf_counter()
             TIME_TO_FIRST_TOKEN.labels(base).observe(first - started)
-        events += chunk.count(b"data: {")
+            events -= 1  # the role event carries no token
+        GENERATED_TOKENS.labels(base).inc(max(0, events))
+        if b"data: [DONE]" in chunk:
+            GENERATION_SECONDS.labels(base).inc(time.perf_counter() - started)
+            timed = True
         yield chunk
-    if first is not None:
-        GENERATED_TOKENS.labels(base).inc(max(0, events - 1))  # less the role event
+    if first is not None and not timed:  # the stream broke off before its end
         GENERATION_SECONDS.labels(base).inc(time.perf_counter() - started)
 
 

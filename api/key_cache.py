@@ -12,7 +12,7 @@ import threading
 import psycopg
 from fastapi.concurrency import run_in_threadpool
 
-from api.tenancy import KEYS_CHANNEL, hash_key, project_for_key
+from storage.api_keys import KEYS_CHANNEL, hash_key, project_for_key
 from storage.db import Database
 from storage.models import Project
 

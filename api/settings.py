@@ -2,7 +2,7 @@
 
 from typing import Annotated, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from api.tenancy import MIN_BOOTSTRAP_KEY_LENGTH
 from serving.settings import ServingSettings
@@ -69,6 +69,15 @@ class Settings(TrainingSettings, ServingSettings):
     webhook_allow_private_urls: bool = True
     # Endpoints one project may have.
     webhook_max_endpoints_per_project: int = 20
+
+    @model_validator(mode="after")
+    def _own_api_url(self) -> "Settings":
+        """Local workers reach this node where it listens (loopback for a wildcard)."""
+        if not self.api_url:
+            host = "127.0.0.1" if self.host in ("0.0.0.0", "::", "") else self.host
+            host = f"[{host}]" if ":" in host else host
+            self.api_url = f"http://{host}:{self.port}"
+        return self
 
     @field_validator("bootstrap_api_key")
     @classmethod

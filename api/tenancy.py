@@ -1,15 +1,14 @@
-"""Projects and their API keys. A key belongs to one project; only its sha256 is stored."""
+"""Projects, and the keys a fresh install starts with (keys themselves: storage/api_keys.py)."""
 
-import hashlib
 import logging
 import os
-import secrets
 import time
 from pathlib import Path
 
-from sqlalchemy import select, text
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from storage.api_keys import add_api_key
 from storage.db import Database
 from storage.ids import new_id
 from storage.models import ApiKey, Project
@@ -17,14 +16,8 @@ from storage.models import ApiKey, Project
 log = logging.getLogger("tuneserve.api")
 
 
-# PostgreSQL NOTIFY channel of revoked keys' hashes.
-KEYS_CHANNEL = "tuneserve_key_revoked"
 # A bootstrap key is chosen by a person: shorter than this is refused as guessable.
 MIN_BOOTSTRAP_KEY_LENGTH = 32
-
-
-def hash_key(secret: str) -> str:
-    return hashlib.sha256(secret.encode()).hexdigest()
 
 
 def get_or_create_project(session: Session, name: str) -> Project:
@@ -34,50 +27,6 @@ def get_or_create_project(session: Session, name: str) -> Project:
         session.add(project)
         session.flush()
     return project
-
-
-def add_api_key(session: Session, project: Project, secret: str | None = None) -> str:
-    """Stores a key for `project` and returns the secret (shown once, never stored)."""
-    secret = secret or "sk-proj-" + secrets.token_urlsafe(36)
-    session.add(
-        ApiKey(
-            id=new_id("key_"),
-            project_id=project.id,
-            key_hash=hash_key(secret),
-            redacted=f"{secret[:8]}...{secret[-4:]}",
-            created_at=int(time.time()),
-        )
-    )
-    session.flush()
-    return secret
-
-
-def project_for_key(session: Session, digest: str) -> Project | None:
-    """The project of the unrevoked key whose sha256 is `digest`."""
-    return session.scalar(select(Project).join(ApiKey, ApiKey.project_id == Project.id)
-                          .where(ApiKey.key_hash == digest, ApiKey.revoked_at.is_(None)))
-
-
-def list_keys(session: Session) -> list[tuple[ApiKey, str]]:
-    """Every key (revoked ones too) with its project's name, oldest first."""
-    rows = session.execute(select(ApiKey, Project.name)
-                           .join(Project, ApiKey.project_id == Project.id)
-                           .order_by(ApiKey.seq))
-    return [(key, name) for key, name in rows]
-
-
-def revoke_key(session: Session, key_id: str) -> ApiKey | None:
-    """Revokes the key (None: no such key). On PostgreSQL, every API process drops it from
-    its cache as this transaction commits (api/key_cache.py listens)."""
-    key = session.scalar(select(ApiKey).where(ApiKey.id == key_id))
-    if key is None:
-        return None
-    if key.revoked_at is None:
-        key.revoked_at = int(time.time())
-        if session.get_bind().dialect.name == "postgresql":
-            session.execute(text("SELECT pg_notify(:channel, :digest)"),
-                            {"channel": KEYS_CHANNEL, "digest": key.key_hash})
-    return key
 
 
 def bootstrap_keys(db: Database, data_dir: Path, project: str,
@@ -92,7 +41,7 @@ def bootstrap_keys(db: Database, data_dir: Path, project: str,
             return (f"API key in {key_file}" if key_file.exists()
                     else "API keys: `tuneserve keys list`")
         owner = get_or_create_project(session, project)
-        secret = add_api_key(session, owner, bootstrap_key)
+        secret = add_api_key(session, owner.id, bootstrap_key)
     if bootstrap_key:
         log.info("created project %r with the key from TUNESERVE_BOOTSTRAP_API_KEY", project)
         return "API key from TUNESERVE_BOOTSTRAP_API_KEY"

@@ -44,6 +44,8 @@ class ApiKey(Base):
     created_at: Mapped[int] = mapped_column(BigInteger)
     # Revoked keys stay (never reused, and the key store is not "empty" for bootstrap).
     revoked_at: Mapped[int | None] = mapped_column(BigInteger, default=None)
+    # The fine-tuning job whose worker minted it (storage/api_keys.py); None for a person's.
+    job_id: Mapped[str | None] = mapped_column(String(64), default=None, index=True)
 
 
 class File(Base):

@@ -4,7 +4,8 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import select
 
-from api.tenancy import add_api_key, get_or_create_project, hash_key, project_for_key
+from api.tenancy import get_or_create_project
+from storage.api_keys import add_api_key, hash_key, project_for_key
 from storage.db import Database
 from storage.ids import new_id
 from storage.models import ApiKey, Base
@@ -24,8 +25,8 @@ def test_keys_are_stored_hashed_and_resolve_to_their_project(database: Database)
     with database.session() as s:
         alpha = get_or_create_project(s, "alpha")
         beta = get_or_create_project(s, "beta")
-        key_a = add_api_key(s, alpha)
-        key_b = add_api_key(s, beta)
+        key_a = add_api_key(s, alpha.id)
+        key_b = add_api_key(s, beta.id)
         assert get_or_create_project(s, "alpha").id == alpha.id
     assert key_a.startswith("sk-") and key_a != key_b
     with database.session() as s:

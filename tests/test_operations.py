@@ -12,10 +12,9 @@ from pathlib import Path
 import httpx
 import openai
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 from tests.support import postgres
-from tests.support.server import ROOT, TuneserveServer
+from tests.support.server import ROOT, TuneserveServer, metric
 from tests.support.training import BASE, jsonl, sft_example
 
 
@@ -32,16 +31,6 @@ def two_nodes(tmp_path_factory: pytest.TempPathFactory, models_dir: Path) -> Ite
     a.stop()
     b.stop()
     postgres.drop_database(name)
-
-
-def _metrics(server: TuneserveServer) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-    text = httpx.get(server.base_url.removesuffix("/v1") + "/metrics").text
-    return {(s.name, tuple(sorted(s.labels.items()))): s.value
-            for family in text_string_to_metric_families(text) for s in family.samples}
-
-
-def _sample(metrics: dict, name: str, **labels: str) -> float:  # type: ignore[type-arg]
-    return metrics.get((name, tuple(sorted(labels.items()))), 0.0)
 
 
 def test_every_response_carries_a_request_id_that_the_logs_name(
@@ -77,17 +66,17 @@ def test_every_response_carries_a_request_id_that_the_logs_name(
 def test_metrics_count_requests_per_route_and_status(
         two_nodes: tuple[TuneserveServer, TuneserveServer]) -> None:
     a, _ = two_nodes
-    before = _metrics(a)
+    before = a.metrics()
     with a.http() as http:
         for _ in range(3):
             assert http.get("/files").status_code == 200
         assert http.get("/files/file-missing").status_code == 404
-    after = _metrics(a)
+    after = a.metrics()
     name = "tuneserve_http_request_duration_seconds_count"
     ok = dict(method="GET", route="/v1/files", status="200")
     missing = dict(method="GET", route="/v1/files/{file_id}", status="404")
-    assert _sample(after, name, **ok) - _sample(before, name, **ok) == 3
-    assert _sample(after, name, **missing) - _sample(before, name, **missing) == 1
+    assert metric(after, name, **ok) - metric(before, name, **ok) == 3
+    assert metric(after, name, **missing) - metric(before, name, **missing) == 1
     assert ("tuneserve_fine_tuning_oldest_queued_seconds", ()) in after
 
 
@@ -198,16 +187,16 @@ def test_a_metrics_scrape_sees_serving_and_training(local_server: TuneserveServe
                                                     sft_job: object) -> None:
     client = local_server.client()
     model = sft_job.fine_tuned_model  # type: ignore[attr-defined]
-    before = _metrics(local_server)
+    before = local_server.metrics()
     stream = client.chat.completions.create(
         model=model, messages=[{"role": "user", "content": "What is 3 plus 3?"}],
         max_tokens=8, stream=True)
     assert "".join(c.choices[0].delta.content or "" for c in stream if c.choices)
-    after = _metrics(local_server)
+    after = local_server.metrics()
     ttft = "tuneserve_chat_time_to_first_token_seconds_count"
-    assert _sample(after, ttft, base=BASE) == _sample(before, ttft, base=BASE) + 1
-    assert _sample(after, "tuneserve_chat_generated_tokens_total", base=BASE) > \
-        _sample(before, "tuneserve_chat_generated_tokens_total", base=BASE)
-    assert _sample(after, "tuneserve_fine_tuning_jobs", status="succeeded") >= 1
-    assert _sample(after, "tuneserve_training_tokens_per_second") > 0
-    assert _sample(after, "tuneserve_adapter_loads_total", result="loaded") >= 1
+    assert metric(after, ttft, base=BASE) == metric(before, ttft, base=BASE) + 1
+    assert metric(after, "tuneserve_chat_generated_tokens_total", base=BASE) > \
+        metric(before, "tuneserve_chat_generated_tokens_total", base=BASE)
+    assert metric(after, "tuneserve_fine_tuning_jobs", status="succeeded") >= 1
+    assert metric(after, "tuneserve_training_tokens_per_second") > 0
+    assert metric(after, "tuneserve_adapter_loads_total", result="loaded") >= 1

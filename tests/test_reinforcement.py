@@ -7,7 +7,7 @@ from typing import Any
 import openai
 import pytest
 
-from tests.support.server import TuneserveServer
+from tests.support.server import TuneserveServer, metric
 from tests.support.training import BASE, events, jsonl, wait_for
 
 QUESTIONS = ["Is the sky blue?", "Is fire hot?", "Is water wet?", "Is ice cold?",
@@ -15,6 +15,13 @@ QUESTIONS = ["Is the sky blue?", "Is fire hot?", "Is water wet?", "Is ice cold?"
              "Is grass green?", "Do cats purr?", "Is honey sweet?", "Do dogs bark?"]
 SAYS_YES = {"type": "string_check", "name": "says_yes", "operation": "ilike",
             "input": "{{sample.output_text}}", "reference": "{{item.answer}}"}
+
+# The served base judges: a digit, as the prompt asks (parsed as the score).
+JUDGE = {"type": "score_model", "name": "judge", "model": BASE,
+         "input": [{"role": "system", "content": "You grade answers. Reply with one digit: "
+                    "1 if the answer says yes, 0 if it does not."},
+                   {"role": "user", "content": "Answer: {{sample.output_text}}"}],
+         "sampling_params": {"max_completions_tokens": 3, "temperature": 0}}
 
 
 def _rows() -> list[dict[str, Any]]:
@@ -53,14 +60,42 @@ def test_a_string_check_reward_rises_and_the_model_is_served(
     assert answer.choices[0].message.content
 
 
+def test_a_score_model_reward_is_judged_by_a_served_model_with_the_job_s_own_key(
+        local_server: TuneserveServer) -> None:
+    client = local_server.client()
+    chats = {"method": "POST", "route": "/v1/chat/completions", "status": "200"}
+    asked = "tuneserve_http_request_duration_seconds_count"
+    before = metric(local_server.metrics(), asked, **chats)
+    training = client.files.create(file=("rft.jsonl", jsonl(_rows()[:10])), purpose="fine-tune")
+    mix = {"type": "multi", "name": "mix", "graders": {"judge": JUDGE, "yes": SAYS_YES},
+           "calculate_output": "0.5 * judge + 0.5 * yes"}
+    job = client.fine_tuning.jobs.create(
+        model=BASE, training_file=training.id, seed=5,
+        method=_method(mix, n_epochs=1, batch_size=5, num_generations=2,  # type: ignore[arg-type]
+                       max_completion_tokens=6, lora_rank=8))
+    done = wait_for(client, job.id, timeout=900)
+    assert done.status == "succeeded", done.error
+    metrics = [e.data for e in events(client, job.id)  # type: ignore[union-attr]
+               if e.type == "metrics" and "reward_mean" in (e.data or {})]
+    assert len(metrics) == 2, metrics
+    for step in metrics:
+        assert {"mix", "mix.judge", "mix.yes"} <= set(step["rewards"]), step
+        assert 0 <= step["rewards"]["mix.judge"] <= 1 and 0 <= step["grader_error_rate"] <= 1
+    # 2 steps of 5 prompts with 2 answers each, every answer judged once through the API.
+    assert metric(local_server.metrics(), asked, **chats) - before >= 20
+    (key,) = [k for k in local_server.api_keys() if k["job"] == job.id]
+    assert key["revoked"] == "yes" and key["project"] == "default"
+
+
 @pytest.mark.parametrize("method, param", [
     ({"type": "reinforcement"}, "method.reinforcement.grader"),
     (_method({"type": "python", "name": "p", "source": "def grade(s, i): return 1"}),
      "method.reinforcement.grader.type"),
     (_method({**SAYS_YES, "operation": "regex"}), "method.reinforcement.grader.operation"),
-    (_method({"type": "score_model", "name": "judge", "model": BASE,
-              "input": [{"role": "user", "content": "Rate {{sample.output_text}}"}]}),
-     "method.reinforcement.grader"),
+    (_method({**JUDGE, "model": "ft:nobody-s-model"}), "method.reinforcement.grader.model"),
+    (_method({"type": "multi", "name": "m", "calculate_output": "a + judge",
+              "graders": {"a": SAYS_YES, "judge": {**JUDGE, "model": "gpt-4o"}}}),
+     "method.reinforcement.grader.graders.judge.model"),
     (_method({"type": "multi", "name": "m", "graders": {"a": SAYS_YES},
               "calculate_output": "a +"}), "method.reinforcement.grader.calculate_output"),
     ({"type": "reinforcement", "reinforcement": {"grader": SAYS_YES,

@@ -1,8 +1,10 @@
 """OpenAI's graders as one engine: the grader objects as OpenAI defines them, their validation
 (naming the offending field), and the grading of one model sample against one dataset item.
 
-The API's `/v1/fine_tuning/alpha/graders` routes run it; reinforcement fine-tuning's reward
-functions are meant to run the same code, so a grader scores alike in both places.
+The API's `/v1/fine_tuning/alpha/graders` routes run it, and so do reinforcement fine-tuning's
+reward functions (training/rewards.py), so a grader scores alike in both places; the judge of
+a score_model grader is the API's engine there (api/graders/judge.py) and the API over HTTP
+here (training/judge.py).
 
 Supported: `string_check`, `text_similarity` (every metric but `meteor` and `cosine`, which
 need a model this server does not have), `score_model` (the judge is a model this server
@@ -249,6 +251,48 @@ class JudgeReply:
 # (model, chat messages, the grader's sampling parameters) -> the judge's answer
 Judge = Callable[[str, list[dict[str, str]], ScoreModelSamplingParams | None],
                  Awaitable[JudgeReply]]
+
+
+def judge_request(messages: list[dict[str, str]],
+                  sampling: ScoreModelSamplingParams | None) -> dict[str, Any]:
+    """The chat completion request that asks a judge (without the model)."""
+    payload: dict[str, Any] = {"messages": messages}
+    if sampling is not None:
+        wanted = {"max_tokens": sampling.max_completions_tokens, "seed": sampling.seed,
+                  "temperature": sampling.temperature, "top_p": sampling.top_p}
+        payload |= {k: v for k, v in wanted.items() if v is not None}
+    return payload
+
+
+def judge_reply(status: int, body: Any) -> JudgeReply:
+    """The judge's answer from a chat completion response; a JudgeError for an error."""
+    body = body if isinstance(body, dict) else {}
+    if status != 200:
+        error = body.get("error")
+        message = error.get("message") if isinstance(error, dict) else None
+        raise JudgeError(message or f"The model server answered {status}.")
+    message = (body.get("choices") or [{}])[0].get("message") or {}
+    usage = body.get("usage") or {}
+    cached = (usage.get("prompt_tokens_details") or {}).get("cached_tokens")
+    return JudgeReply(text=str(message.get("content") or ""), refusal=message.get("refusal"),
+                      prompt_tokens=usage.get("prompt_tokens") or 0,
+                      completion_tokens=usage.get("completion_tokens") or 0,
+                      cached_tokens=cached or 0)
+
+
+def needs_judge(grader: AnyGrader) -> bool:
+    parts = grader.graders.values() if isinstance(grader, MultiGrader) else [grader]
+    return any(isinstance(part, ScoreModelGrader) for part in parts)
+
+
+def judge_models(grader: AnyGrader, param: str) -> list[tuple[str, str]]:
+    """(the judge's model, the field naming it) of each score_model grader in `grader`."""
+    if isinstance(grader, ScoreModelGrader):
+        return [(grader.model, f"{param}.model")]
+    if isinstance(grader, MultiGrader):
+        return [(g.model, f"{param}.graders.{name}.model")
+                for name, g in grader.graders.items() if isinstance(g, ScoreModelGrader)]
+    return []
 
 
 class JudgeError(Exception):

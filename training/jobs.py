@@ -13,7 +13,7 @@ from typing import Any
 from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
 
-from storage import webhooks
+from storage import api_keys, webhooks
 from storage.blob import BlobStore
 from storage.ids import new_id, random_token
 from storage.keys import job_prefix
@@ -105,11 +105,13 @@ def transition(session: Session, job_id: str, expect: tuple[str, ...],
     query = query.values(**values)
     if values.get("status") not in TERMINAL:
         return session.execute(query).rowcount == 1
-    # The outcome's webhooks are queued in the transaction that commits the outcome.
+    # The outcome's webhooks are queued in the transaction that commits the outcome; the
+    # keys its workers minted end with it (one whose worker was lost is revoked here).
     ended = session.execute(query.returning(FineTuningJob.project_id)).first()
     if ended is not None:
         webhooks.enqueue_job_outcome(session, ended.project_id, job_id, values["status"],
                                      values.get("finished_at"))
+        api_keys.revoke_job_keys(session, job_id)
     return ended is not None
 
 

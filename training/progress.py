@@ -21,6 +21,7 @@ from storage.keys import adapter_prefix, job_prefix
 from storage.models import FineTunedModel, JobCheckpoint
 from training import jobs
 from training.heartbeat import Heartbeat
+from training.rewards import ERROR_RATE_METRIC
 
 log = logging.getLogger("tuneserve.worker")
 
@@ -233,11 +234,12 @@ def metrics_interval(total_steps: int) -> int:
 
 
 def _rewards(logs: dict[str, Any]) -> dict[str, Any]:
-    """A reinforcement step's reward: the mean and spread over its sampled answers, and each
-    grader's mean (TRL logs `rewards/<grader>/mean`)."""
+    """A reinforcement step's reward: the mean and spread over its sampled answers, each
+    grader's mean (TRL logs `rewards/<grader>/mean`), and the share of answers whose
+    grading failed (a judge that did not answer: their reward is 0)."""
     if "reward" not in logs:
         return {}
     per_grader = {key[len("rewards/"):-len("/mean")]: value for key, value in logs.items()
                   if key.startswith("rewards/") and key.endswith("/mean")}
     return {"reward_mean": logs["reward"], "reward_std": logs.get("reward_std"),
-            "rewards": per_grader}
+            "rewards": per_grader, "grader_error_rate": logs.get(ERROR_RATE_METRIC, 0.0)}

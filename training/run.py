@@ -23,9 +23,11 @@ from storage.sharing import usable_model
 from training import evaluation_state, jobs
 from training.data import dpo_row, read_records, sft_dataset_rows
 from training.evaluation import EvalExample, eval_examples, evaluate, headline
+from training.graders import parse_grader
 from training.heartbeat import Heartbeat
 from training.hyperparameters import Hyperparameters
 from training.jobs import JobStatus
+from training.judge import job_judge
 from training.progress import (
     ADAPTER_FILES,
     TOKENIZER_FILES,
@@ -34,7 +36,7 @@ from training.progress import (
     load_state,
     metrics_interval,
 )
-from training.rewards import rft_row
+from training.rewards import GRADER_PARAM, rft_row
 from training.settings import TrainingSettings
 from training.trainer import RunConfig, build_trainer, load_model
 
@@ -118,8 +120,11 @@ def run(job_id: str, attempt: int, settings: TrainingSettings, db: Database, sto
     cfg.eval_steps = max(1, steps_per_epoch // 2) if valid_rows else None
     progress = JobProgress(ctx, metrics_every=metrics_interval(steps_per_epoch * hp.n_epochs),
                            state_every_seconds=settings.checkpoint_every_seconds)
-    trainer = build_trainer(cfg, model, tokenizer, train_rows, valid_rows, [progress])
-    trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
+    grader = parse_grader(cfg.grader, GRADER_PARAM) if cfg.grader else None
+    with job_judge(db, settings.api_url, job.project_id, job_id, grader) as cfg.judge:
+        cfg.judge_timeout = settings.judge_timeout_seconds
+        trainer = build_trainer(cfg, model, tokenizer, train_rows, valid_rows, [progress])
+        trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
 
     if heartbeat.should_stop:
         return  # cancelled (the scheduler removes its outputs) or taken over: touch nothing

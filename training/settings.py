@@ -38,6 +38,15 @@ class TrainingSettings(StorageSettings):
     # Validation examples answered at once during that evaluation.
     eval_batch_size: int = 16
 
+    # Where workers reach an API node (http://host:port), to have the score_model graders of
+    # reinforcement jobs judged by the models this deployment serves. An API node tells its
+    # local workers its own address; on Ray set it in each GPU node's environment (a load
+    # balancer in front of the API nodes, say).
+    api_url: str = ""
+    # How long one judge request may take, retries after 429/503 included, before the
+    # sample it grades gets a reward of 0 (its error counted in the job's metrics).
+    judge_timeout_seconds: float = 120.0
+
     # Ray executor (the cluster's address, `ray_address`, is in StorageSettings).
     # GPUs each job's worker holds (`entrypoint_num_gpus`); 0 for a CPU-only cluster.
     ray_gpus_per_job: float = 1.0

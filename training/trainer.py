@@ -1,5 +1,6 @@
 """One training run: Unsloth's FastLanguageModel with LoRA (4-bit base for QLoRA) under TRL's
-SFTTrainer or DPOTrainer. The same code path on CUDA and on the CPU (Unsloth's CPU fallback)."""
+SFTTrainer, DPOTrainer or GRPOTrainer. The same code path on CUDA and on the CPU (Unsloth's
+CPU fallback)."""
 
 import importlib.metadata
 import os
@@ -8,6 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from training.graders import JUDGE_TIMEOUT_SECONDS, Judge
 from training.hyperparameters import Hyperparameters
 
 
@@ -26,8 +28,11 @@ class RunConfig:
     # The adapter weights (safetensors) training starts from when the job continues from a
     # fine-tuned model; a fresh adapter otherwise.
     initial_adapter: Path | None = None
-    # Reinforcement: the grader object whose reward the run maximizes.
+    # Reinforcement: the grader object whose reward the run maximizes, and the judge its
+    # score_model graders ask (training/judge.py) with how long one answer may take.
     grader: dict[str, Any] | None = None
+    judge: Judge | None = None
+    judge_timeout: float = JUDGE_TIMEOUT_SECONDS
 
 
 def prepare_environment() -> None:
@@ -199,7 +204,7 @@ def _grpo_trainer(cfg: RunConfig, model: Any, tokenizer: Any, train: Any,
     assert cfg.grader is not None
     hp = cfg.hyperparameters
     group = hp.num_generations or 2
-    funcs, weights = reward_functions(cfg.grader)
+    funcs, weights = reward_functions(cfg.grader, cfg.judge, cfg.judge_timeout)
     args = {**args, "per_device_train_batch_size": hp.batch_size * group,
             "per_device_eval_batch_size": hp.batch_size * group, "eval_strategy": "no",
             "eval_steps": None}

@@ -11,7 +11,9 @@ from pathlib import Path
 from storage.availability import unavailable_part
 from storage.blob import open_blob_store
 from training import jobs
+from training.graders import GraderError
 from training.heartbeat import Heartbeat
+from training.judge import JudgeUnreachable
 from training.settings import TrainingSettings
 from training.trainer import prepare_environment
 
@@ -57,6 +59,21 @@ def main(argv: list[str] | None = None) -> int:
 
         run(job_id, attempt, settings, db, store, heartbeat, workdir)
         return 0
+    except GraderError as exc:
+        # A judge refused the grader's request (its model was deleted meanwhile, say): the
+        # tenant's own grader, named, as the graders' run route answers it.
+        log.warning("the grader failed: %s (%s)", exc.message, exc.param)
+        with db.session() as s:
+            jobs.fail(s, job_id, exc.code, exc.message, exc.param, expect=jobs.WORKING,
+                      attempt=attempt)
+        return 1
+    except JudgeUnreachable:
+        log.exception("no API node to judge the grader's samples")
+        with db.session() as s:
+            jobs.fail(s, job_id, "grader_unavailable", "The training node cannot reach the "
+                      "model server that judges the score_model grader; the operator's logs "
+                      "say why.", expect=jobs.WORKING, attempt=attempt)
+        return 1
     except Exception as exc:
         part = unavailable_part(exc)
         if part is not None:

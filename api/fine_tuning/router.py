@@ -34,7 +34,8 @@ def create_job(
 ) -> FineTuningJobObject:
     served = None if settings.train_unserved_bases else settings.served_bases()
     job = service.create_job(session, store, project, body, base_models(settings),
-                             settings.max_lora_rank, served, settings.engine_evaluated_bases())
+                             settings.max_lora_rank, served, settings.engine_evaluated_bases(),
+                             settings.served_bases())
     session.commit()
     return FineTuningJobObject.of(job)
 

@@ -17,7 +17,7 @@ from storage.ids import new_id
 from storage.models import FineTuningJob, Project
 from storage.sharing import usable_model
 from training import evaluation_state, jobs
-from training.graders import GraderError, MultiGrader, ScoreModelGrader, validate_grader
+from training.graders import GraderError, judge_models, parse_grader, validate_grader
 from training.hyperparameters import DEFAULT_LORA_RANK
 from training.jobs import JobStatus
 
@@ -53,17 +53,30 @@ def _reinforcement(given: Reinforcement | None) -> dict[str, Any]:
                        "supported by this server.", param=f"{where}.response_format",
                        code="unsupported_value")
     try:
-        grader = validate_grader(given.grader, f"{where}.grader")
+        validate_grader(given.grader, f"{where}.grader")
     except GraderError as err:
         raise APIError(400, err.message, param=err.param, code=err.code) from None
-    parts = grader.graders.values() if isinstance(grader, MultiGrader) else [grader]
-    if any(isinstance(part, ScoreModelGrader) for part in parts):
-        # The worker has no way to the serving engine (its key is the API node's alone).
-        raise APIError(400, "score_model graders cannot reward a training run on this server "
-                       "yet; use string_check, text_similarity or multi over them.",
-                       param=f"{where}.grader", code="unsupported_value")
     hp = given.hyperparameters.model_dump(exclude_none=True)
     return {"grader": given.grader, "hyperparameters": hp}
+
+
+def _check_judges(session: Session, project_id: str, method: dict[str, Any],
+                  bases: Collection[str]) -> None:
+    """Each score_model grader's model is one the project may chat with: a base served here
+    (`bases`), or its own or a shared fine-tuned model on one. The job's worker asks it
+    through this API (training/judge.py)."""
+    if method["type"] != "reinforcement":
+        return
+    param = "method.reinforcement.grader"
+    for model, field in judge_models(parse_grader(method["reinforcement"]["grader"], param),
+                                     param):
+        row = usable_model(session, project_id, model)
+        if row is None and model not in bases:
+            raise APIError(400, f"The model '{model}' does not exist or you do not have "
+                           "access to it.", param=field, code="model_not_found")
+        if row is not None and row.base_model not in bases:
+            raise APIError(400, f"The model '{model}' is not served by this server, so it "
+                           "cannot judge samples.", param=field, code="model_not_served")
 
 
 def _training_file(session: Session, project_id: str, file_id: str, param: str) -> None:
@@ -123,10 +136,13 @@ def _continue_from(session: Session, store: BlobStore, project: Project, name: s
 def create_job(session: Session, store: BlobStore, project: Project,
                body: CreateFineTuningJobRequest, models: dict[str, BaseModelSpec],
                max_lora_rank: int, served: list[str] | None = None,
-               evaluated_on_engine: Collection[str] = ()) -> FineTuningJob:
+               evaluated_on_engine: Collection[str] = (),
+               judged_on: Collection[str] | None = None) -> FineTuningJob:
     """`served`: the bases models can be served on; a job on another one is a 400 (None:
-    no check). A job with a validation file on a base in `evaluated_on_engine` is evaluated
-    by the serving engine after it succeeded, not by its worker."""
+    no check). `judged_on`: the bases this deployment serves, whose models a score_model
+    grader may ask (None: not known here). A job with a validation file on a base in
+    `evaluated_on_engine` is evaluated by the serving engine after it succeeded, not by its
+    worker."""
     method = _method(body)
     base = body.model
     if body.model.startswith("ft:"):
@@ -140,6 +156,8 @@ def create_job(session: Session, store: BlobStore, project: Project,
         raise APIError(400, f"Model '{base}' is not served by this server, so a model trained "
                        f"on it could not be used; bases served: {', '.join(sorted(served))}.",
                        param="model", code="model_not_served")
+    # A node that serves nothing cannot tell what is served: any base may judge then.
+    _check_judges(session, project.id, method, judged_on or models)
     _training_file(session, project.id, body.training_file, "training_file")
     if body.validation_file:
         _training_file(session, project.id, body.validation_file, "validation_file")

@@ -6,8 +6,6 @@ the client's mistake: a 400 naming the grader's `model`. The model server failin
 is reported in the run's `model_grader_server_error` flag (HTTP 200), as OpenAI reports a
 judge's failure; with serving turned off here, every judge fails that way."""
 
-from typing import Any
-
 from fastapi import Request
 
 from api import request_context
@@ -17,7 +15,15 @@ from api.quotas import admit, estimate_tokens
 from serving.adapters import AdapterLoadError, ModelNotFound, ModelNotServed
 from serving.engine import EngineUnavailable
 from serving.proxy import Answer
-from training.graders import Judge, JudgeError, JudgeRejected, JudgeReply, ScoreModelSamplingParams
+from training.graders import (
+    Judge,
+    JudgeError,
+    JudgeRejected,
+    JudgeReply,
+    ScoreModelSamplingParams,
+    judge_reply,
+    judge_request,
+)
 
 _MAX_TOKENS = "sampling_params.max_completions_tokens"
 
@@ -28,7 +34,7 @@ def engine_judge(request: Request, project_id: str) -> Judge:
         adapters = getattr(request.app.state, "adapters", None)
         if adapters is None:
             raise JudgeError("Serving is turned off on this server.")
-        payload = _payload(messages, sampling)
+        payload = judge_request(messages, sampling)
         settings = request.app.state.settings
         try:
             check_token_budget(1, payload.get("max_tokens"), settings.max_model_len,
@@ -53,30 +59,6 @@ def engine_judge(request: Request, project_id: str) -> Judge:
                              "server.") from None
         lease.release()
         assert isinstance(out, Answer)
-        return _reply(out)
+        return judge_reply(out.status, out.body)
 
     return judge
-
-
-def _payload(messages: list[dict[str, str]],
-             sampling: ScoreModelSamplingParams | None) -> dict[str, Any]:
-    payload: dict[str, Any] = {"messages": messages}
-    if sampling is not None:
-        wanted = {"max_tokens": sampling.max_completions_tokens, "seed": sampling.seed,
-                  "temperature": sampling.temperature, "top_p": sampling.top_p}
-        payload |= {k: v for k, v in wanted.items() if v is not None}
-    return payload
-
-
-def _reply(answer: Answer) -> JudgeReply:
-    if answer.status != 200:
-        error = answer.body.get("error") if isinstance(answer.body, dict) else None
-        message = error.get("message") if isinstance(error, dict) else None
-        raise JudgeError(message or f"The model server answered {answer.status}.")
-    message = (answer.body.get("choices") or [{}])[0].get("message") or {}
-    usage = answer.body.get("usage") or {}
-    cached = (usage.get("prompt_tokens_details") or {}).get("cached_tokens")
-    return JudgeReply(text=str(message.get("content") or ""), refusal=message.get("refusal"),
-                      prompt_tokens=usage.get("prompt_tokens") or 0,
-                      completion_tokens=usage.get("completion_tokens") or 0,
-                      cached_tokens=cached or 0)

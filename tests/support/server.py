@@ -9,6 +9,7 @@ from pathlib import Path
 
 import httpx
 import openai
+from prometheus_client.parser import text_string_to_metric_families
 
 from tests.support.ports import free_port
 
@@ -42,10 +43,22 @@ class TuneserveServer:
         return out.stdout
 
     def api_keys(self) -> list[dict[str, str]]:
-        """`tuneserve keys list` as rows: id, project_id, project, key (redacted)."""
-        lines = self.cli("keys", "list").splitlines()[1:]
-        return [dict(zip(("id", "project_id", "project", "key"), line.split()[:4], strict=True))
-                for line in lines]
+        """`tuneserve keys list` as rows: id, project_id, project, key (redacted), revoked
+        ("yes" or "no") and job (its id, or "-")."""
+        rows = []
+        for line in self.cli("keys", "list").splitlines()[1:]:
+            # CREATED and a REVOKED time are two words each: the JOB column is the last.
+            words = line.split()
+            rows.append({**dict(zip(("id", "project_id", "project", "key"), words[:4],
+                                    strict=True)),
+                         "revoked": "no" if words[6] == "-" else "yes", "job": words[-1]})
+        return rows
+
+    def metrics(self) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+        """The samples of its /metrics, by name and labels (see `metric`)."""
+        text = httpx.get(self.base_url.removesuffix("/v1") + "/metrics").text
+        return {(s.name, tuple(sorted(s.labels.items()))): s.value
+                for family in text_string_to_metric_families(text) for s in family.samples}
 
     def other_key(self) -> str:
         """A key of a second project (made once per server)."""
@@ -91,3 +104,9 @@ class TuneserveServer:
             except subprocess.TimeoutExpired:
                 os.killpg(self.proc.pid, signal.SIGKILL)
                 self.proc.wait()
+
+
+def metric(metrics: dict[tuple[str, tuple[tuple[str, str], ...]], float], name: str,
+           **labels: str) -> float:
+    """One sample of `TuneserveServer.metrics()` (0 where it is not there yet)."""
+    return metrics.get((name, tuple(sorted(labels.items()))), 0.0)

@@ -34,6 +34,7 @@ class LocalExecutor:
             "TUNESERVE_DATABASE_URL": s.resolved_database_url,
             "TUNESERVE_BASE_MODELS": s.base_models,
             "TUNESERVE_CHECKPOINT_EVERY_SECONDS": str(s.checkpoint_every_seconds),
+            "TUNESERVE_API_URL": s.api_url,
         })
         if s.models_dir:
             env["TUNESERVE_MODELS_DIR"] = str(s.models_dir.resolve())

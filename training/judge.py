@@ -1,0 +1,121 @@
+"""The judge of a reinforcement job's score_model graders, seen from its worker: the API's own
+`/v1/chat/completions`, asked with a key of the job's project that the worker mints for
+itself. So a judge is any model the project may chat with (a served base, its own or a
+shared fine-tuned model), through the same leases, routing and rate limits as its other
+requests, wherever the worker runs. The key is the job's (it shows in `tuneserve keys list`
+with the job's id), revoked when the worker stops and, at the latest, when the job ends."""
+
+import asyncio
+import contextlib
+import logging
+import random
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+
+from storage import api_keys
+from storage.db import Database
+from training.graders import (
+    AnyGrader,
+    Judge,
+    JudgeError,
+    JudgeRejected,
+    JudgeReply,
+    ScoreModelSamplingParams,
+    judge_reply,
+    judge_request,
+    needs_judge,
+)
+
+log = logging.getLogger("tuneserve.worker")
+
+# Answers worth asking again (the API or its engine is busy, restarting, or rate-limits the
+# project); the grader's timeout bounds the retries.
+_RETRIED = {429, 502, 503, 504}
+_MAX_BACKOFF = 10.0
+
+
+class JudgeUnreachable(Exception):
+    """This worker has no API node to ask (`TUNESERVE_API_URL` is not set on its node)."""
+
+
+def http_judge(api_url: str, secret: str) -> Judge:
+    """A Judge that asks the API at `api_url` with the key `secret`, its connections pooled
+    on the event loop it runs in (TRL's, for the whole run)."""
+    pooled: list[tuple[asyncio.AbstractEventLoop, httpx.AsyncClient]] = []
+
+    def client() -> httpx.AsyncClient:
+        loop = asyncio.get_running_loop()
+        if not pooled or pooled[0][0] is not loop:
+            pooled[:] = [(loop, httpx.AsyncClient(
+                base_url=api_url, headers={"authorization": f"Bearer {secret}"},
+                timeout=httpx.Timeout(None, connect=10.0)))]
+        return pooled[0][1]
+
+    async def judge(model: str, messages: list[dict[str, str]],
+                    sampling: ScoreModelSamplingParams | None) -> JudgeReply:
+        payload = {**judge_request(messages, sampling), "model": model}
+        delay = 0.5
+        while True:
+            try:
+                response = await client().post("/v1/chat/completions", json=payload)
+            except httpx.TransportError as exc:
+                # The API node restarting: asked again until the grader's timeout.
+                log.warning("judge request to %s failed (%s); retrying", api_url, exc)
+            else:
+                if response.status_code not in _RETRIED:
+                    return _reply(response)
+                retry_after = response.headers.get("retry-after", "")
+                if retry_after.isdigit():
+                    delay = max(delay, float(retry_after))
+            await asyncio.sleep(delay * (0.5 + random.random()))
+            delay = min(delay * 2, _MAX_BACKOFF)
+
+    return judge
+
+
+def _reply(response: httpx.Response) -> JudgeReply:
+    try:
+        body: Any = response.json()
+    except ValueError:
+        body = None
+    if response.status_code in (400, 403, 404):
+        # The grader's mistake (no such model, a budget it cannot have): the job fails
+        # naming the field, as the graders' run route answers a 400.
+        error = (body or {}).get("error") if isinstance(body, dict) else None
+        error = error if isinstance(error, dict) else {}
+        field = ("sampling_params.max_completions_tokens" if error.get("param") == "max_tokens"
+                 else "model")
+        raise JudgeRejected(field, str(error.get("message") or "The judge refused the "
+                                       "request."), str(error.get("code") or "invalid_value"))
+    if response.status_code != 200:
+        raise JudgeError(f"The API answered {response.status_code}.")
+    return judge_reply(200, body)
+
+
+@contextlib.contextmanager
+def job_judge(db: Database, api_url: str, project_id: str, job_id: str,
+              grader: AnyGrader | None) -> Iterator[Judge | None]:
+    """The judge of the job's grader while the block runs (None: the grader asks no
+    model). Keys left by the job's earlier attempts are revoked first: their workers are
+    superseded."""
+    if grader is None or not needs_judge(grader):
+        yield None
+        return
+    if not api_url:
+        raise JudgeUnreachable("score_model graders need TUNESERVE_API_URL on the worker's "
+                               "node: the address of an API node")
+    with db.session() as s:
+        api_keys.revoke_job_keys(s, job_id)
+        secret = api_keys.add_api_key(s, project_id, job_id=job_id)
+        key_hash = api_keys.hash_key(secret)
+    try:
+        yield http_judge(api_url, secret)
+    finally:
+        try:
+            with db.session() as s:
+                api_keys.revoke_hashed(s, key_hash)
+        except Exception:
+            # The job's end revokes it all the same (training/jobs.py).
+            log.exception("could not revoke the job's judge key now")
