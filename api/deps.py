@@ -16,15 +16,18 @@ from storage.models import Project
 _bearer = HTTPBearer(auto_error=False, description="An API key: `Authorization: Bearer sk-…`")
 
 
-def _settings(request: Request) -> Settings:
+# `async` although they never wait: FastAPI runs a plain `def` dependency in its thread
+# pool, and a thread hop per request costs the chat path's time to first token a scheduler
+# slice on a busy machine.
+async def _settings(request: Request) -> Settings:
     return request.app.state.settings
 
 
-def _database(request: Request) -> Database:
+async def _database(request: Request) -> Database:
     return request.app.state.db
 
 
-def _storage(request: Request) -> BlobStore:
+async def _storage(request: Request) -> BlobStore:
     return request.app.state.store
 
 

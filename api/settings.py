@@ -72,8 +72,9 @@ class Settings(TrainingSettings, ServingSettings):
 
     @model_validator(mode="after")
     def _own_api_url(self) -> "Settings":
-        """Local workers reach this node where it listens (loopback for a wildcard)."""
-        if not self.api_url:
+        """Local workers reach this node where it listens (loopback for a wildcard), if it
+        serves models to judge with."""
+        if not self.api_url and self.serving_enabled:
             host = "127.0.0.1" if self.host in ("0.0.0.0", "::", "") else self.host
             host = f"[{host}]" if ":" in host else host
             self.api_url = f"http://{host}:{self.port}"

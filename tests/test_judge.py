@@ -99,6 +99,7 @@ def test_a_judge_refusing_the_grader_s_request_names_its_field(
 
 
 @pytest.mark.parametrize("fake_api", [[(401, _error(None, "invalid_api_key"))],
+                                      [(503, _error(None, "serving_disabled"))],
                                       [(500, {})]], indirect=True)
 def test_a_judge_the_api_does_not_answer_is_a_server_error(fake_api: FakeApi) -> None:
     with pytest.raises(JudgeError):

@@ -64,7 +64,7 @@ def http_judge(api_url: str, secret: str) -> Judge:
                 # The API node restarting: asked again until the grader's timeout.
                 log.warning("judge request to %s failed (%s); retrying", api_url, exc)
             else:
-                if response.status_code not in _RETRIED:
+                if response.status_code not in _RETRIED or _serves_nothing(response):
                     return _reply(response)
                 retry_after = response.headers.get("retry-after", "")
                 if retry_after.isdigit():
@@ -73,6 +73,14 @@ def http_judge(api_url: str, secret: str) -> Judge:
             delay = min(delay * 2, _MAX_BACKOFF)
 
     return judge
+
+
+def _serves_nothing(response: httpx.Response) -> bool:
+    """A 503 from an API node with serving turned off: asking again will not help."""
+    try:
+        return response.json()["error"]["code"] == "serving_disabled"
+    except (ValueError, KeyError, TypeError):
+        return False
 
 
 def _reply(response: httpx.Response) -> JudgeReply:
