@@ -67,22 +67,34 @@ def test_a_score_model_reward_is_judged_by_a_served_model_with_the_job_s_own_key
     asked = "tuneserve_http_request_duration_seconds_count"
     before = metric(local_server.metrics(), asked, **chats)
     training = client.files.create(file=("rft.jsonl", jsonl(_rows()[:10])), purpose="fine-tune")
+    validation = client.files.create(file=("rft-valid.jsonl", jsonl(_rows()[10:])),
+                                     purpose="fine-tune")
     mix = {"type": "multi", "name": "mix", "graders": {"judge": JUDGE, "yes": SAYS_YES},
            "calculate_output": "0.5 * judge + 0.5 * yes"}
     job = client.fine_tuning.jobs.create(
-        model=BASE, training_file=training.id, seed=5,
+        model=BASE, training_file=training.id, validation_file=validation.id, seed=5,
         method=_method(mix, n_epochs=1, batch_size=5, num_generations=2,  # type: ignore[arg-type]
-                       max_completion_tokens=6, lora_rank=8))
+                       max_completion_tokens=6, lora_rank=8, eval_interval=1))
     done = wait_for(client, job.id, timeout=900)
     assert done.status == "succeeded", done.error
-    metrics = [e.data for e in events(client, job.id)  # type: ignore[union-attr]
-               if e.type == "metrics" and "reward_mean" in (e.data or {})]
+    hyperparameters = done.method.reinforcement.hyperparameters  # type: ignore[union-attr]
+    assert (hyperparameters.eval_interval, hyperparameters.eval_samples) == (1, 1)
+    all_metrics = [e.data or {} for e in events(client, job.id) if e.type == "metrics"]
+    metrics = [d for d in all_metrics if "reward_mean" in d]
     assert len(metrics) == 2, metrics
     for step in metrics:
         assert {"mix", "mix.judge", "mix.yes"} <= set(step["rewards"]), step
         assert 0 <= step["rewards"]["mix.judge"] <= 1 and 0 <= step["grader_error_rate"] <= 1
-    # 2 steps of 5 prompts with 2 answers each, every answer judged once through the API.
-    assert metric(local_server.metrics(), asked, **chats) - before >= 20
+    # The 2 validation prompts are answered and graded after every step (eval_interval 1):
+    # a step's event carries the evaluation before it, as for supervised jobs.
+    last = metrics[-1]
+    assert 0 <= last["valid_reward_mean"] <= 1 and "mix" in last["valid_rewards"], last
+    (full,) = [d for d in all_metrics if "full_valid_reward_mean" in d]
+    assert 0 <= full["full_valid_reward_mean"] <= 1
+    # 2 steps of 5 prompts with 2 answers each, and the 2 validation prompts' one answer at
+    # each evaluation (at least the one during training and the full one at the end): every
+    # answer judged once through the API.
+    assert metric(local_server.metrics(), asked, **chats) - before >= 20 + 2 * 2
     (key,) = [k for k in local_server.api_keys() if k["job"] == job.id]
     assert key["revoked"] == "yes" and key["project"] == "default"
 

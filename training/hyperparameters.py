@@ -111,9 +111,12 @@ class Hyperparameters:
     use_qlora: bool = True
     max_seq_length: int = 2048
     beta: float | None = None
-    # Reinforcement only.
+    # Reinforcement only. With a validation file: every `eval_interval` steps, each
+    # validation prompt gets `eval_samples` answers, graded like the training ones.
     num_generations: int | None = None
     max_completion_tokens: int | None = None
+    eval_interval: int | None = None
+    eval_samples: int | None = None
 
     @classmethod
     def from_job(cls, method: str, resolved: dict[str, Any]) -> "Hyperparameters":
@@ -127,7 +130,11 @@ class Hyperparameters:
 
     def as_dict(self) -> dict[str, Any]:
         return {k: v for k, v in asdict(self).items()
-                if v is not None or k not in ("beta", "num_generations", "max_completion_tokens")}
+                if v is not None or k not in _METHOD_ONLY}
+
+
+_METHOD_ONLY = ("beta", "num_generations", "max_completion_tokens", "eval_interval",
+                "eval_samples")
 
 
 def resolve(method: str, given: dict[str, Any], *, n_examples: int, longest_example: int,
@@ -140,11 +147,12 @@ def resolve(method: str, given: dict[str, Any], *, n_examples: int, longest_exam
 
     n_epochs = int(pick("n_epochs", auto_epochs(n_examples)))
     batch_size = int(pick("batch_size", auto_batch_size(n_examples)))
-    total_steps = n_epochs * -(-n_examples // batch_size)
+    steps_per_epoch = -(-n_examples // batch_size)
+    total_steps = n_epochs * steps_per_epoch
     multiplier = float(pick("learning_rate_multiplier", auto_multiplier(total_steps)))
     lora_alpha = int(pick("lora_alpha", RULE_ALPHA))
     rate = reference_learning_rate(method, shape, lora_alpha) * multiplier
-    sampling = _reinforcement(pick) if method == "reinforcement" else {}
+    sampling = _reinforcement(pick, steps_per_epoch) if method == "reinforcement" else {}
     # A reinforcement example is its prompt; the sequence is the prompt and a sampled answer.
     longest_example += sampling.get("max_completion_tokens", 0)
     return Hyperparameters(
@@ -165,9 +173,12 @@ def resolve(method: str, given: dict[str, Any], *, n_examples: int, longest_exam
     )
 
 
-def _reinforcement(pick: Any) -> dict[str, int]:
+def _reinforcement(pick: Any, steps_per_epoch: int) -> dict[str, int]:
     compute = float(pick("compute_multiplier", 1.0))
     return {"num_generations": int(pick("num_generations",
                                         max(2, round(DEFAULT_NUM_GENERATIONS * compute)))),
             "max_completion_tokens": int(pick("max_completion_tokens",
-                                              DEFAULT_MAX_COMPLETION_TOKENS))}
+                                              DEFAULT_MAX_COMPLETION_TOKENS)),
+            # Twice an epoch, as supervised jobs are evaluated; one answer per prompt.
+            "eval_interval": int(pick("eval_interval", max(1, steps_per_epoch // 2))),
+            "eval_samples": int(pick("eval_samples", 1))}

@@ -131,6 +131,7 @@ class JobProgress(TrainerCallback):
             self.last_valid = {"valid_loss": logs["eval_loss"]}
             if "eval_mean_token_accuracy" in logs:
                 self.last_valid["valid_mean_token_accuracy"] = logs["eval_mean_token_accuracy"]
+            self.last_valid |= {f"valid_{k}": v for k, v in _rewards(logs, "eval_").items()}
         if "loss" not in logs:
             return
         step = state.global_step
@@ -233,13 +234,16 @@ def metrics_interval(total_steps: int) -> int:
     return max(1, math.ceil(total_steps / 100))
 
 
-def _rewards(logs: dict[str, Any]) -> dict[str, Any]:
+def _rewards(logs: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     """A reinforcement step's reward: the mean and spread over its sampled answers, each
     grader's mean (TRL logs `rewards/<grader>/mean`), and the share of answers whose
-    grading failed (a judge that did not answer: their reward is 0)."""
-    if "reward" not in logs:
+    grading failed (a judge that did not answer: their reward is 0). `prefix`: TRL's
+    `eval_` for the validation prompts' answers."""
+    if f"{prefix}reward" not in logs:
         return {}
-    per_grader = {key[len("rewards/"):-len("/mean")]: value for key, value in logs.items()
-                  if key.startswith("rewards/") and key.endswith("/mean")}
-    return {"reward_mean": logs["reward"], "reward_std": logs.get("reward_std"),
-            "rewards": per_grader, "grader_error_rate": logs.get(ERROR_RATE_METRIC, 0.0)}
+    head = f"{prefix}rewards/"
+    per_grader = {key[len(head):-len("/mean")]: value for key, value in logs.items()
+                  if key.startswith(head) and key.endswith("/mean")}
+    return {"reward_mean": logs[f"{prefix}reward"], "reward_std": logs.get(f"{prefix}reward_std"),
+            "rewards": per_grader,
+            "grader_error_rate": logs.get(prefix + ERROR_RATE_METRIC, 0.0)}

@@ -112,12 +112,12 @@ def run(job_id: str, attempt: int, settings: TrainingSettings, db: Database, sto
     if heartbeat.should_stop:
         return
     # Rows need the tokenizer: a conversation is one row, its mask from the chat template.
-    # A reinforcement run samples no validation answers (nothing to score them against but
-    # the grader, which is the training signal itself).
+    # A reinforcement run's validation prompts are answered and graded every eval_interval
+    # steps.
     train_rows = _rows(method, train_records, tokenizer)
-    valid_rows = [] if method == "reinforcement" else _rows(method, valid_records, tokenizer)
+    valid_rows = _rows(method, valid_records, tokenizer)
     steps_per_epoch = -(-len(train_rows) // hp.batch_size)
-    cfg.eval_steps = max(1, steps_per_epoch // 2) if valid_rows else None
+    cfg.eval_steps = (hp.eval_interval or max(1, steps_per_epoch // 2)) if valid_rows else None
     progress = JobProgress(ctx, metrics_every=metrics_interval(steps_per_epoch * hp.n_epochs),
                            state_every_seconds=settings.checkpoint_every_seconds)
     grader = parse_grader(cfg.grader, GRADER_PARAM) if cfg.grader else None
@@ -207,13 +207,16 @@ def _finish(ctx: JobContext, job: FineTuningJob, trainer: object, tokenizer: obj
     step = trainer.state.global_step  # type: ignore[attr-defined]
     if has_valid:
         full = trainer.evaluate()  # type: ignore[attr-defined]
-        data = {"step": step, "full_valid_loss": full.get("eval_loss"),
-                "full_valid_mean_token_accuracy": full.get("eval_mean_token_accuracy")}
+        if "eval_reward" in full:  # reinforcement: the validation answers' reward
+            data = {"step": step, "full_valid_reward_mean": full["eval_reward"]}
+            message = f"Full validation reward={full['eval_reward']:.4f}"
+        else:
+            data = {"step": step, "full_valid_loss": full.get("eval_loss"),
+                    "full_valid_mean_token_accuracy": full.get("eval_mean_token_accuracy")}
+            message = f"Full validation loss={data['full_valid_loss']:.4f}"
         with db.session() as s:
             if jobs.holds(s, job.id, ctx.attempt):
-                jobs.add_event(s, job.id,
-                               f"Full validation loss={data['full_valid_loss']:.4f}",
-                               type="metrics", data=data)
+                jobs.add_event(s, job.id, message, type="metrics", data=data)
     final_dir = workdir / "final"
     trainer.save_model(str(final_dir))  # type: ignore[attr-defined]
     tokenizer.save_pretrained(str(final_dir))  # type: ignore[attr-defined]

@@ -168,7 +168,7 @@ def build_trainer(
     valid = Dataset.from_list(valid_rows) if valid_rows else None
     args = _common_args(cfg, valid is not None, Device.detect())
     if cfg.method == "reinforcement":
-        return _grpo_trainer(cfg, model, tokenizer, train, args, callbacks)
+        return _grpo_trainer(cfg, model, tokenizer, train, valid, args, callbacks)
     if cfg.method == "dpo":
         from trl import DPOConfig, DPOTrainer
 
@@ -191,12 +191,13 @@ def build_trainer(
     )
 
 
-def _grpo_trainer(cfg: RunConfig, model: Any, tokenizer: Any, train: Any,
+def _grpo_trainer(cfg: RunConfig, model: Any, tokenizer: Any, train: Any, valid: Any,
                   args: dict[str, Any], callbacks: list[Any]) -> Any:
     """GRPO: each step samples `num_generations` answers to each of `batch_size` prompts,
     grades them, and moves the adapter towards the answers that beat their group's mean. No
-    reference model term (beta 0, as Unsloth's and DeepSeek's recipes for LoRA), no eval
-    (it would sample the validation prompts too)."""
+    reference model term (beta 0, as Unsloth's and DeepSeek's recipes for LoRA). With
+    validation prompts, every `eval_interval` steps each gets `eval_samples` answers, graded
+    alike (TRL logs `eval_reward`)."""
     from trl import GRPOConfig, GRPOTrainer
 
     from training.rewards import reward_functions
@@ -204,14 +205,15 @@ def _grpo_trainer(cfg: RunConfig, model: Any, tokenizer: Any, train: Any,
     assert cfg.grader is not None
     hp = cfg.hyperparameters
     group = hp.num_generations or 2
+    samples = hp.eval_samples or 1
     funcs, weights = reward_functions(cfg.grader, cfg.judge, cfg.judge_timeout)
     args = {**args, "per_device_train_batch_size": hp.batch_size * group,
-            "per_device_eval_batch_size": hp.batch_size * group, "eval_strategy": "no",
-            "eval_steps": None}
+            "per_device_eval_batch_size": hp.batch_size * samples}
     del args["max_length"]  # prompts are whole; answers are capped below
     return GRPOTrainer(
-        model=model, reward_funcs=funcs, train_dataset=train, processing_class=tokenizer,
-        callbacks=callbacks,
-        args=GRPOConfig(**args, num_generations=group, beta=0.0, reward_weights=weights,
+        model=model, reward_funcs=funcs, train_dataset=train, eval_dataset=valid,
+        processing_class=tokenizer, callbacks=callbacks,
+        args=GRPOConfig(**args, num_generations=group, num_generations_eval=samples,
+                        beta=0.0, reward_weights=weights,
                         max_completion_length=hp.max_completion_tokens),
     )

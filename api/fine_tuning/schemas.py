@@ -33,8 +33,8 @@ class DpoHyperparameters(SupervisedHyperparameters):
 
 
 class ReinforcementHyperparameters(SupervisedHyperparameters):
-    # OpenAI's: more samples per prompt, and the evaluation's cadence (the built-in
-    # evaluation here needs reference answers, which reinforcement data has not: unused).
+    # OpenAI's: more samples per prompt, and with a validation file how often its prompts
+    # are answered and graded (every `eval_interval` steps, `eval_samples` answers each).
     compute_multiplier: Auto | Annotated[float, Field(gt=0, le=10)] = "auto"
     eval_interval: Auto | Annotated[int, Field(ge=1)] = "auto"
     eval_samples: Auto | Annotated[int, Field(ge=1)] = "auto"
