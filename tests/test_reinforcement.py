@@ -8,7 +8,7 @@ import openai
 import pytest
 
 from tests.support.server import TuneserveServer, metric
-from tests.support.training import BASE, events, jsonl, wait_for
+from tests.support.training import BASE, events, jsonl, sft_example, wait_for
 
 QUESTIONS = ["Is the sky blue?", "Is fire hot?", "Is water wet?", "Is ice cold?",
              "Do fish swim?", "Do birds fly?", "Is the sun bright?", "Is snow white?",
@@ -97,6 +97,32 @@ def test_a_score_model_reward_is_judged_by_a_served_model_with_the_job_s_own_key
     assert metric(local_server.metrics(), asked, **chats) - before >= 20 + 2 * 2
     (key,) = [k for k in local_server.api_keys() if k["job"] == job.id]
     assert key["revoked"] == "yes" and key["project"] == "default"
+
+
+def test_a_judge_deleted_before_it_is_asked_fails_the_job_naming_the_grader_s_model(
+        local_server: TuneserveServer) -> None:
+    client = local_server.client()
+    sft = client.files.create(file=("judge.jsonl", jsonl([sft_example(i) for i in range(10)])),
+                              purpose="fine-tune")
+    judge_job = client.fine_tuning.jobs.create(
+        model=BASE, training_file=sft.id, suffix="judge",
+        method={"type": "supervised", "supervised": {"hyperparameters": {  # type: ignore[typeddict-item]
+            "n_epochs": 1, "batch_size": 10, "lora_rank": 8}}})
+    judge = wait_for(client, judge_job.id, timeout=600)
+    assert judge.status == "succeeded", judge.error
+    training = client.files.create(file=("rft.jsonl", jsonl(_rows()[:10])), purpose="fine-tune")
+    job = client.fine_tuning.jobs.create(
+        model=BASE, training_file=training.id,
+        method=_method({**JUDGE, "model": judge.fine_tuned_model}, n_epochs=1,  # type: ignore[arg-type]
+                       batch_size=5, num_generations=2, max_completion_tokens=4, lora_rank=8))
+    client.models.delete(judge.fine_tuned_model)  # type: ignore[arg-type]
+    done = wait_for(client, job.id, timeout=600)
+    assert done.status == "failed" and done.error is not None
+    assert (done.error.code, done.error.param) == ("model_not_found",
+                                                   "method.reinforcement.grader.model")
+    assert judge.fine_tuned_model in done.error.message
+    (key,) = [k for k in local_server.api_keys() if k["job"] == job.id]
+    assert key["revoked"] == "yes"
 
 
 @pytest.mark.parametrize("method, param", [
