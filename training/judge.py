@@ -64,8 +64,9 @@ def http_judge(api_url: str, secret: str) -> Judge:
                 # The API node restarting: asked again until the grader's timeout.
                 log.warning("judge request to %s failed (%s); retrying", api_url, exc)
             else:
-                if response.status_code not in _RETRIED or _serves_nothing(response):
-                    return _reply(response)
+                body = _json(response)
+                if response.status_code not in _RETRIED or _serves_nothing(body):
+                    return _reply(response.status_code, body)
                 retry_after = response.headers.get("retry-after", "")
                 if retry_after.isdigit():
                     delay = max(delay, float(retry_after))
@@ -75,30 +76,35 @@ def http_judge(api_url: str, secret: str) -> Judge:
     return judge
 
 
-def _serves_nothing(response: httpx.Response) -> bool:
-    """A 503 from an API node with serving turned off: asking again will not help."""
+def _json(response: httpx.Response) -> Any:
     try:
-        return response.json()["error"]["code"] == "serving_disabled"
-    except (ValueError, KeyError, TypeError):
-        return False
-
-
-def _reply(response: httpx.Response) -> JudgeReply:
-    try:
-        body: Any = response.json()
+        return response.json()
     except ValueError:
-        body = None
-    if response.status_code in (400, 403, 404):
+        return None
+
+
+def _error(body: Any) -> dict[str, Any]:
+    """The OpenAI error object of an answer's body ({} where there is none)."""
+    error = body.get("error") if isinstance(body, dict) else None
+    return error if isinstance(error, dict) else {}
+
+
+def _serves_nothing(body: Any) -> bool:
+    """A 503 from an API node with serving turned off: asking again will not help."""
+    return _error(body).get("code") == "serving_disabled"
+
+
+def _reply(status: int, body: Any) -> JudgeReply:
+    if status in (400, 403, 404):
         # The grader's mistake (no such model, a budget it cannot have): the job fails
         # naming the field, as the graders' run route answers a 400.
-        error = (body or {}).get("error") if isinstance(body, dict) else None
-        error = error if isinstance(error, dict) else {}
+        error = _error(body)
         field = ("sampling_params.max_completions_tokens" if error.get("param") == "max_tokens"
                  else "model")
         raise JudgeRejected(field, str(error.get("message") or "The judge refused the "
                                        "request."), str(error.get("code") or "invalid_value"))
-    if response.status_code != 200:
-        raise JudgeError(f"The API answered {response.status_code}.")
+    if status != 200:
+        raise JudgeError(f"The API answered {status}.")
     return judge_reply(200, body)
 
 
