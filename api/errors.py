@@ -138,6 +138,8 @@ def validation_error(errors: Sequence[Any], *, located: bool = True) -> APIError
     first = next((e for e in errors if e.get("type") != "literal_error"), errors[0])
     loc = tuple(first.get("loc", ()))
     param = _param_of(loc[1:] if located else loc)
+    if first.get("type") == "missing" and param is None:  # no body at all
+        return APIError(400, "This request needs a JSON body.", code="missing_body")
     if first.get("type") == "missing":
         return APIError(
             400, f"Missing required parameter: '{param}'.", param=param,

@@ -327,7 +327,13 @@ class AdapterManager:
         replica.in_flight -= 1
         if lease._registration is None:
             return
-        lease._registration.leases -= 1
+        registration = lease._registration
+        registration.leases -= 1
+        if (registration.leases == 0 and registration.state is AdapterState.LOADING
+                and replica.adapters.get(lease.served) is registration):
+            # Its load failed or was cancelled, and no request waits on it any more: a
+            # registration that never loaded must not take a slot or pin its files.
+            del replica.adapters[lease.served]
         if len(replica.adapters) > self.settings.max_loaded_adapters:
             self._spawn(self._evict(replica))
 

@@ -381,7 +381,14 @@ class VLLMEngine:
                     if healthy:
                         missed = 0
                         if self.on_healthy is not None:
-                            await self.on_healthy()
+                            try:
+                                await self.on_healthy()
+                            except Exception:
+                                # A DB blip must not end this supervision (the engine would
+                                # go unwatched and unannounced for good): the next
+                                # healthy probe reports it again.
+                                log.exception("the healthy engine %s could not be reported",
+                                              self.model.name)
                         if self.state is not EngineState.READY:
                             self.state = EngineState.READY
                             self.ready.set()

@@ -132,6 +132,21 @@ async def test_a_failed_load_fails_fast_until_its_ttl(tmp_path: Path, models) ->
 
 
 @pytest.mark.anyio
+async def test_a_failed_load_takes_no_slot(tmp_path: Path, models) -> None:  # type: ignore[no-untyped-def]
+    engine = StandInEngine()
+    engine.refuse.add(served_name("bad"))
+    adapters = manager(tmp_path, models, engine)  # two slots
+    with pytest.raises(AdapterLoadError):
+        await adapters.acquire(PROJECT, "bad")
+    for model in ("x", "y"):
+        (await adapters.acquire(PROJECT, model)).release()
+    await asyncio.sleep(0.05)
+    # Two adapters loaded in two slots: nothing was unloaded to make room for the failed one.
+    assert engine.unloaded() == []
+    assert (await adapters.acquire(PROJECT, "x")).action == "hit"
+
+
+@pytest.mark.anyio
 async def test_a_restarted_engine_gets_the_adapter_again(tmp_path: Path, models) -> None:  # type: ignore[no-untyped-def]
     engine = StandInEngine()
     adapters = manager(tmp_path, models, engine)

@@ -95,3 +95,18 @@ def test_bad_grants_are_400s_naming_the_field(local_server: TuneserveServer, sft
     error = info.value.body
     assert isinstance(error, dict) and error["param"] == "project_ids", error
     assert message in error["message"]
+
+
+def test_a_model_named_after_a_slashed_base_is_looked_up(local_server: TuneserveServer) -> None:
+    # Bases may be named like `Org/Model`: the route takes the whole name, so an unknown one
+    # is that checkpoint's 404, not an unknown URL.
+    client = local_server.client()
+    name = "ft:Org/Base-1B:default::abc123"
+    for call in (lambda: client.fine_tuning.checkpoints.permissions.retrieve(name),
+                 lambda: client.fine_tuning.checkpoints.permissions.create(
+                     name, project_ids=["proj_x"]),
+                 lambda: client.fine_tuning.checkpoints.permissions.delete(
+                     "cp_x", fine_tuned_model_checkpoint=name)):
+        with pytest.raises(openai.NotFoundError) as missing:
+            call()
+        assert missing.value.body["param"] == "fine_tuned_model_checkpoint"  # type: ignore[index]

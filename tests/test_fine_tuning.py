@@ -388,6 +388,9 @@ def test_list_paginates_filters_by_metadata_and_is_per_project(
     page = client.fine_tuning.jobs.list(limit=2)
     assert [j.id for j in page.data] == ids[::-1][:2] and page.has_more
     assert [j.id for j in client.fine_tuning.jobs.list(metadata={"n": "1"})] == [ids[1]]
+    with pytest.raises(openai.BadRequestError) as refused:  # not a database outage (503)
+        client.fine_tuning.jobs.list(metadata={'n"': "1"})
+    assert refused.value.body["param"] == 'metadata[n"]'  # type: ignore[index]
     walked = [j.id for j in client.fine_tuning.jobs.list(limit=1)]
     assert walked[:3] == ids[::-1]
     other = local_server.client(local_server.other_key())

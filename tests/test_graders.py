@@ -219,6 +219,10 @@ def test_score_model_asks_the_judge_with_rendered_messages_and_counts_tokens() -
     (FakeJudge("no idea"), "model_grader_parse_error"),
     (FakeJudge(""), "model_grader_parse_error"),
     (FakeJudge("NaN"), "model_grader_parse_error"),
+    # A JSON answer without a result: the numbers among its steps are not the score.
+    (FakeJudge('{"steps": [{"description": "step 1"}], "result": null}'),
+     "model_grader_parse_error"),
+    (FakeJudge("[" * 5000), "model_grader_parse_error"),  # too deep for the JSON parser
     (FakeJudge("", refusal="I can't grade that."), "model_grader_refusal_error"),
     (FakeJudge(error=JudgeError("the engine is down")), "model_grader_server_error"),
     (FakeJudge(delay=1), "unresponsive_reward_error"),
@@ -229,6 +233,14 @@ def test_score_model_failures_are_flagged(judge: FakeJudge | None, flag: str) ->
     assert raised(result) == {flag} and result.reward == 0.0
     if flag == "model_grader_server_error":
         assert result.metadata.errors.model_grader_server_error_details
+
+
+def test_an_answer_too_deep_to_parse_as_json_is_graded_as_text() -> None:
+    deep = "[" * 5000
+    result = grade(check(reference=deep), deep)
+    assert result.reward == 1.0 and not raised(result)
+    assert raised(grade(check(input="{{sample.output_json}}"), deep)) == {
+        "sample_parse_error"}
 
 
 def test_a_template_error_stops_before_the_judge_is_asked() -> None:
@@ -255,6 +267,7 @@ def test_a_judge_rejecting_the_model_names_the_graders_field() -> None:
     ("-b", -0.25), ("(a + b) / 2", 0.625), ("0.3 * a + 0.7 * b", 0.475), ("min(a, b)", 0.25),
     ("max(a, b, 2)", 2.0), ("abs(b - a)", 0.75), ("floor(b + 0.8)", 1.0), ("ceil(b)", 1.0),
     ("exp(0)", 1.0), ("sqrt(b)", 0.5), ("log(exp(b))", 0.25), ("  a  ", 1.0), ("2", 2.0),
+    ("max(a)", 1.0), ("min(b)", 0.25),
 ])
 def test_formulas_combine_the_named_scores(formula: str, expected: float) -> None:
     grader = multi(formula, a=check(), b=judged())
@@ -271,6 +284,7 @@ REJECTED_FORMULAS = [
     "min()", "abs(a, b)", "sqrt()", "log(a, 2)", "max(*[a, b])", "round(a, 1)",
     "exp(x=a)", "(c := 1)", "lambda: 1", "[x for x in (a, b)]", "f'{a}'", "c", "a +", "", "a b",
     "(" * 300 + "a" + ")" * 300, "+".join(["a"] * (MAX_CHARS // 2 + 1)),
+    "-" * 900 + "a",  # short enough, too deep to walk
 ]
 
 
@@ -356,6 +370,7 @@ def _without(grader: dict[str, Any], key: str) -> dict[str, Any]:
     (judged(model=""), "grader.model", "invalid_value"),
     (judged(sampling_params={"temperature": 3}), "grader.sampling_params.temperature",
      "invalid_value"),
+    (judged(sampling_params={"seed": 2**63}), "grader.sampling_params.seed", "invalid_value"),
     (judged(sampling_params={"max_completions_tokens": 0}),
      "grader.sampling_params.max_completions_tokens", "invalid_value"),
     ({**judged(), "input": []}, "grader.input", "invalid_value"),

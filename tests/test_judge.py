@@ -17,7 +17,7 @@ from storage.ids import new_id
 from storage.models import FineTuningJob, Project
 from training import jobs
 from training.graders import JudgeError, JudgeRejected, parse_grader
-from training.judge import JudgeUnreachable, http_judge, job_judge
+from training.judge import JudgeKeyRevoked, JudgeUnreachable, http_judge, job_judge
 
 MESSAGES = [{"role": "user", "content": "Rate: yes"}]
 ANSWER = {"choices": [{"message": {"role": "assistant", "content": "1"}}],
@@ -88,8 +88,9 @@ def _error(param: str | None, code: str) -> dict[str, Any]:
 
 @pytest.mark.parametrize("fake_api, field, code", [
     ([(404, _error("model", "model_not_found"))], "model", "model_not_found"),
-    ([(400, _error("max_tokens", "context_length_exceeded"))],
-     "sampling_params.max_completions_tokens", "context_length_exceeded"),
+    ([(400, _error("model", "model_not_served"))], "model", "model_not_served"),
+    ([(400, _error("max_tokens", "invalid_value"))],
+     "sampling_params.max_completions_tokens", "invalid_value"),
 ], indirect=["fake_api"])
 def test_a_judge_refusing_the_grader_s_request_names_its_field(
         fake_api: FakeApi, field: str, code: str) -> None:
@@ -98,13 +99,25 @@ def test_a_judge_refusing_the_grader_s_request_names_its_field(
     assert (info.value.field, info.value.code) == (field, code)
 
 
-@pytest.mark.parametrize("fake_api", [[(401, _error(None, "invalid_api_key"))],
-                                      [(503, _error(None, "serving_disabled"))],
-                                      [(500, {})]], indirect=True)
+@pytest.mark.parametrize("fake_api", [[(503, _error(None, "serving_disabled"))],
+                                      [(500, {})],
+                                      # One answer too long for the judge's context: that
+                                      # sample's grading fails, the run goes on.
+                                      [(400, _error("max_tokens", "context_length_exceeded"))],
+                                      [(400, _error("messages", "context_length_exceeded"))]],
+                         indirect=True)
 def test_a_judge_the_api_does_not_answer_is_a_server_error(fake_api: FakeApi) -> None:
     with pytest.raises(JudgeError):
         _ask(fake_api)
     assert len(fake_api.asked) == 1
+
+
+@pytest.mark.parametrize("fake_api", [[(401, _error(None, "invalid_api_key"))]], indirect=True)
+def test_a_revoked_job_key_stops_the_run(fake_api: FakeApi) -> None:
+    # No later sample could be judged: the job fails grader_unavailable, saying why.
+    with pytest.raises(JudgeKeyRevoked) as info:
+        _ask(fake_api)
+    assert "revoked" in info.value.tenant_message and len(fake_api.asked) == 1
 
 
 def _job(db: Database) -> tuple[str, str]:

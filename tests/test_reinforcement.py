@@ -91,10 +91,11 @@ def test_a_score_model_reward_is_judged_by_a_served_model_with_the_job_s_own_key
     assert 0 <= last["valid_reward_mean"] <= 1 and "mix" in last["valid_rewards"], last
     (full,) = [d for d in all_metrics if "full_valid_reward_mean" in d]
     assert 0 <= full["full_valid_reward_mean"] <= 1
+    assert 0 <= full["full_valid_grader_error_rate"] <= 1
     # 2 steps of 5 prompts with 2 answers each, and the 2 validation prompts' one answer at
-    # each evaluation (at least the one during training and the full one at the end): every
-    # answer judged once through the API.
-    assert metric(local_server.metrics(), asked, **chats) - before >= 20 + 2 * 2
+    # each evaluation (after each of the 2 steps, and the full one at the end, its answers
+    # judged with the job's key still valid): every answer judged once through the API.
+    assert metric(local_server.metrics(), asked, **chats) - before == 20 + 2 * 2 + 2
     (key,) = [k for k in local_server.api_keys() if k["job"] == job.id]
     assert key["revoked"] == "yes" and key["project"] == "default"
 

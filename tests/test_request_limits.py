@@ -90,3 +90,11 @@ def test_malformed_and_oversized_forms_are_a_400(local_server: TuneserveServer) 
             assert answer.status_code == 400, (body[:40], answer.text)
             error = answer.json()["error"]
             assert error["code"] == "invalid_multipart" and fragment in error["message"], error
+
+
+def test_a_request_without_its_body_is_told_so(local_server: TuneserveServer) -> None:
+    with local_server.http() as http:
+        for path in ("/fine_tuning/jobs", "/chat/completions"):
+            answer = http.post(path, headers={"content-type": "application/json"})
+            assert answer.status_code == 400, (path, answer.text)
+            assert answer.json()["error"]["code"] == "missing_body", answer.text

@@ -12,15 +12,19 @@ from dataclasses import dataclass
 
 # name -> (function, how many arguments; None: one or more)
 FUNCTIONS: dict[str, tuple[Callable[..., float], int | None]] = {
-    "min": (min, None), "max": (max, None), "abs": (abs, 1), "floor": (math.floor, 1),
+    # Over their arguments (`max(a)` is a; Python's own would iterate over a number).
+    "min": (lambda *xs: min(xs), None), "max": (lambda *xs: max(xs), None),
+    "abs": (abs, 1), "floor": (math.floor, 1),
     "ceil": (math.ceil, 1), "exp": (math.exp, 1), "sqrt": (math.sqrt, 1), "log": (math.log, 1),
 }
 _OPERATORS: dict[type[ast.operator], Callable[[float, float], float]] = {
     ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul,
     ast.Div: operator.truediv, ast.Pow: operator.pow,
 }
-# Deeper trees than this many characters allow would exhaust the recursion of the walk.
 MAX_CHARS = 1000
+# The check and the evaluation walk the tree recursively: a deeper one ("-" * 900 + "a" is
+# short enough) is refused before either runs.
+MAX_DEPTH = 100
 _ALLOWED = ("numbers, the graders' names, + - * / **, unary -, parentheses and "
             + ", ".join(FUNCTIONS))
 
@@ -49,8 +53,20 @@ def parse_formula(text: str, names: Collection[str]) -> Formula:
         tree = ast.parse(text.strip(), mode="eval").body
     except (SyntaxError, ValueError, RecursionError, MemoryError):
         raise FormulaError("the formula is not a valid expression") from None
+    if _depth(tree) > MAX_DEPTH:
+        raise FormulaError(f"the formula nests deeper than {MAX_DEPTH} levels")
     _check(tree, names)
     return Formula(tree)
+
+
+def _depth(tree: ast.expr) -> int:
+    """The tree's depth, walked without recursion."""
+    deepest, stack = 0, [(tree, 1)]
+    while stack:
+        node, depth = stack.pop()
+        deepest = max(deepest, depth)
+        stack.extend((child, depth + 1) for child in ast.iter_child_nodes(node))
+    return deepest
 
 
 def _check(node: ast.expr, names: Collection[str]) -> None:

@@ -83,7 +83,7 @@ class ScoreModelSamplingParams(_Strict):
     # Accepted so OpenAI graders run unchanged; the models served here do not reason.
     reasoning_effort: Literal["none", "minimal", "low", "medium", "high", "xhigh",
                               "max"] | None = None
-    seed: int | None = None
+    seed: Annotated[int, Field(ge=-(2**63), le=2**63 - 1)] | None = None  # vLLM's int64
     temperature: Annotated[float, Field(ge=0, le=2)] | None = None
     top_p: Annotated[float, Field(gt=0, le=1)] | None = None
 
@@ -407,7 +407,8 @@ def _as_text(value: Any) -> str:
 def namespaces(sample: str, item: Any) -> dict[str, Any]:
     """What templates see: `item`, and `sample` with `output_json` when it parses."""
     sampled: dict[str, Any] = {"output_text": sample}
-    with contextlib.suppress(ValueError):
+    # RecursionError: nesting too deep for the parser (a degenerate answer of "[[[[…").
+    with contextlib.suppress(ValueError, RecursionError):
         sampled["output_json"] = json.loads(sample)
     return {"item": {} if item is None else item, "sample": sampled}
 
@@ -518,14 +519,16 @@ _NUMBER = re.compile(r"[-+]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][-+]?\d+)?")
 
 def parse_score(text: str) -> float | None:
     """The judge's score: `result` (or `score`) of an answer that is a JSON object, as OpenAI's
-    judges answer, else the answer's first number."""
+    judges answer (None where that holds no number: a number among its other fields is not
+    the score), else the answer's first number."""
     try:
         # NaN has no place in a range; a score too large for a float is clamped all the same.
         value = json.loads(text, parse_constant=lambda _: None)
-    except ValueError:
+    except (ValueError, RecursionError):
         value = None
     if isinstance(value, dict):
         value = value.get("result", value.get("score"))
+        return value if isinstance(value, int | float) and not isinstance(value, bool) else None
     if isinstance(value, int | float) and not isinstance(value, bool):
         return value
     found = _NUMBER.search(text)

@@ -37,7 +37,25 @@ _MAX_BACKOFF = 10.0
 
 
 class JudgeUnreachable(Exception):
-    """This worker has no API node to ask (`TUNESERVE_API_URL` is not set on its node)."""
+    """This worker has no API node to ask (`TUNESERVE_API_URL` is not set on its node): the
+    job fails, telling the tenant `tenant_message`."""
+
+    tenant_message = ("The training node cannot reach the model server that judges the "
+                      "score_model grader; the operator's logs say why.")
+
+
+class JudgeKeyRevoked(JudgeUnreachable):
+    """The API refused the job's own key: someone revoked it (`tuneserve keys revoke`), so no
+    answer of this run can be judged any more."""
+
+    tenant_message = ("The job's API key, which its score_model grader is asked with, was "
+                      "revoked: its answers can no longer be judged.")
+
+
+# Refusals no later request of the run can escape: the grader names a model that is gone or
+# not served, or a token budget the API never allows. Any other 4xx (an answer too long for
+# the judge's context, say) fails that one sample's grading only.
+_FATAL_CODES = {"model_not_found", "model_not_served"}
 
 
 def http_judge(api_url: str, secret: str) -> Judge:
@@ -95,16 +113,22 @@ def _serves_nothing(body: Any) -> bool:
 
 
 def _reply(status: int, body: Any) -> JudgeReply:
-    if status in (400, 403, 404):
-        # The grader's mistake (no such model, a budget it cannot have): the job fails
-        # naming the field, as the graders' run route answers a 400.
-        error = _error(body)
-        field = ("sampling_params.max_completions_tokens" if error.get("param") == "max_tokens"
-                 else "model")
-        raise JudgeRejected(field, str(error.get("message") or "The judge refused the "
-                                       "request."), str(error.get("code") or "invalid_value"))
+    error = _error(body)
+    if status == 401:
+        raise JudgeKeyRevoked
+    if status == 404 or (400 <= status < 500 and error.get("code") in _FATAL_CODES):
+        # The grader's mistake: the job fails naming the field, as the graders' run route
+        # answers a 400.
+        raise JudgeRejected("model", str(error.get("message") or "The judge refused the "
+                                         "request."), str(error.get("code") or "model_not_found"))
+    if (status == 400 and error.get("param") == "max_tokens"
+            and error.get("code") != "context_length_exceeded"):
+        raise JudgeRejected("sampling_params.max_completions_tokens",
+                            str(error.get("message") or "The judge refused the token budget."),
+                            str(error.get("code") or "invalid_value"))
     if status != 200:
-        raise JudgeError(f"The API answered {status}.")
+        detail = f": {error['code']}" if isinstance(error.get("code"), str) else ""
+        raise JudgeError(f"The API answered {status}{detail}.")
     return judge_reply(200, body)
 
 

@@ -36,7 +36,7 @@ from training.progress import (
     load_state,
     metrics_interval,
 )
-from training.rewards import GRADER_PARAM, rft_row
+from training.rewards import ERROR_RATE_METRIC, GRADER_PARAM, rft_row
 from training.settings import TrainingSettings
 from training.trainer import RunConfig, build_trainer, load_model
 
@@ -125,19 +125,20 @@ def run(job_id: str, attempt: int, settings: TrainingSettings, db: Database, sto
         cfg.judge_timeout = settings.judge_timeout_seconds
         trainer = build_trainer(cfg, model, tokenizer, train_rows, valid_rows, [progress])
         trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
-
-    if heartbeat.should_stop:
-        return  # cancelled (the scheduler removes its outputs) or taken over: touch nothing
-    if trainer.state.global_step < trainer.state.max_steps:
-        # Stopped early with its state saved: a pause, or a stop (SIGTERM) after which the
-        # scheduler starts another attempt from that state.
-        with db.session() as s:
-            if jobs.transition(s, job_id, (JobStatus.PAUSING,), attempt,
-                               status=JobStatus.PAUSED, estimated_finish=None):
-                jobs.add_event(s, job_id, f"Fine-tuning job paused at step "
-                               f"{trainer.state.global_step}")
-        return
-    _finish(ctx, job, trainer, tokenizer, bool(valid_rows), workdir,
+        if heartbeat.should_stop:
+            return  # cancelled (the scheduler removes its outputs) or taken over: touch nothing
+        if trainer.state.global_step < trainer.state.max_steps:
+            # Stopped early with its state saved: a pause, or a stop (SIGTERM) after which the
+            # scheduler starts another attempt from that state.
+            with db.session() as s:
+                if jobs.transition(s, job_id, (JobStatus.PAUSING,), attempt,
+                                   status=JobStatus.PAUSED, estimated_finish=None):
+                    jobs.add_event(s, job_id, f"Fine-tuning job paused at step "
+                                   f"{trainer.state.global_step}")
+            return
+        if valid_rows:  # inside the judge's block: its answers are graded with the job's key
+            _full_validation(ctx, trainer)
+    _finish(ctx, job, trainer, tokenizer, workdir,
             Evaluator(ctx, model, tokenizer, examples, settings.eval_batch_size))
 
 
@@ -201,22 +202,27 @@ class Evaluator:
             return None
 
 
+def _full_validation(ctx: JobContext, trainer: Any) -> None:
+    """The metrics event of the whole validation file, after the last step."""
+    step = trainer.state.global_step
+    full = trainer.evaluate()
+    if "eval_reward" in full:  # reinforcement: the validation answers' reward
+        data = {"step": step, "full_valid_reward_mean": full["eval_reward"],
+                "full_valid_grader_error_rate": full.get(f"eval_{ERROR_RATE_METRIC}", 0.0)}
+        message = f"Full validation reward={full['eval_reward']:.4f}"
+    else:
+        data = {"step": step, "full_valid_loss": full.get("eval_loss"),
+                "full_valid_mean_token_accuracy": full.get("eval_mean_token_accuracy")}
+        message = f"Full validation loss={data['full_valid_loss']:.4f}"
+    with ctx.db.session() as s:
+        if jobs.holds(s, ctx.job_id, ctx.attempt):
+            jobs.add_event(s, ctx.job_id, message, type="metrics", data=data)
+
+
 def _finish(ctx: JobContext, job: FineTuningJob, trainer: object, tokenizer: object,
-            has_valid: bool, workdir: Path, evaluator: Evaluator) -> None:
+            workdir: Path, evaluator: Evaluator) -> None:
     db, store = ctx.db, ctx.store
     step = trainer.state.global_step  # type: ignore[attr-defined]
-    if has_valid:
-        full = trainer.evaluate()  # type: ignore[attr-defined]
-        if "eval_reward" in full:  # reinforcement: the validation answers' reward
-            data = {"step": step, "full_valid_reward_mean": full["eval_reward"]}
-            message = f"Full validation reward={full['eval_reward']:.4f}"
-        else:
-            data = {"step": step, "full_valid_loss": full.get("eval_loss"),
-                    "full_valid_mean_token_accuracy": full.get("eval_mean_token_accuracy")}
-            message = f"Full validation loss={data['full_valid_loss']:.4f}"
-        with db.session() as s:
-            if jobs.holds(s, job.id, ctx.attempt):
-                jobs.add_event(s, job.id, message, type="metrics", data=data)
     final_dir = workdir / "final"
     trainer.save_model(str(final_dir))  # type: ignore[attr-defined]
     tokenizer.save_pretrained(str(final_dir))  # type: ignore[attr-defined]

@@ -67,12 +67,11 @@ def main(argv: list[str] | None = None) -> int:
             jobs.fail(s, job_id, exc.code, exc.message, exc.param, expect=jobs.WORKING,
                       attempt=attempt)
         return 1
-    except JudgeUnreachable:
+    except JudgeUnreachable as exc:
         log.exception("no API node to judge the grader's samples")
         with db.session() as s:
-            jobs.fail(s, job_id, "grader_unavailable", "The training node cannot reach the "
-                      "model server that judges the score_model grader; the operator's logs "
-                      "say why.", expect=jobs.WORKING, attempt=attempt)
+            jobs.fail(s, job_id, "grader_unavailable", exc.tenant_message, expect=jobs.WORKING,
+                      attempt=attempt)
         return 1
     except Exception as exc:
         part = unavailable_part(exc)

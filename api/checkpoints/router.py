@@ -20,7 +20,8 @@ from api.pagination import page
 from storage.ids import new_id
 from storage.models import CheckpointPermission, FineTunedModel, Project
 
-router = APIRouter(prefix="/fine_tuning/checkpoints/{fine_tuned_model_checkpoint}/permissions",
+# `:path`: a base model may be named like `Org/Model`, and so its fine-tuned models are.
+router = APIRouter(prefix="/fine_tuning/checkpoints/{fine_tuned_model_checkpoint:path}/permissions",
                    tags=["fine-tuning"], responses=error_responses(404))
 
 

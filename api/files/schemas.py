@@ -2,7 +2,7 @@
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field, model_serializer
+from pydantic import BaseModel, Field
 
 from storage.models import File
 
@@ -38,17 +38,9 @@ class FileObject(BaseModel):
     filename: str
     purpose: str
     status: Literal["uploaded", "processed", "error"]
-    expires_at: int | None = None
-    status_details: str | None = None
-
-    @model_serializer(mode="wrap")
-    def _omit_unset_optionals(self, handler: Any) -> dict[str, Any]:
-        # OpenAI leaves these out rather than sending null.
-        data = handler(self)
-        for key in ("expires_at", "status_details"):
-            if data.get(key) is None:
-                data.pop(key, None)
-        return data
+    # OpenAI leaves these out rather than sending null.
+    expires_at: int | None = Field(default=None, exclude_if=lambda v: v is None)
+    status_details: str | None = Field(default=None, exclude_if=lambda v: v is None)
 
     @classmethod
     def of(cls, row: File) -> "FileObject":

@@ -8,7 +8,7 @@ from fastapi.responses import StreamingResponse
 from sqlalchemy import select
 
 from api.deps import DB, AppSettings, CurrentProject, DBFactory, Storage
-from api.errors import error_responses
+from api.errors import APIError, error_responses
 from api.fine_tuning import service
 from api.fine_tuning.event_stream import event_stream, start_seq
 from api.fine_tuning.schemas import (
@@ -53,6 +53,11 @@ def list_jobs(
     for name, value in request.query_params.items():
         if name.startswith("metadata[") and name.endswith("]"):
             key = name[len("metadata[") : -1]
+            if '"' in key or "\\" in key:
+                # A JSON path cannot quote them on every database.
+                raise APIError(400, f"Cannot filter on the metadata key {key!r}: keys "
+                               "with '\"' or '\\' are not supported in filters.",
+                               param=f"metadata[{key}]", code="invalid_value")
             query = query.where(FineTuningJob.user_metadata[key].as_string() == value)
     rows, has_more = page(session, query, FineTuningJob, after=after, limit=limit)
     return FineTuningJobList(data=[FineTuningJobObject.of(j) for j in rows], has_more=has_more)
