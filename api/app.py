@@ -52,6 +52,7 @@ async def _start_serving(app: FastAPI, settings: Settings, db: Database,
         return None
     if settings.serving == "ray":
         app.state.adapters = AdapterManager(settings, db, store, [])
+        app.state.adapters.start()
         app.state.replicas = ReplicaDirectory(settings, db, app.state.adapters)
         app.state.replicas.start()
         app.state.proxy = Proxy()

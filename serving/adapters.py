@@ -188,6 +188,7 @@ class AdapterManager:
             settings.adapter_cache_bytes, store, in_use=self._registered_anywhere,
         )
         self.base_names = set(base_models(settings))
+        self.deployed = set(settings.served_bases() or [])
         self.policy = RoutingPolicy(overload_waiting=settings.routing_overload_waiting)
         self._groups: dict[str, list[_Replica]] = {}
         for engine in engines:
@@ -221,8 +222,8 @@ class AdapterManager:
         return any(name in r.adapters for group in self._groups.values() for r in group)
 
     def start(self) -> None:
-        if any(len(group) > 1 for group in self._groups.values()):
-            self._spawn(self._watch_loads())
+        # Always: with Ray, the replicas arrive (and go) after this, as they beat.
+        self._spawn(self._watch_loads())
 
     async def close(self) -> None:
         for task in list(self._tasks):
@@ -236,7 +237,7 @@ class AdapterManager:
                 for replica in group if len(group) > 1 else []:
                     if not replica.engine.ready.is_set():
                         continue
-                    with contextlib.suppress(httpx.HTTPError):
+                    with contextlib.suppress(httpx.HTTPError, ValueError, IndexError):
                         answer = await replica.engine.http.get("/metrics", timeout=2)
                         load = parse_engine_load(answer.text)
                         replica.running, replica.waiting = load.running, load.waiting
@@ -294,13 +295,20 @@ class AdapterManager:
         if self._groups.get(model):
             return _Target(model, model, None)
         if model in self.base_names:
-            raise ModelNotServed(model)
+            raise self._unserved(model, model)
         row = await asyncio.to_thread(self._lookup, project_id, model)
         if row is None:
             raise ModelNotFound(model)
         if not self._groups.get(row.base_model):
-            raise ModelNotServed(model)
+            raise self._unserved(row.base_model, model)
         return _Target(row.base_model, served_name(row.id), row.adapter_prefix)
+
+    def _unserved(self, base: str, model: str) -> Exception:
+        """No replica serves `base` now: for a base this deployment serves, one is starting
+        or restarting (a 503 to retry); for any other, the model is not served (a 400)."""
+        if base in self.deployed:
+            return EngineUnavailable()
+        return ModelNotServed(model)
 
     def _lookup(self, project_id: str, model: str) -> FineTunedModel | None:
         with self.db.session() as s:

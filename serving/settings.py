@@ -111,9 +111,11 @@ class ServingSettings(StorageSettings):
             return [ServedModel(self.served_model)]
         groups = [ServedModel(**entry) for entry in json.loads(self.served_models)]
         for group in groups:
-            if not 0 <= group.min_replicas <= group.max_replicas or group.max_replicas < 1:
+            # At least one replica: nothing would ask for the first one of a base scaled
+            # to zero (a request finds no replica whose load could say it waits).
+            if not 1 <= group.min_replicas <= group.max_replicas:
                 raise ValueError(f"TUNESERVE_SERVED_MODELS: {group.model} needs "
-                                 "0 <= min_replicas <= max_replicas, max_replicas >= 1")
+                                 "1 <= min_replicas <= max_replicas")
         return groups
 
     def served_bases(self) -> list[str] | None:

@@ -14,6 +14,7 @@ from serving.adapters import (
     AdapterLoadError,
     AdapterManager,
     ModelNotFound,
+    ModelNotServed,
     served_name,
 )
 from serving.engine import EngineUnavailable
@@ -44,6 +45,7 @@ class StandInEngine:
         self.ready.set()
         self.calls: list[tuple[str, str]] = []
         self.refuse: set[str] = set()
+        self.running = 0  # what its /metrics says
         self.wait_seconds = 0.2
         self.http = httpx.AsyncClient(transport=httpx.MockTransport(self._answer),
                                       base_url="http://vllm")
@@ -51,6 +53,9 @@ class StandInEngine:
     def _answer(self, request: httpx.Request) -> httpx.Response:
         import json
 
+        if request.url.path == "/metrics":
+            return httpx.Response(200, text=f"vllm:num_requests_running {self.running}\n"
+                                            "vllm:num_requests_waiting 0\n")
         name = json.loads(request.content)["lora_name"]
         self.calls.append((request.url.path, name))
         if name in self.refuse:
@@ -218,3 +223,41 @@ async def test_a_lease_from_before_a_restart_still_releases_its_adapter(  # type
     for model in ("y", "z"):  # x is idle now, so it can make room
         (await adapters.acquire(PROJECT, model)).release()
     assert served_name("x") in engine.unloaded()
+
+
+@pytest.mark.anyio
+async def test_replicas_that_join_later_are_routed_by_their_own_load(tmp_path: Path,  # type: ignore[no-untyped-def]
+                                                                     models) -> None:
+    # As with Ray: the manager starts with no replica, they join as they beat, and their
+    # figures (every API node's requests) are read all the same.
+    db, store = models
+    adapters = AdapterManager(ServingSettings(data_dir=tmp_path, routing_metrics_interval=0.05),
+                              db, store, [])
+    adapters.start()
+    a, b = StandInEngine("a"), StandInEngine("b")
+    for engine in (a, b):
+        adapters.add_replica(engine)  # type: ignore[arg-type]
+    try:
+        for busy, idle in ((a, b), (b, a)):
+            busy.running, idle.running = 12, 0
+            await asyncio.sleep(0.3)
+            lease = await adapters.acquire(PROJECT, DEFAULT_BASE_MODEL)
+            assert lease.engine.name == idle.name
+            lease.release()
+    finally:
+        await adapters.close()
+
+
+@pytest.mark.anyio
+async def test_a_served_base_without_a_replica_now_is_unavailable_not_unserved(  # type: ignore[no-untyped-def]
+        tmp_path: Path, models) -> None:
+    # With Ray, a base's only replica restarting (or the first still starting) is a 503 to
+    # retry; a base the deployment does not serve is a 400.
+    db, store = models
+    for served, expected in ((DEFAULT_BASE_MODEL, EngineUnavailable), ("other", ModelNotServed)):
+        settings = ServingSettings(data_dir=tmp_path, serving="ray", ray_address="http://ray:8265",
+                                   served_models=f'[{{"model": "{served}"}}]')
+        adapters = AdapterManager(settings, db, store, [])
+        for model in (DEFAULT_BASE_MODEL, "x"):  # the base, and a model fine-tuned from it
+            with pytest.raises(expected):
+                await adapters.acquire(PROJECT, model)

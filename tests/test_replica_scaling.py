@@ -61,3 +61,11 @@ def test_the_controller_job_carries_no_secret_and_its_id_follows_the_config(
     assert one["submission_id"] == same["submission_id"] != other["submission_id"]
     assert "pw" not in str(one) and "secret" not in str(one)
     assert one["entrypoint_num_cpus"] == 0
+
+
+@pytest.mark.parametrize("groups", ['[{"model": "a", "min_replicas": 0}]',
+                                    '[{"model": "a", "min_replicas": 3, "max_replicas": 2}]'])
+def test_a_base_needs_at_least_one_replica(tmp_path, groups: str) -> None:  # type: ignore[no-untyped-def]
+    # A base scaled to zero would never get its first replica back.
+    with pytest.raises(ValueError, match="1 <= min_replicas <= max_replicas"):
+        ServingSettings(data_dir=tmp_path, served_models=groups).served_model_groups()
