@@ -77,6 +77,7 @@ _DESCRIPTIONS = {
     429: "Over the project's requests or tokens per minute (`retry-after`)",
     500: "The server failed to handle the request",
     503: "The model server, the blob store or the DB is unreachable for now (`retry-after`)",
+    504: "The model server took the request but did not answer in time",
     507: "The server's storage is full",
 }
 

@@ -16,7 +16,7 @@ from fastapi.concurrency import run_in_threadpool
 from api.inference import send
 from api.settings import Settings
 from serving.adapters import AdapterLoadError, AdapterManager, ModelNotFound
-from serving.engine import EngineUnavailable
+from serving.engine import EngineTimeout, EngineUnavailable
 from serving.proxy import Answer, Proxy
 from storage.base_models import base_models
 from storage.blob import BlobStore
@@ -86,7 +86,7 @@ class EngineEvaluator:
         except EngineUnavailable:
             with self.db.session() as s:  # not the evaluation's fault: wait for the engine
                 evaluation_state.release(s, job.id, self.token)
-        except (EvaluationFailed, AdapterLoadError) as exc:
+        except (EvaluationFailed, EngineTimeout, AdapterLoadError) as exc:
             log.warning("evaluation of %s failed: %s", job.id, exc)
             self._give_up(job, "The model server could not answer the evaluation.")
         except Exception:

@@ -24,7 +24,7 @@ from serving.adapters import (
     ModelNotFound,
     ModelNotServed,
 )
-from serving.engine import EngineUnavailable
+from serving.engine import EngineTimeout, EngineUnavailable
 from serving.proxy import Answer, Proxy, Stream
 
 RETRY_AFTER_SECONDS = "5"
@@ -55,7 +55,8 @@ def check_token_budget(n: int | None, max_tokens: int | None, max_model_len: int
                        param=param, code="invalid_value")
 
 
-_SERVING_ERRORS = (EngineUnavailable, ModelNotFound, ModelNotServed, AdapterLoadError)
+_SERVING_ERRORS = (EngineUnavailable, EngineTimeout, ModelNotFound, ModelNotServed,
+                   AdapterLoadError)
 
 
 def _as_api_error(exc: Exception, model: str) -> APIError:
@@ -65,6 +66,9 @@ def _as_api_error(exc: Exception, model: str) -> APIError:
     if isinstance(exc, ModelNotServed):
         return APIError(400, f"The model '{model}' is not served by this server.",
                         param="model", code="model_not_served")
+    if isinstance(exc, EngineTimeout):
+        return APIError(504, "The model server did not answer in time; try a smaller "
+                        "max_tokens, or streaming.", type="server_error", code="engine_timeout")
     if isinstance(exc, AdapterLoadError):
         return APIError(500, f"The model '{model}' could not be loaded by the model server; "
                         "the operator's logs say why.", type="server_error",

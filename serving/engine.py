@@ -97,6 +97,11 @@ class EngineUnavailable(RuntimeError):
     """The engine is starting or restarting."""
 
 
+class EngineTimeout(RuntimeError):
+    """The engine took the request but did not answer within `engine_read_timeout`: it is
+    alive (busy), so it is neither marked unreachable nor sent the request again."""
+
+
 class Replica(Protocol):
     """One vLLM server for one base model, as routing and the proxy use it: the local engine
     below, or a replica on the cluster (`serving.remote`)."""

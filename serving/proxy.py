@@ -16,7 +16,7 @@ from typing import Any
 import httpx
 
 from serving.adapters import Lease
-from serving.engine import EngineUnavailable, VLLMEngine, send_with_retry
+from serving.engine import EngineTimeout, EngineUnavailable, VLLMEngine, send_with_retry
 from storage.redact import redact
 
 log = logging.getLogger("tuneserve.proxy")
@@ -97,6 +97,8 @@ class Proxy:
                                             headers=_traced(request_id))
         try:
             response = await send_with_retry(engine.http, request)
+        except httpx.ReadTimeout as exc:
+            raise EngineTimeout from exc
         except httpx.TransportError as exc:
             engine.mark_unreachable()
             raise EngineUnavailable from exc
@@ -120,6 +122,8 @@ class Proxy:
                                             headers=_traced(request_id))
         try:
             response = await send_with_retry(engine.http, request, stream=True)
+        except httpx.ReadTimeout as exc:
+            raise EngineTimeout from exc
         except httpx.TransportError as exc:
             engine.mark_unreachable()
             raise EngineUnavailable from exc

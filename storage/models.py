@@ -147,6 +147,9 @@ class FineTuningJob(Base):
     attempt: Mapped[int] = mapped_column(BigInteger, default=0)
     # Workers lost and restarted so far (bounded by TUNESERVE_MAX_JOB_RECOVERIES).
     recoveries: Mapped[int] = mapped_column(BigInteger, default=0)
+    # A queued job is not started before this time (epoch seconds; None: at once): a worker
+    # that met a storage or DB outage waits for it to pass.
+    not_before: Mapped[float | None] = mapped_column(Float, default=None)
     # Blob key of the manifest of the newest complete resumable state; written last.
     resume_state: Mapped[str | None] = mapped_column(String(512), default=None)
     step: Mapped[int] = mapped_column(BigInteger, default=0)

@@ -53,6 +53,9 @@ class StandInEngine:
     def _answer(self, request: httpx.Request) -> httpx.Response:
         import json
 
+        if request.url.path == "/v1/chat/completions":
+            self.calls.append((request.url.path, ""))
+            raise httpx.ReadTimeout("no answer in time", request=request)  # a busy engine
         if request.url.path == "/metrics":
             return httpx.Response(200, text=f"vllm:num_requests_running {self.running}\n"
                                             "vllm:num_requests_waiting 0\n")
@@ -261,3 +264,23 @@ async def test_a_served_base_without_a_replica_now_is_unavailable_not_unserved( 
         for model in (DEFAULT_BASE_MODEL, "x"):  # the base, and a model fine-tuned from it
             with pytest.raises(expected):
                 await adapters.acquire(PROJECT, model)
+
+
+@pytest.mark.anyio
+async def test_an_engine_that_answers_too_late_is_not_asked_again(tmp_path: Path,  # type: ignore[no-untyped-def]
+                                                                  models) -> None:
+    # A read timeout is a busy engine, not a dead one: one generation, a 504, and the
+    # replica stays in the rotation.
+    from api.inference import _as_api_error, send
+    from serving.engine import EngineTimeout
+    from serving.proxy import Proxy
+
+    a, b = StandInEngine("a"), StandInEngine("b")
+    adapters = manager(tmp_path, models, a, b)
+    with pytest.raises(EngineTimeout) as late:
+        await send(adapters, Proxy(), PROJECT, DEFAULT_BASE_MODEL, "/v1/chat/completions",
+                   {"messages": []}, stream=False)
+    asked = [e for e in (a, b) for path, _ in e.calls if path == "/v1/chat/completions"]
+    assert len(asked) == 1 and a.ready.is_set() and b.ready.is_set()
+    answer = _as_api_error(late.value, DEFAULT_BASE_MODEL)
+    assert (answer.status, answer.code) == (504, "engine_timeout")

@@ -16,6 +16,7 @@ from storage.keys import file_key, job_prefix
 from storage.models import File, FineTuningJob, JobEvent, Project
 from training import jobs
 from training.executors import ExecutorUnavailable, WorkerInfo, WorkerState
+from training.executors.base import EXIT_OUTAGE
 from training.jobs import TRANSITIONS, IllegalTransition, JobStatus
 from training.scheduler import Scheduler, fair_order
 from training.settings import TrainingSettings
@@ -276,6 +277,28 @@ def test_a_lost_worker_is_replaced_then_the_job_fails_clearly(
     assert "Last output of the worker:\nTraceback: out of memory" in _messages(database, job_id)
     # A failed job keeps no resumable state.
     assert store.list_keys(job_prefix(job.project_id, job_id)) == []
+
+
+def test_a_worker_stopped_by_an_outage_waits_it_out_without_using_up_recoveries(
+    database: Database, store: LocalBlobStore, tmp_path: Path
+) -> None:
+    scheduler, executor, job_id = _running(database, store, tmp_path, max_job_recoveries=1,
+                                           outage_retry_seconds=0.3)
+    job = _get(database, job_id)
+    store.put(job_prefix(job.project_id, job_id) + "state/a1-step2/optimizer.pt", b"x")
+    for attempt in (1, 2, 3):  # more outages than recoveries allowed: the job lives on
+        executor.states[(job_id, attempt)] = WorkerInfo(WorkerState.EXITED, EXIT_OUTAGE)
+        scheduler.reconcile()
+        job = _get(database, job_id)
+        assert (job.status, job.recoveries) == (JobStatus.QUEUED, 0)
+        scheduler.start_queued()  # not yet: the outage may still be on
+        assert executor.started[-1] == (job_id, attempt)
+        time.sleep(0.35)
+        scheduler.start_queued()
+        assert executor.started[-1] == (job_id, attempt + 1)
+    assert sum("the storage or the database was unreachable" in m
+               for m in _messages(database, job_id)) == 3
+    assert store.list_keys(job_prefix(job.project_id, job_id))  # its saved state is kept
 
 
 def test_a_silent_worker_elsewhere_is_recovered_only_after_the_heartbeat_timeout(

@@ -13,7 +13,7 @@ from collections import defaultdict
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 
-from sqlalchemy import func, select, true
+from sqlalchemy import func, or_, select, true
 
 from storage.base_models import base_models
 from storage.blob import BlobNotFound, BlobStore
@@ -24,6 +24,7 @@ from storage.redact import redact
 from training import jobs
 from training.data import read_lines
 from training.executors import Executor, ExecutorUnavailable, WorkerInfo, WorkerState
+from training.executors.base import EXIT_OUTAGE
 from training.hyperparameters import ModelShape, resolve
 from training.jobs import JobStatus
 from training.settings import TrainingSettings
@@ -247,6 +248,8 @@ class Scheduler:
                               "No node in the training cluster has the resources this job "
                               "needs (GPUs, or the configured resources and labels).",
                               expect=jobs.WORKING, attempt=job.attempt)
+        elif info.state is WorkerState.EXITED and info.exit_code == EXIT_OUTAGE:
+            self._wait_out_outage(job)
         elif info.state is WorkerState.EXITED:
             self._recover(job, f"the worker exited with code {info.exit_code}"
                           if info.exit_code else "the worker stopped")
@@ -277,6 +280,22 @@ class Scheduler:
             if jobs.transition(s, job.id, jobs.TERMINAL + (JobStatus.PAUSED,), job.attempt,
                                worker=None) and job.status == JobStatus.FAILED:
                 jobs.discard_state(s, self.store, job)
+
+    def _wait_out_outage(self, job: FineTuningJob) -> None:
+        """The worker stopped itself: the blob store or the DB was unreachable. Not the job's
+        fault nor a lost worker: queued again, started once the wait is over."""
+        if job.status == JobStatus.PAUSING:
+            self._recover(job, "an outage")  # paused at its last saved state
+            return
+        self.executor.forget(job.id, job.attempt)
+        wait = self.settings.outage_retry_seconds
+        with self.db.session() as s:
+            if jobs.transition(s, job.id, (JobStatus.RUNNING,), job.attempt,
+                               status=JobStatus.QUEUED, worker=None, estimated_finish=None,
+                               not_before=time.time() + wait):
+                jobs.add_event(s, job.id, "Training was interrupted: the storage or the "
+                               f"database was unreachable; resuming from the last saved "
+                               f"state in {wait:.0f} s", level="warn")
 
     def _recover(self, job: FineTuningJob, why: str) -> None:
         """The worker is gone without a last word: another attempt resumes from the newest
@@ -378,7 +397,9 @@ class Scheduler:
                 return []
             queued = list(s.execute(
                 select(FineTuningJob.id, FineTuningJob.project_id)
-                .where(FineTuningJob.status == JobStatus.QUEUED)
+                .where(FineTuningJob.status == JobStatus.QUEUED,
+                       or_(FineTuningJob.not_before.is_(None),
+                           FineTuningJob.not_before <= time.time()))
                 .order_by(FineTuningJob.seq).limit(1000)).all())
         return fair_order(queued, busy, settings.max_running_jobs_per_project)[:room]
 

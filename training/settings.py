@@ -22,6 +22,10 @@ class TrainingSettings(StorageSettings):
     # A lost worker is replaced this many times (resuming from its last state) before the
     # job fails.
     max_job_recoveries: int = 3
+    # A worker that stopped because the blob store or the DB was unreachable is not a lost
+    # worker (nothing counts against the recoveries): the job waits this long, queued, and
+    # resumes from its newest saved state, as often as the outage takes.
+    outage_retry_seconds: float = 30.0
     # Resumable training state is saved this often (and at every epoch end), so a lost
     # worker costs at most this much training.
     checkpoint_every_seconds: float = 600.0

@@ -11,6 +11,7 @@ from pathlib import Path
 from storage.availability import unavailable_part
 from storage.blob import open_blob_store
 from training import jobs
+from training.executors.base import EXIT_OUTAGE
 from training.graders import GraderError
 from training.heartbeat import Heartbeat
 from training.judge import JudgeUnreachable
@@ -18,10 +19,6 @@ from training.settings import TrainingSettings
 from training.trainer import prepare_environment
 
 log = logging.getLogger("tuneserve.worker")
-
-# sysexits' EX_TEMPFAIL: the worker stopped for an outage of the DB or the blob store.
-EXIT_OUTAGE = 75
-
 
 def workdir_prefix(job_id: str, attempt: int) -> str:
     return f"tuneserve-{job_id}-a{attempt}-"

@@ -11,7 +11,7 @@ from api.errors import error_responses
 from api.inference import check_token_budget, forward
 from api.quotas import estimate_tokens, rate_limited
 
-router = APIRouter(tags=["chat"], responses=error_responses(404, 429))
+router = APIRouter(tags=["chat"], responses=error_responses(404, 429, 504))
 
 
 @router.post("/chat/completions", response_model=None)

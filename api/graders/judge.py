@@ -13,7 +13,7 @@ from api.errors import APIError
 from api.inference import check_token_budget, send
 from api.quotas import admit, estimate_tokens
 from serving.adapters import AdapterLoadError, ModelNotFound, ModelNotServed
-from serving.engine import EngineUnavailable
+from serving.engine import EngineTimeout, EngineUnavailable
 from serving.proxy import Answer
 from training.graders import (
     Judge,
@@ -54,6 +54,8 @@ def engine_judge(request: Request, project_id: str) -> Judge:
                                 "model_not_served") from None
         except EngineUnavailable:
             raise JudgeError("The model server is starting or restarting.") from None
+        except EngineTimeout:
+            raise JudgeError("The model server did not answer in time.") from None
         except AdapterLoadError:
             raise JudgeError(f"The model '{model}' could not be loaded by the model "
                              "server.") from None

@@ -11,7 +11,7 @@ from api.inference import check_token_budget, forward
 from api.quotas import estimate_tokens, rate_limited
 from api.responses.schemas import FORWARDED_FIELDS, ResponseRequest
 
-router = APIRouter(tags=["responses"], responses=error_responses(404, 429))
+router = APIRouter(tags=["responses"], responses=error_responses(404, 429, 504))
 
 
 @router.post("/responses", response_model=None)

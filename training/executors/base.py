@@ -5,6 +5,9 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Protocol
 
+# sysexits' EX_TEMPFAIL: the worker stopped for an outage of the DB or the blob store.
+EXIT_OUTAGE = 75
+
 
 class WorkerState(Enum):
     # Accepted, waiting for a node with the resources it asks for.
