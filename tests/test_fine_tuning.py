@@ -347,6 +347,11 @@ def test_bad_validation_file_names_it(local_server: TuneserveServer) -> None:
         ({"suffix": "has:colon"}, "suffix"),
         ({"seed": -1}, "seed"),
         ({"metadata": {f"k{i}": "v" for i in range(17)}}, "metadata"),
+        # Hyperparameters given twice, or a method block of another type: never ignored.
+        ({"hyperparameters": {"n_epochs": 2}, "method": {"type": "supervised", "supervised": {
+            "hyperparameters": {"n_epochs": 3}}}}, "hyperparameters"),
+        ({"method": {"type": "dpo", "supervised": {"hyperparameters": {"n_epochs": 3}}}},
+         "method.supervised"),
     ],
 )
 def test_bad_job_requests_get_a_400_naming_the_field(
@@ -358,6 +363,17 @@ def test_bad_job_requests_get_a_400_naming_the_field(
         response = http.post("/fine_tuning/jobs", json=body)
     assert response.status_code == 400, response.text
     assert response.json()["error"]["param"] == param
+
+
+def test_top_level_hyperparameters_stand_for_the_method_s_own(
+    local_server: TuneserveServer,
+) -> None:
+    client = local_server.client()
+    job = client.fine_tuning.jobs.create(
+        model=BASE, training_file=upload(client, GOOD), hyperparameters={"n_epochs": 2},
+        method={"type": "dpo", "dpo": {"hyperparameters": {}}})
+    assert job.method.dpo.hyperparameters.n_epochs == 2  # type: ignore[union-attr]
+    client.fine_tuning.jobs.cancel(job.id)
 
 
 def test_training_file_must_be_fine_tune_and_the_projects_own(

@@ -31,15 +31,28 @@ def get_job(session: Session, project_id: str, job_id: str) -> FineTuningJob:
 
 def _method(body: CreateFineTuningJobRequest) -> dict[str, Any]:
     method = body.method
-    if method is None or method.type == "supervised":
-        given = method.supervised if method and method.supervised else None
-        hp = (given.hyperparameters.model_dump(exclude_none=True) if given
-              else body.hyperparameters.model_dump() if body.hyperparameters else {})
+    kind = method.type if method else "supervised"
+    for other in ("supervised", "dpo", "reinforcement"):
+        if other != kind and method is not None and getattr(method, other) is not None:
+            raise APIError(400, f"'method.{other}' does not go with method.type '{kind}'.",
+                           param=f"method.{other}", code="invalid_value")
+    # The top-level hyperparameters (deprecated by OpenAI in favour of `method`) stand for
+    # the method's own, never beside them: nothing given is silently ignored.
+    legacy = body.hyperparameters.model_dump(exclude_unset=True) if body.hyperparameters else {}
+    block = getattr(method, kind, None) if method else None
+    if legacy and block is not None and block.hyperparameters.model_fields_set:
+        raise APIError(400, f"Give the hyperparameters once: in 'method.{kind}."
+                       "hyperparameters' (the top-level 'hyperparameters' is deprecated).",
+                       param="hyperparameters", code="invalid_value")
+    if kind == "supervised":
+        hp = (block.hyperparameters.model_dump(exclude_none=True) if block else {}) | legacy
         return {"type": "supervised", "supervised": {"hyperparameters": hp}}
-    if method.type == "dpo":
-        hp = method.dpo.hyperparameters.model_dump(exclude_none=True) if method.dpo else {}
+    if kind == "dpo":
+        hp = (block.hyperparameters.model_dump(exclude_none=True) if block else {}) | legacy
         return {"type": "dpo", "dpo": {"hyperparameters": hp}}
-    return {"type": "reinforcement", "reinforcement": _reinforcement(method.reinforcement)}
+    reinforcement = _reinforcement(method.reinforcement if method else None)
+    reinforcement["hyperparameters"] |= legacy
+    return {"type": "reinforcement", "reinforcement": reinforcement}
 
 
 def _reinforcement(given: Reinforcement | None) -> dict[str, Any]:
