@@ -32,9 +32,19 @@ class FakeApi:
 
     def __init__(self, answers: list[tuple[int, dict[str, Any]]]) -> None:
         self.answers, self.asked = answers, []
+        self.models_status = 200  # what GET /v1/models answers
         api = self
 
         class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:  # noqa: N802 - the http.server name
+                api.asked.append((self.path, self.headers["authorization"], None))
+                data = b'{"object": "list", "data": []}'
+                self.send_response(api.models_status)
+                self.send_header("content-type", "application/json")
+                self.send_header("content-length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
             def do_POST(self) -> None:  # noqa: N802 - the http.server name
                 body = self.rfile.read(int(self.headers["content-length"]))
                 api.asked.append((self.path, self.headers["authorization"], json.loads(body)))
@@ -138,19 +148,26 @@ def _job_keys(db: Database, job_id: str) -> list[bool]:
         return [key.revoked_at is not None for key, _ in list_keys(s) if key.job_id == job_id]
 
 
-def test_the_job_s_key_lives_while_the_worker_trains(database: Database) -> None:
+@pytest.fixture
+def api() -> Iterator[FakeApi]:
+    fake = FakeApi([(200, ANSWER)])
+    yield fake
+    fake.close()
+
+
+def test_the_job_s_key_lives_while_the_worker_trains(database: Database, api: FakeApi) -> None:
     project_id, job_id = _job(database)
     grader = parse_grader(JUDGE)
-    with job_judge(database, "http://127.0.0.1:9", project_id, job_id, grader) as judge:
+    with job_judge(database, api.url, project_id, job_id, grader) as judge:
         assert judge is not None and _job_keys(database, job_id) == [False]
     assert _job_keys(database, job_id) == [True]
     # A worker that is lost leaves its key; the next attempt's worker revokes it, and the
     # job's end revokes the last.
-    context = job_judge(database, "http://127.0.0.1:9", project_id, job_id, grader)
+    context = job_judge(database, api.url, project_id, job_id, grader)
     context.__enter__()
-    with job_judge(database, "http://127.0.0.1:9", project_id, job_id, grader):
+    with job_judge(database, api.url, project_id, job_id, grader):
         assert _job_keys(database, job_id) == [True, True, False]
-    with job_judge(database, "http://127.0.0.1:9", project_id, job_id, grader):
+    with job_judge(database, api.url, project_id, job_id, grader):
         with database.session() as s:
             assert jobs.fail(s, job_id, "x", "lost", attempt=1)
         assert _job_keys(database, job_id) == [True, True, True, True]
@@ -166,3 +183,17 @@ def test_only_a_score_model_grader_needs_an_api_node(database: Database) -> None
                                                      parse_grader(JUDGE)):
         pass
     assert _job_keys(database, job_id) == []
+
+
+@pytest.mark.parametrize("status", [None, 404, 401])
+def test_an_api_node_that_does_not_answer_the_job_s_key_fails_it_before_training(
+        database: Database, api: FakeApi, status: int | None) -> None:
+    # None: nothing listens there (a mistyped TUNESERVE_API_URL); 404: something else does;
+    # 401: an API node on another DB.
+    project_id, job_id = _job(database)
+    url = "http://127.0.0.1:9" if status is None else api.url
+    api.models_status = status or 200
+    with pytest.raises(JudgeUnreachable), job_judge(database, url, project_id, job_id,
+                                                     parse_grader(JUDGE), timeout=1):
+        pytest.fail("the block must not run")
+    assert _job_keys(database, job_id) == [True]  # revoked all the same

@@ -9,6 +9,7 @@ import asyncio
 import contextlib
 import logging
 import random
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -132,12 +133,38 @@ def _reply(status: int, body: Any) -> JudgeReply:
     return judge_reply(200, body)
 
 
+def _check_reachable(api_url: str, secret: str, timeout: float) -> None:
+    """Asks the API node for the project's models before training starts, so a wrong
+    `TUNESERVE_API_URL` (or an API on another DB, which does not know the key) fails the job
+    at once rather than every judged answer after its timeout. A node restarting or busy
+    is asked again until `timeout`."""
+    deadline, delay = time.monotonic() + timeout, 0.5
+    with httpx.Client(base_url=api_url, headers={"authorization": f"Bearer {secret}"},
+                      timeout=10.0) as http:
+        while True:
+            try:
+                status = http.get("/v1/models").status_code
+            except httpx.HTTPError as exc:
+                why = f"{type(exc).__name__}: {exc}"
+            else:
+                if status == 200:
+                    return
+                why = f"it answered {status}"
+                if status not in _RETRIED:
+                    break
+            if time.monotonic() + delay > deadline:
+                break
+            time.sleep(delay)
+            delay = min(delay * 2, _MAX_BACKOFF)
+    raise JudgeUnreachable(f"the API node at {api_url} does not answer the judge's key: {why}")
+
+
 @contextlib.contextmanager
 def job_judge(db: Database, api_url: str, project_id: str, job_id: str,
-              grader: AnyGrader | None) -> Iterator[Judge | None]:
+              grader: AnyGrader | None, timeout: float = 120.0) -> Iterator[Judge | None]:
     """The judge of the job's grader while the block runs (None: the grader asks no
-    model). Keys left by the job's earlier attempts are revoked first: their workers are
-    superseded."""
+    model), once the API node answers its key (`timeout`: how long it may take to). Keys
+    left by the job's earlier attempts are revoked first: their workers are superseded."""
     if grader is None or not needs_judge(grader):
         yield None
         return
@@ -149,6 +176,7 @@ def job_judge(db: Database, api_url: str, project_id: str, job_id: str,
         secret = api_keys.add_api_key(s, project_id, job_id=job_id)
         key_hash = api_keys.hash_key(secret)
     try:
+        _check_reachable(api_url, secret, timeout)
         yield http_judge(api_url, secret)
     finally:
         try:

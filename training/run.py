@@ -121,7 +121,8 @@ def run(job_id: str, attempt: int, settings: TrainingSettings, db: Database, sto
     progress = JobProgress(ctx, metrics_every=metrics_interval(steps_per_epoch * hp.n_epochs),
                            state_every_seconds=settings.checkpoint_every_seconds)
     grader = parse_grader(cfg.grader, GRADER_PARAM) if cfg.grader else None
-    with job_judge(db, settings.api_url, job.project_id, job_id, grader) as cfg.judge:
+    with job_judge(db, settings.api_url, job.project_id, job_id, grader,
+                   settings.judge_timeout_seconds) as cfg.judge:
         cfg.judge_timeout = settings.judge_timeout_seconds
         trainer = build_trainer(cfg, model, tokenizer, train_rows, valid_rows, [progress])
         trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
