@@ -60,6 +60,25 @@ def test_a_string_check_reward_rises_and_the_model_is_served(
     assert answer.choices[0].message.content
 
 
+def test_rows_that_bring_tools_are_trained_with_them(local_server: TuneserveServer) -> None:
+    # Each row's tools are rendered into its prompt (TRL's GRPO knows one set for all).
+    client = local_server.client()
+    lookup = {"type": "function", "function": {
+        "name": "look_up", "description": "Looks a fact up.",
+        "parameters": {"type": "object", "properties": {"fact": {"type": "string"}}}}}
+    rows = [{**row, "tools": [lookup]} if i % 2 else row for i, row in enumerate(_rows()[:10])]
+    training = client.files.create(file=("rft-tools.jsonl", jsonl(rows)), purpose="fine-tune")
+    job = client.fine_tuning.jobs.create(
+        model=BASE, training_file=training.id, seed=3,
+        method=_method(SAYS_YES, n_epochs=1, batch_size=10, num_generations=2,  # type: ignore[arg-type]
+                       max_completion_tokens=4, lora_rank=8))
+    done = wait_for(client, job.id, timeout=900)
+    assert done.status == "succeeded", done.error
+    (step,) = [e.data for e in events(client, job.id)
+               if e.type == "metrics" and "reward_mean" in (e.data or {})]
+    assert "says_yes" in step["rewards"]  # type: ignore[index]
+
+
 def test_a_score_model_reward_is_judged_by_a_served_model_with_the_job_s_own_key(
         local_server: TuneserveServer) -> None:
     client = local_server.client()

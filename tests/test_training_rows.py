@@ -58,3 +58,34 @@ def test_a_template_that_does_not_render_prefixes_falls_back_to_a_row_per_answer
 
     rows = sft_dataset_rows([CONVERSATION], Reversing())
     assert rows == sft_rows(CONVERSATION)
+
+
+WEATHER_TOOL = {"type": "function", "function": {
+    "name": "get_weather", "description": "The weather in a city.",
+    "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}}}
+
+
+def test_reinforcement_prompts_show_their_row_s_tools(tokenizer) -> None:  # type: ignore[no-untyped-def]
+    from training.rewards import ITEM_COLUMN, rft_rows
+
+    ask = [{"role": "user", "content": "Weather in Oslo?"}]
+    plain, with_tools = rft_rows([{"messages": ask, "answer": "x"},
+                                  {"messages": ask, "tools": [WEATHER_TOOL]}], tokenizer)
+    # Rendered as the model would see them in serving: the tools in the second prompt only,
+    # each ending where the assistant answers.
+    assert "get_weather" in with_tools["prompt"] and "get_weather" not in plain["prompt"]
+    assert all(r["prompt"].endswith("<|im_start|>assistant\n") for r in (plain, with_tools))
+    assert '"answer": "x"' in plain[ITEM_COLUMN]
+    # Without any tools the prompts stay conversations (TRL applies the template itself).
+    (row,) = rft_rows([{"messages": ask}], tokenizer)
+    assert row["prompt"] == ask
+
+
+def test_preference_rows_keep_their_tools() -> None:
+    from training.data import dpo_row
+
+    answer = [{"role": "assistant", "content": "Sunny."}]
+    row = dpo_row({"input": {"messages": [{"role": "user", "content": "Oslo?"}],
+                             "tools": [WEATHER_TOOL]},
+                   "preferred_output": answer, "non_preferred_output": answer})
+    assert row["tools"] == [WEATHER_TOOL]

@@ -89,11 +89,14 @@ def sft_rows(record: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def dpo_row(record: dict[str, Any]) -> dict[str, Any]:
-    return {
+    row: dict[str, Any] = {
         "prompt": [_clean(m) for m in record["input"]["messages"]],
         "chosen": [_clean(m) for m in record["preferred_output"]],
         "rejected": [_clean(m) for m in record["non_preferred_output"]],
     }
+    if record["input"].get("tools"):  # TRL renders a row's own tools with its prompt
+        row["tools"] = record["input"]["tools"]
+    return row
 
 
 def _clean(message: dict[str, Any]) -> dict[str, Any]:

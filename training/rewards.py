@@ -87,8 +87,16 @@ def reward_functions(grader_data: dict[str, Any], judge: Judge | None,
     return funcs, [1.0] + [0.0] * (len(funcs) - 1)
 
 
-def rft_row(record: dict[str, Any]) -> dict[str, Any]:
-    """The prompt GRPO samples answers to, and the whole row for the grader's `item`."""
-    return {"prompt": [{k: v for k, v in m.items() if k != "weight"}
-                       for m in record["messages"]],
-            ITEM_COLUMN: json.dumps(record)}
+def rft_rows(records: list[dict[str, Any]], tokenizer: Any) -> list[dict[str, Any]]:
+    """The prompts GRPO samples answers to, each with its whole row for the grader's `item`.
+    TRL's GRPO renders one set of tools for every prompt: where rows bring their own
+    `tools`, every prompt is rendered here, with its row's tools, to text."""
+    with_tools = any(r.get("tools") for r in records)
+    rows = []
+    for record in records:
+        prompt: Any = [{k: v for k, v in m.items() if k != "weight"} for m in record["messages"]]
+        if with_tools:
+            prompt = tokenizer.apply_chat_template(prompt, tools=record.get("tools") or None,
+                                                   add_generation_prompt=True, tokenize=False)
+        rows.append({"prompt": prompt, ITEM_COLUMN: json.dumps(record)})
+    return rows

@@ -36,7 +36,7 @@ from training.progress import (
     load_state,
     metrics_interval,
 )
-from training.rewards import ERROR_RATE_METRIC, GRADER_PARAM, rft_row
+from training.rewards import ERROR_RATE_METRIC, GRADER_PARAM, rft_rows
 from training.settings import TrainingSettings
 from training.trainer import RunConfig, build_trainer, load_model
 
@@ -48,7 +48,7 @@ def _rows(method: str, records: list[dict], tokenizer: Any) -> list[dict]:  # ty
     if method == "dpo":
         return [dpo_row(r) for r in records]
     if method == "reinforcement":
-        return [rft_row(r) for r in records]
+        return rft_rows(records, tokenizer)
     return sft_dataset_rows(records, tokenizer)
 
 
