@@ -51,8 +51,9 @@ class APIError(Exception):
         self.code = code
         self.type = type or _TYPES.get(status, "server_error")
         self.headers = dict(headers or {})
-        if status == 409:
-            # A conflict will not go away by retrying; tell the openai client not to.
+        if status in (409, 507):
+            # A conflict, or a full disk, will not go away by retrying at once (the client
+            # would send a large upload twice more); tell the openai client not to.
             self.headers.setdefault("x-should-retry", "false")
 
 

@@ -40,6 +40,7 @@ def test_a_full_disk_is_a_clear_error_and_leaves_no_partial_file(
     with pytest.raises(openai.APIStatusError) as info:
         client.files.create(file=("big.bin", os.urandom(3 * MiB)), purpose="batch")
     assert info.value.status_code == 507
+    assert info.value.response.headers["x-should-retry"] == "false"  # not sent twice more
     assert isinstance(info.value.body, dict) and info.value.body["code"] == "storage_full"
     assert list(client.files.list()) == []
     assert not [p for p in blobs.rglob("*") if p.is_file()]  # the partial write is gone
