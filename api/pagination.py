@@ -6,6 +6,7 @@ from sqlalchemy import Select
 from sqlalchemy.orm import Session
 
 from api.errors import APIError
+from storage.tombstones import deleted_position
 
 Row = TypeVar("Row", bound=Any)
 
@@ -23,6 +24,8 @@ def page(
     if after is not None:
         # Looked up through the same query, so another project's id is no cursor here.
         cursor = session.scalar(query.with_only_columns(model.seq).where(model.id == after))
+        if cursor is None:  # deleted since that page was read: where it stood
+            cursor = deleted_position(session, model.__tablename__, after)
         if cursor is None:
             raise APIError(400, f"No such object for the 'after' cursor: '{after}'",
                            param="after", code="invalid_cursor")

@@ -15,6 +15,7 @@ from storage.db import Database
 from storage.keys import file_key, upload_prefix
 from storage.logs import remove_old
 from storage.models import File, Upload
+from storage.tombstones import forget_old
 
 log = logging.getLogger("tuneserve.api")
 
@@ -36,6 +37,7 @@ def reap_expired(db: Database, store: BlobStore, batch: int = 500) -> int:
             session.execute(update(Upload).where(Upload.id.in_([u.id for u in uploads]))
                             .values(status="expired"))
         forget_old_windows(session, now)
+        forget_old(session, now)
     for row in files:
         store.delete(file_key(row.project_id, row.id))
     for upload in uploads:

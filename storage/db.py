@@ -11,6 +11,8 @@ from alembic.config import Config
 from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.orm import Session, sessionmaker
 
+from storage.tombstones import record_deletions
+
 _MIGRATIONS = Path(__file__).parent / "migrations"
 
 
@@ -62,6 +64,7 @@ class Database:
     def __init__(self, url: str, **timeouts: Any) -> None:
         self.engine = make_engine(url, **timeouts)
         self.sessions = sessionmaker(self.engine, expire_on_commit=False)
+        record_deletions(self.sessions)
 
     def migrate(self) -> None:
         with self.startup_lock():

@@ -308,3 +308,16 @@ class WebhookDeliveryAttempt(Base):
     # The receiver's status, or why there was none (refused, unreachable, timed out).
     status_code: Mapped[int | None] = mapped_column(Integer, default=None)
     error: Mapped[str | None] = mapped_column(Text, default=None)
+
+
+class CursorTombstone(Base):
+    """Where a deleted row stood in its list: a client paging with `after=` the id of an
+    object deleted meanwhile (deleting what it lists, or a checkpoint pruned) goes on from
+    there instead of getting a 400. Kept a day (`storage/tombstones.py`)."""
+
+    __tablename__ = "cursor_tombstones"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(64))  # the row's table: seq is per table
+    seq: Mapped[int] = mapped_column(BigInteger)
+    deleted_at: Mapped[float] = mapped_column(Float, index=True)

@@ -80,6 +80,18 @@ def test_list_paginates_in_order_and_filters_by_purpose(
         assert body["last_id"] == ids[-2]
 
 
+def test_a_list_goes_on_past_objects_deleted_while_it_is_paged(client: openai.OpenAI) -> None:
+    ids = [client.files.create(file=(f"d{i}.txt", b"x"), purpose="evals").id for i in range(4)]
+    # Deleting what it lists, one page at a time: each next page is asked `after` the id of
+    # a file deleted meanwhile.
+    seen = []
+    for listed in client.files.list(purpose="evals", limit=1):
+        seen.append(listed.id)
+        client.files.delete(listed.id)
+    assert seen[:4] == ids[::-1]
+    assert [f.id for f in client.files.list(purpose="evals")] == []
+
+
 def test_another_project_sees_nothing(
     client: openai.OpenAI, server: TuneserveServer, other_key: str
 ) -> None:

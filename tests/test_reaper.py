@@ -10,7 +10,7 @@ from api.tenancy import get_or_create_project
 from storage.blob import BlobStore
 from storage.db import Database
 from storage.keys import file_key, upload_part_key
-from storage.models import File, Upload
+from storage.models import CursorTombstone, File, Upload
 
 
 def test_expired_objects_are_swept(database: Database, blob_store: BlobStore) -> None:
@@ -37,3 +37,22 @@ def test_expired_objects_are_swept(database: Database, blob_store: BlobStore) ->
         assert list(s.scalars(select(File.id))) == ["file-keep"]
         assert s.scalar(select(Upload.status)) == "expired"
     assert blob_store.list_keys("") == [file_key(project.id, "file-keep")]
+    with database.session() as s:  # the expired file left a tombstone for list cursors
+        assert list(s.scalars(select(CursorTombstone.id))) == ["file-old"]
+
+
+def test_cursor_tombstones_are_kept_a_day(database: Database, blob_store: BlobStore) -> None:
+    with database.session() as s:
+        project = get_or_create_project(s, "tombstones")
+        for file_id in ("file-a", "file-b"):
+            add_file(s, file_id=file_id, project_id=project.id, filename="f",
+                     purpose="batch", size=1)
+    with database.session() as s:
+        for row in s.scalars(select(File).where(File.project_id == project.id)):
+            s.delete(row)
+    with database.session() as s:  # one of them deleted more than a day ago
+        s.execute(update(CursorTombstone).where(CursorTombstone.id == "file-a")
+                  .values(deleted_at=time.time() - 86_401))
+    reap_expired(database, blob_store)
+    with database.session() as s:
+        assert list(s.scalars(select(CursorTombstone.id))) == ["file-b"]
