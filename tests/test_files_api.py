@@ -133,6 +133,9 @@ def _error(exc: openai.APIStatusError) -> dict:  # type: ignore[type-arg]
         ({"file": ("t.jsonl", b'{"ok": 1}\n[1, 2]\n'), "purpose": "fine-tune"},
          "file", "Line 2: expected a JSON object"),
         ({"file": ("t.jsonl", b""), "purpose": "fine-tune"}, "file", "empty"),
+        # A 500 here would be retried by the client: the whole file sent three times.
+        ({"file": ("t.jsonl", b'{"ok": ' + b"[" * 5000 + b"]" * 5000 + b"}\n"),
+          "purpose": "fine-tune"}, "file", "Line 1: the JSON nests too deeply"),
         ({"file": ("t.txt", b"data"), "purpose": "homework"}, "purpose", "homework"),
         ({"file": ("t.txt", b"data"), "purpose": "user_data",
           "expires_after": {"anchor": "created_at", "seconds": 60}},

@@ -89,3 +89,22 @@ def test_preference_rows_keep_their_tools() -> None:
                              "tools": [WEATHER_TOOL]},
                    "preferred_output": answer, "non_preferred_output": answer})
     assert row["tools"] == [WEATHER_TOOL]
+
+
+def test_legacy_function_calls_and_text_parts_are_trained_as_written(tokenizer) -> None:  # type: ignore[no-untyped-def]
+    from training.normalize import normalized
+
+    record = normalized({"messages": [
+        {"role": "user", "content": [{"type": "text", "text": "Weather in"},
+                                     {"type": "text", "text": "Oslo?"}]},
+        {"role": "assistant", "content": None,
+         "function_call": {"name": "get_weather", "arguments": '{"city": "Oslo"}'}},
+        {"role": "function", "name": "get_weather", "content": "sunny"},
+        {"role": "assistant", "content": "Sunny."}],
+        "functions": [WEATHER_TOOL["function"]]})
+    (row,) = sft_dataset_rows([record], tokenizer)
+    trained = tokenizer.decode([t for t, m in zip(row["input_ids"], row["assistant_masks"],
+                                                  strict=True) if m])
+    # The call is trained on (not an empty reply), and so is the answer after its result.
+    assert '"name": "get_weather"' in trained and "Sunny." in trained
+    assert "Weather in\nOslo?" in tokenizer.decode(row["input_ids"])

@@ -9,6 +9,7 @@ from training.validation import (
     DatasetError,
     DatasetStats,
     Message,
+    UnrenderableExample,
     parse_line,
     validate_training_file,
 )
@@ -307,3 +308,91 @@ def test_tools_are_counted_with_the_conversation() -> None:
     validate_training_file([json.dumps(record).encode()] * 10, method="supervised",
                            count_tokens=counting, context_length=CONTEXT)
     assert seen == [tools] * 10
+
+
+# --- shapes OpenAI accepts, counted and trained in the modern one -----------------------------
+
+
+def test_text_content_parts_are_counted_as_their_text() -> None:
+    record = sft_record()
+    record["messages"][1]["content"] = [{"type": "text", "text": "What is"},
+                                        {"type": "text", "text": "two plus two?"}]
+    as_parts = validate(to_lines([record] * 10))
+    assert as_parts.n_tokens == validate(to_lines([sft_record()] * 10)).n_tokens
+
+
+@pytest.mark.parametrize(("part", "says"), [
+    ({"type": "image_url", "image_url": {"url": "https://example.com/a.png"}}, "image_url"),
+    ({"type": "text"}, "string 'text'"),
+])
+def test_content_parts_other_than_text_are_refused(part: dict[str, Any], says: str) -> None:
+    record = sft_record()
+    record["messages"][1]["content"] = [part]
+    error = expect_error(sft_file_with_bad_line(record), "invalid_file_format", 3)
+    assert "messages[1] content part 0" in error.message and says in error.message
+
+
+def test_optional_fields_written_as_null_are_absent() -> None:
+    # As a chat completion's own message dumps them.
+    record = sft_record()
+    record["messages"][2] |= {"tool_calls": None, "function_call": None, "refusal": None,
+                              "name": None}
+    assert validate(to_lines([record] * 10)).n_examples == 10
+
+
+@pytest.mark.parametrize("calls", [[1], [{"id": "c"}], [{"function": {"name": "f"}}]])
+def test_malformed_tool_calls_are_refused_naming_the_call(calls: list[Any]) -> None:
+    record = sft_record()
+    record["messages"][2] |= {"content": None, "tool_calls": calls}
+    error = expect_error(sft_file_with_bad_line(record), "invalid_file_format", 3)
+    assert "messages[2] tool_calls[0].function" in error.message
+
+
+def test_legacy_function_calling_is_trained_as_tool_calls() -> None:
+    from training.normalize import normalized
+
+    function = {"name": "add", "parameters": {"type": "object"}}
+    record = {"messages": [
+        {"role": "user", "content": "2 + 2?"},
+        {"role": "assistant", "content": None,
+         "function_call": {"name": "add", "arguments": '{"a": 2, "b": 2}'}},
+        {"role": "function", "name": "add", "content": "4"},
+        {"role": "assistant", "content": "four"}], "functions": [function]}
+    seen: list[tuple[list[Message], Any]] = []
+
+    def counting(messages: list[Message], tools: list | None = None) -> int:  # type: ignore[type-arg]
+        seen.append((messages, tools))
+        return 10
+
+    validate(to_lines([record] * 10), count_tokens=counting)
+    messages, tools = seen[0]
+    assert tools == [{"type": "function", "function": function}]
+    assert messages[1]["tool_calls"] == [{"id": "call_0", "type": "function",
+                                          "function": record["messages"][1]["function_call"]}]
+    assert messages[2] == {"role": "tool", "name": "add", "content": "4",
+                           "tool_call_id": "call_0"}
+    assert normalized(record)["messages"] == messages and "functions" not in normalized(record)
+
+
+def test_an_example_the_chat_template_cannot_render_is_refused_naming_its_line() -> None:
+    def template(messages: list[Message], tools: list | None = None) -> int:  # type: ignore[type-arg]
+        if any(m.get("tool_calls") for m in messages):
+            raise UnrenderableExample("UndefinedError: no tool calls in this template")
+        return 10
+
+    record = sft_record()
+    record["messages"][2] |= {"content": None, "tool_calls": [
+        {"id": "c", "type": "function", "function": {"name": "f", "arguments": "{}"}}]}
+    error = expect_error(sft_file_with_bad_line(record), "invalid_file_format", 3,
+                         count_tokens=template)
+    assert "chat template cannot render" in error.message and "UndefinedError" in error.message
+
+
+@pytest.mark.parametrize(("line", "says"), [
+    (b'{"messages": ' + b"[" * 5000 + b"]" * 5000 + b"}", "nests too deeply"),
+    (b'{"messages": [{"role": "user", "content": "a\\ud800b"}]}', "surrogate"),
+])
+def test_json_no_reader_can_use_is_refused_naming_its_line(line: bytes, says: str) -> None:
+    lines = to_lines([sft_record() for _ in range(10)])
+    lines[2] = line + b"\n"
+    assert says in expect_error(lines, "invalid_file_format", 3).message

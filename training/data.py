@@ -4,6 +4,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from storage.blob import BlobStore
+from training.normalize import normalized
 from training.validation import parse_line
 
 
@@ -23,7 +24,7 @@ def read_records(store: BlobStore, key: str, param: str) -> list[dict[str, Any]]
     for number, line in enumerate(read_lines(store, key), start=1):
         record = parse_line(line, number, param)
         if record is not None:
-            records.append(record)
+            records.append(normalized(record))  # validated already: its modern shape
     return records
 
 

@@ -6,7 +6,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from training.validation import Message
+from training.validation import Message, UnrenderableExample
 
 
 class ChatTokenCounter:
@@ -21,23 +21,13 @@ class ChatTokenCounter:
             ids: Any = self.tokenizer.apply_chat_template(
                 messages, tools=tools, tokenize=True, add_generation_prompt=False
             )
-        except Exception:
-            # A template that cannot render tool calls still gets a fair count from the text.
-            text = "\n".join(f"{m.get('role')}: {_text(m)}" for m in messages)
-            ids = self.tokenizer(text)["input_ids"]
+        except Exception as exc:
+            # Training renders with the same template: an example it cannot render (tool
+            # calls on a template without tools, say) fails now, naming its line.
+            raise UnrenderableExample(f"{type(exc).__name__}: {exc}"[:300]) from None
         if isinstance(ids, dict) or hasattr(ids, "keys"):
             ids = ids["input_ids"]
         return len(ids)
-
-
-def _text(message: Message) -> str:
-    content = message.get("content")
-    if isinstance(content, list):
-        return " ".join(str(p.get("text", "")) for p in content if isinstance(p, dict))
-    parts = [str(content or "")]
-    if message.get("tool_calls"):
-        parts.append(str(message["tool_calls"]))
-    return " ".join(parts)
 
 
 # Validations run in threads: transformers' lazy first import, and loading one tokenizer

@@ -13,9 +13,12 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from training.normalize import normalized
+
 Message = dict[str, Any]
 
-__all__ = ["DatasetError", "DatasetStats", "Message", "parse_line", "validate_training_file"]
+__all__ = ["DatasetError", "DatasetStats", "Message", "UnrenderableExample", "parse_line",
+           "validate_training_file"]
 
 INVALID_FORMAT = "invalid_file_format"
 TOO_LONG = "exceeds_context_length"
@@ -50,6 +53,11 @@ class DatasetStats:
     max_tokens: int  # longest example (for DPO, the longer of its two sequences)
 
 
+class UnrenderableExample(Exception):
+    """`count_tokens` could not render the example with the base model's chat template (as
+    training would not either); the message says why."""
+
+
 class _Problem(Exception):
     """A structural problem inside one record; the caller adds the line number and param."""
 
@@ -78,6 +86,12 @@ def parse_line(line: bytes, number: int, param: str) -> dict[str, Any] | None:
     except ValueError as exc:
         message = f"Line {number}: not valid JSON ({exc})"
         raise DatasetError(INVALID_FORMAT, message, param) from None
+    except RecursionError:
+        raise DatasetError(INVALID_FORMAT, f"Line {number}: the JSON nests too deeply",
+                           param) from None
+    if "\\u" in text and _has_lone_surrogate(record):
+        raise DatasetError(INVALID_FORMAT, f"Line {number}: a \\u escape is half of a "
+                           "surrogate pair (no character); the text is not valid Unicode", param)
     if not isinstance(record, dict):
         raise DatasetError(
             INVALID_FORMAT,
@@ -85,6 +99,14 @@ def parse_line(line: bytes, number: int, param: str) -> dict[str, Any] | None:
             param,
         )
     return record
+
+
+def _has_lone_surrogate(record: Any) -> bool:
+    try:
+        json.dumps(record, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
 
 
 def validate_training_file(
@@ -113,13 +135,20 @@ def validate_training_file(
         if record is None:
             continue
         try:
-            sequences = sequences_of(record)
+            sequences_of(record)
         except _Problem as problem:
             raise DatasetError(INVALID_FORMAT, f"Line {number}: {problem}", param) from None
-        # The tools are rendered into the prompt (the system turn) too.
+        # Counted as it is trained: in the modern shape, the tools rendered into the prompt
+        # (the system turn) too.
+        record = normalized(record)
         tools = (record.get("input") or {} if method == "dpo" else record).get("tools")
-        for sequence in sequences:
-            tokens = count_tokens(sequence, tools if isinstance(tools, list) else None)
+        for sequence in sequences_of(record):
+            try:
+                tokens = count_tokens(sequence, tools if isinstance(tools, list) else None)
+            except UnrenderableExample as exc:
+                raise DatasetError(INVALID_FORMAT, f"Line {number}: the base model's chat "
+                                   f"template cannot render this example ({exc})",
+                                   param) from None
             if tokens > context_length:
                 raise DatasetError(
                     TOO_LONG,
@@ -278,6 +307,11 @@ def _check_content(message: Message, where: str) -> None:
         for index, part in enumerate(content):
             if not isinstance(part, dict) or not isinstance(part.get("type"), str):
                 raise _Problem(f"{where} content part {index} must be an object with a 'type'")
+            if part["type"] != "text":
+                raise _Problem(f"{where} content part {index} has type '{part['type']}'; the "
+                               "models trained here read text parts only")
+            if not isinstance(part.get("text"), str):
+                raise _Problem(f"{where} content part {index} must have string 'text'")
         return
     raise _Problem(
         f"{where} 'content' must be a string or a non-empty list of content parts, "
@@ -294,12 +328,26 @@ def _check_optional_fields(message: Message, where: str) -> None:
         "refusal": (str, type(None)),
     }
     for key, types in expected.items():
-        if key in message and not isinstance(message[key], types):
+        # null is absent, as OpenAI's own chat completions write these fields.
+        if message.get(key) is not None and not isinstance(message[key], types):
             raise _Problem(f"{where} '{key}' has the wrong type ({_json_type(message[key])})")
     if message["role"] != "assistant":
         for key in ("tool_calls", "function_call"):
-            if key in message:
+            if message.get(key) is not None:
                 raise _Problem(f"{where} has '{key}', which only assistant messages may have")
+    for index, call in enumerate(message.get("tool_calls") or []):
+        function = call.get("function") if isinstance(call, dict) else None
+        _check_function(function, f"{where} tool_calls[{index}].function")
+    if message.get("function_call") is not None:
+        _check_function(message["function_call"], f"{where} function_call")
+
+
+def _check_function(function: Any, where: str) -> None:
+    """A call's `{"name", "arguments"}`: what the chat template writes out."""
+    if not isinstance(function, dict) or not isinstance(function.get("name"), str):
+        raise _Problem(f"{where} must be an object with a string 'name'")
+    if not isinstance(function.get("arguments"), str | dict):
+        raise _Problem(f"{where} must have 'arguments' (a JSON string)")
 
 
 def _check_weight(message: Message, where: str, *, allow_weight: bool) -> None:
