@@ -83,6 +83,17 @@ def test_complete_checks_md5_sizes_and_parts(client: openai.OpenAI, other_key: s
         client.uploads.parts.create(upload_id=upload.id, data=b"more")
 
 
+def test_a_part_sent_again_still_lets_the_upload_complete(client: openai.OpenAI) -> None:
+    # The client retries a part whose answer it lost: two copies recorded, one listed.
+    upload = client.uploads.create(bytes=8, filename="r.txt", mime_type="text/plain",
+                                   purpose="user_data")
+    first = client.uploads.parts.create(upload_id=upload.id, data=b"0123")
+    client.uploads.parts.create(upload_id=upload.id, data=b"0123")  # the lost answer's copy
+    second = client.uploads.parts.create(upload_id=upload.id, data=b"4567")
+    done = client.uploads.complete(upload_id=upload.id, part_ids=[first.id, second.id])
+    assert client.files.content(done.file.id).read() == b"01234567"
+
+
 def test_cancel(client: openai.OpenAI) -> None:
     upload = client.uploads.create(bytes=4, filename="x.txt", mime_type="text/plain",
                                    purpose="user_data")

@@ -57,9 +57,12 @@ async def add_upload_part(
     settings: AppSettings,
 ) -> UploadPartObject:
     def room_left() -> int:
+        # A part is at most the upload's size, and its parts together at most twice that:
+        # room for parts sent again (a client retries a part whose answer it lost), whose
+        # first copy `complete` never lists. `complete` checks the listed parts' total.
         with db.session() as session:
             upload = service.get_pending_upload(session, project.id, upload_id)
-            return upload.bytes - service.parts_bytes(session, upload_id)
+            return min(upload.bytes, 2 * upload.bytes - service.parts_bytes(session, upload_id))
 
     room = await run_in_threadpool(room_left)
     part_id = new_id("part_")
@@ -76,8 +79,8 @@ async def add_upload_part(
     except APIError as err:
         await sink.abort()
         if err.status == 413:
-            raise APIError(400, f"The part is larger than the {sink.max_bytes} bytes left "
-                           "in this upload (a part is at most "
+            raise APIError(400, f"The part is larger than the {sink.max_bytes} bytes it may "
+                           "have in this upload (a part is at most "
                            f"{settings.max_part_bytes} bytes).",
                            param="data", code="part_too_large") from None
         raise
