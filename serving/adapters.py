@@ -233,8 +233,9 @@ class AdapterManager:
         """Keeps each replica's own figures fresh while several share a base model: they see
         the requests of every API node, not only this one's."""
         while True:
-            for group in self._groups.values():
-                for replica in group if len(group) > 1 else []:
+            # Copies: replicas join and leave (other tasks) while a figure is awaited.
+            for group in list(self._groups.values()):
+                for replica in list(group) if len(group) > 1 else []:
                     if not replica.engine.ready.is_set():
                         continue
                     with contextlib.suppress(httpx.HTTPError, ValueError, IndexError):
@@ -349,6 +350,7 @@ class AdapterManager:
         task = asyncio.create_task(work)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(_log_failure)
 
     async def _ensure_loaded(self, replica: _Replica, name: str, prefix: str) -> None:
         engine = replica.engine
@@ -431,12 +433,17 @@ class AdapterManager:
         (requests already generating with it finish)."""
         name = served_name(model_id)
         self._failed.pop(name, None)
-        for group in self._groups.values():
-            for replica in group:
+        for group in list(self._groups.values()):
+            for replica in list(group):
                 registration = replica.adapters.pop(name, None)
                 if registration and registration.generation == replica.engine.generation:
                     await self._unload(replica.engine, name)
         await asyncio.to_thread(self.cache.drop, name)
+
+
+def _log_failure(task: asyncio.Task[None]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.error("background task %s failed", task.get_coro(), exc_info=task.exception())
 
 
 async def _first_ready(engines: Sequence[Replica]) -> None:

@@ -159,6 +159,9 @@ def _drop_absent(completion: dict[str, Any]) -> None:
 _LOST = ("data: " + json.dumps({"error": {
     "message": "The model server stopped while generating this answer; try again.",
     "type": "server_error", "param": None, "code": "engine_unavailable"}}) + "\n\n").encode()
+_STALLED = ("data: " + json.dumps({"error": {
+    "message": "The model server sent nothing more in time; try a smaller max_tokens.",
+    "type": "server_error", "param": None, "code": "engine_timeout"}}) + "\n\n").encode()
 
 
 async def _events(response: httpx.Response, rename: tuple[bytes, bytes] | None,
@@ -178,14 +181,17 @@ async def _events(response: httpx.Response, rename: tuple[bytes, bytes] | None,
         if pending:
             yield pending.replace(*rename) if rename else pending
         engine.note_answer()
-    except httpx.TransportError:
-        # The replica died under the stream: say so in the stream (the openai client raises
-        # it as an APIError) instead of cutting the connection.
-        engine.mark_unreachable()
+    except httpx.TransportError as exc:
+        # The replica died under the stream, or stalled (alive but busy: it stays in
+        # rotation): say so in the stream (the openai client raises it as an APIError)
+        # instead of cutting the connection.
+        stalled = isinstance(exc, httpx.ReadTimeout)
+        if not stalled:
+            engine.mark_unreachable()
         if pending and rename:
             cut = pending.rfind(b"\n\n")
             if cut >= 0:
                 yield pending[: cut + 2].replace(*rename)
-        yield _LOST
+        yield _STALLED if stalled else _LOST
     finally:
         await response.aclose()

@@ -74,6 +74,9 @@ class StandInEngine:
     def mark_unreachable(self) -> None:
         self.ready.clear()
 
+    def note_answer(self) -> None:
+        pass
+
     def loaded(self) -> list[str]:
         return [n for path, n in self.calls if path == "/v1/load_lora_adapter"]
 
@@ -284,3 +287,30 @@ async def test_an_engine_that_answers_too_late_is_not_asked_again(tmp_path: Path
     assert len(asked) == 1 and a.ready.is_set() and b.ready.is_set()
     answer = _as_api_error(late.value, DEFAULT_BASE_MODEL)
     assert (answer.status, answer.code) == (504, "engine_timeout")
+
+
+class _StallingBody(httpx.AsyncByteStream):
+    """A stream's first event, then nothing in time."""
+
+    async def __aiter__(self):  # type: ignore[no-untyped-def]
+        yield b'data: {"choices": []}\n\n'
+        raise httpx.ReadTimeout("nothing more in time")
+
+
+@pytest.mark.anyio
+async def test_a_stream_that_stalls_says_so_and_keeps_the_engine(tmp_path: Path,  # type: ignore[no-untyped-def]
+                                                                 models) -> None:
+    from serving.proxy import Proxy, Stream
+
+    engine = StandInEngine()
+    engine.http = httpx.AsyncClient(base_url="http://vllm", transport=httpx.MockTransport(
+        lambda request: httpx.Response(200, stream=_StallingBody())))
+    adapters = manager(tmp_path, models, engine)
+    lease = await adapters.acquire(PROJECT, DEFAULT_BASE_MODEL)
+    stream = await Proxy().stream("/v1/chat/completions", {"stream": True}, lease)
+    assert isinstance(stream, Stream)
+    events = [chunk async for chunk in stream.chunks]
+    assert events[0] == b'data: {"choices": []}\n\n'
+    assert b'"code": "engine_timeout"' in events[-1]
+    assert engine.ready.is_set()  # busy, not gone: still in rotation
+    lease.release()

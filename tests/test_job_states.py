@@ -283,7 +283,7 @@ def test_a_worker_stopped_by_an_outage_waits_it_out_without_using_up_recoveries(
     database: Database, store: LocalBlobStore, tmp_path: Path
 ) -> None:
     scheduler, executor, job_id = _running(database, store, tmp_path, max_job_recoveries=1,
-                                           outage_retry_seconds=0.3)
+                                           outage_retry_seconds=1.0)
     job = _get(database, job_id)
     store.put(job_prefix(job.project_id, job_id) + "state/a1-step2/optimizer.pt", b"x")
     for attempt in (1, 2, 3):  # more outages than recoveries allowed: the job lives on
@@ -293,7 +293,7 @@ def test_a_worker_stopped_by_an_outage_waits_it_out_without_using_up_recoveries(
         assert (job.status, job.recoveries) == (JobStatus.QUEUED, 0)
         scheduler.start_queued()  # not yet: the outage may still be on
         assert executor.started[-1] == (job_id, attempt)
-        time.sleep(0.35)
+        time.sleep(1.05)
         scheduler.start_queued()
         assert executor.started[-1] == (job_id, attempt + 1)
     assert sum("the storage or the database was unreachable" in m

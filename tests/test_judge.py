@@ -101,6 +101,8 @@ def _error(param: str | None, code: str) -> dict[str, Any]:
     ([(400, _error("model", "model_not_served"))], "model", "model_not_served"),
     ([(400, _error("max_tokens", "invalid_value"))],
      "sampling_params.max_completions_tokens", "invalid_value"),
+    ([(400, _error("n", "invalid_value"))],  # no max_completions_tokens, a long context
+     "sampling_params.max_completions_tokens", "invalid_value"),
 ], indirect=["fake_api"])
 def test_a_judge_refusing_the_grader_s_request_names_its_field(
         fake_api: FakeApi, field: str, code: str) -> None:

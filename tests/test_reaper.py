@@ -56,3 +56,30 @@ def test_cursor_tombstones_are_kept_a_day(database: Database, blob_store: BlobSt
     reap_expired(database, blob_store)
     with database.session() as s:
         assert list(s.scalars(select(CursorTombstone.id))) == ["file-b"]
+
+
+def test_a_row_deleted_twice_at_once_leaves_one_tombstone_in_its_own_list(
+        database: Database) -> None:
+    import warnings
+
+    from storage.tombstones import deleted_position
+
+    with database.session() as s:
+        project = get_or_create_project(s, "twice")
+        add_file(s, file_id="file-twice", project_id=project.id, filename="f",
+                 purpose="batch", size=1)
+    # Two requests delete it at once (a client's retry, the reaper): both had read it.
+    with database.sessions() as first, database.sessions() as second:
+        rows = [session.get(File, s_seq) for session, s_seq in (
+            (first, first.scalar(select(File.seq).where(File.id == "file-twice"))),
+            (second, second.scalar(select(File.seq).where(File.id == "file-twice"))))]
+        first.delete(rows[0])
+        first.commit()
+        second.delete(rows[1])
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # SQLAlchemy: 0 rows matched, as expected
+            second.commit()
+    with database.session() as s:
+        assert list(s.scalars(select(CursorTombstone.id))) == ["file-twice"]
+        assert deleted_position(s, "files", project.id, "file-twice") is not None
+        assert deleted_position(s, "files", "proj_other", "file-twice") is None

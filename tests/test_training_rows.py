@@ -1,6 +1,7 @@
 """How training files become training rows: a multi-turn conversation is one row whose loss
 covers exactly the assistant turns it trains on (checked on the real SmolLM2 tokenizer)."""
 
+import json
 from pathlib import Path
 
 import pytest
@@ -88,7 +89,14 @@ def test_preference_rows_keep_their_tools() -> None:
     row = dpo_row({"input": {"messages": [{"role": "user", "content": "Oslo?"}],
                              "tools": [WEATHER_TOOL]},
                    "preferred_output": answer, "non_preferred_output": answer})
-    assert row["tools"] == [WEATHER_TOOL]
+    assert json.loads(row["tools"]) == [WEATHER_TOOL]
+    # Rows whose tools differ stay as they were in one dataset (TRL's reads JSON text).
+    other = {"type": "function", "function": {"name": "f", "parameters": {
+        "type": "object", "properties": {"city": {"type": ["string", "null"]}}}}}
+    from datasets import Dataset
+
+    rows = [row, {**row, "tools": json.dumps([other])}]
+    assert [json.loads(r["tools"]) for r in Dataset.from_list(rows)] == [[WEATHER_TOOL], [other]]
 
 
 def test_legacy_function_calls_and_text_parts_are_trained_as_written(tokenizer) -> None:  # type: ignore[no-untyped-def]

@@ -1,5 +1,6 @@
 """Reading training files from storage and turning OpenAI records into TRL datasets."""
 
+import json
 from collections.abc import Iterator
 from typing import Any
 
@@ -84,7 +85,7 @@ def sft_rows(record: dict[str, Any]) -> list[dict[str, Any]]:
             prompt = [_clean(m) for m in messages[:i]]
             row: dict[str, Any] = {"prompt": prompt, "completion": [_clean(message)]}
             if record.get("tools"):
-                row["tools"] = record["tools"]
+                row["tools"] = tools_column(record["tools"])
             rows.append(row)
     return rows
 
@@ -96,8 +97,15 @@ def dpo_row(record: dict[str, Any]) -> dict[str, Any]:
         "rejected": [_clean(m) for m in record["non_preferred_output"]],
     }
     if record["input"].get("tools"):  # TRL renders a row's own tools with its prompt
-        row["tools"] = record["input"]["tools"]
+        row["tools"] = tools_column(record["input"]["tools"])
     return row
+
+
+def tools_column(tools: list[Any]) -> str:
+    """A row's tools as TRL reads them from a dataset column: JSON text. As objects, Arrow
+    would unify every row's schemas into one (filling in the others' fields with null) or
+    refuse rows whose schemas disagree."""
+    return json.dumps(tools)
 
 
 def _clean(message: dict[str, Any]) -> dict[str, Any]:

@@ -18,6 +18,7 @@ from storage.blob import BlobStore
 from storage.ids import new_id, random_token
 from storage.keys import job_prefix
 from storage.models import FineTunedModel, FineTuningJob, JobCheckpoint, JobEvent
+from storage.tombstones import bury
 
 
 class JobStatus(StrEnum):
@@ -159,6 +160,7 @@ def discard_outputs(session: Session, store: BlobStore, job: FineTuningJob) -> N
     """Removes everything a job produced: training state, checkpoints and their adapters.
     Used when a job is cancelled, which keeps no partial model."""
     models = list(session.scalars(select(FineTunedModel).where(FineTunedModel.job_id == job.id)))
+    bury(session, session.scalars(select(JobCheckpoint).where(JobCheckpoint.job_id == job.id)))
     session.execute(delete(FineTunedModel).where(FineTunedModel.job_id == job.id))
     session.execute(delete(JobCheckpoint).where(JobCheckpoint.job_id == job.id))
     session.flush()

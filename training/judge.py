@@ -122,7 +122,9 @@ def _reply(status: int, body: Any) -> JudgeReply:
         # answers a 400.
         raise JudgeRejected("model", str(error.get("message") or "The judge refused the "
                                          "request."), str(error.get("code") or "model_not_found"))
-    if (status == 400 and error.get("param") == "max_tokens"
+    # The API's token budget ("n": no max_tokens given, so the whole context is assumed):
+    # the grader's max_completions_tokens, for every answer alike.
+    if (status == 400 and error.get("param") in ("max_tokens", "n")
             and error.get("code") != "context_length_exceeded"):
         raise JudgeRejected("sampling_params.max_completions_tokens",
                             str(error.get("message") or "The judge refused the token budget."),

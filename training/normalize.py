@@ -5,6 +5,7 @@ fields sent as null left out, and the legacy function-calling format (`functions
 after validation (training/validation.py), to what is counted and to what is trained."""
 
 import copy
+import json
 from typing import Any
 
 # Optional message fields that OpenAI's own chat completions write as null.
@@ -40,14 +41,25 @@ def _messages(messages: list[dict[str, Any]], calls: list[str]) -> list[dict[str
         content = message.get("content")
         if isinstance(content, list):
             message["content"] = "\n".join(part["text"] for part in content)
+        if message.get("tool_calls"):
+            message["tool_calls"] = [_with_text_arguments(call) for call in message["tool_calls"]]
         legacy_call = message.pop("function_call", None)
         if legacy_call is not None:
             calls.append(f"call_{len(calls)}")
-            message["tool_calls"] = [{"id": calls[-1], "type": "function",
-                                      "function": legacy_call}]
+            message["tool_calls"] = [_with_text_arguments(
+                {"id": calls[-1], "type": "function", "function": legacy_call})]
         if message.get("role") == "function":
             message["role"] = "tool"
             if calls:
                 message.setdefault("tool_call_id", calls[-1])
         out.append(message)
     return out
+
+
+def _with_text_arguments(call: dict[str, Any]) -> dict[str, Any]:
+    """Arguments as the JSON text OpenAI's format has (an object is accepted too): the model
+    writes them as text, and one type keeps a dataset column of calls uniform."""
+    arguments = call["function"].get("arguments")
+    if isinstance(arguments, str):
+        return call
+    return {**call, "function": {**call["function"], "arguments": json.dumps(arguments)}}

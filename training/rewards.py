@@ -92,11 +92,20 @@ def rft_rows(records: list[dict[str, Any]], tokenizer: Any) -> list[dict[str, An
     TRL's GRPO renders one set of tools for every prompt: where rows bring their own
     `tools`, every prompt is rendered here, with its row's tools, to text."""
     with_tools = any(r.get("tools") for r in records)
+    # TRL tokenizes text prompts with the tokenizer's special tokens: a BOS the template
+    # writes too would be there twice.
+    bos = tokenizer.bos_token if with_tools and _adds_bos(tokenizer) else None
     rows = []
     for record in records:
         prompt: Any = [{k: v for k, v in m.items() if k != "weight"} for m in record["messages"]]
         if with_tools:
             prompt = tokenizer.apply_chat_template(prompt, tools=record.get("tools") or None,
                                                    add_generation_prompt=True, tokenize=False)
+            prompt = prompt.removeprefix(bos) if bos else prompt
         rows.append({"prompt": prompt, ITEM_COLUMN: json.dumps(record)})
     return rows
+
+
+def _adds_bos(tokenizer: Any) -> bool:
+    bos_id = getattr(tokenizer, "bos_token_id", None)
+    return bos_id is not None and tokenizer("")["input_ids"][:1] == [bos_id]

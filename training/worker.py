@@ -42,8 +42,15 @@ def main(argv: list[str] | None = None) -> int:
     settings = TrainingSettings()
     os.umask(0o077)  # what it writes locally (work dir, blobs on a local store) is private
     db = settings.open_database()
-    store = open_blob_store(settings)
-    heartbeat = Heartbeat(db, job_id, attempt).start()
+    try:
+        store = open_blob_store(settings)
+        heartbeat = Heartbeat(db, job_id, attempt).start()  # its first beat writes the DB
+    except Exception as exc:
+        part = unavailable_part(exc)
+        if part is None:
+            raise
+        log.exception("the %s is unreachable at the start; leaving the job to be resumed", part)
+        return EXIT_OUTAGE
     for path in remove_stale_workdirs(job_id, attempt, Path(tempfile.gettempdir())):
         log.info("removed %s, left by an earlier attempt", path)
     workdir = Path(tempfile.mkdtemp(prefix=workdir_prefix(job_id, attempt)))

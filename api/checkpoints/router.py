@@ -73,7 +73,7 @@ def list_permissions(
     if project_id is not None:
         query = query.where(CheckpointPermission.project_id == project_id)
     rows, has_more = page(session, query, CheckpointPermission, after=after, limit=limit,
-                          order="asc" if order == "ascending" else "desc")
+                          order="asc" if order == "ascending" else "desc", scope=model.id)
     return PermissionList(data=[PermissionObject.of(r) for r in rows], has_more=has_more,
                           first_id=rows[0].id if rows else None,
                           last_id=rows[-1].id if rows else None)

@@ -127,7 +127,8 @@ def list_checkpoints(
 ) -> FineTuningJobCheckpointList:
     service.get_job(session, project.id, fine_tuning_job_id)
     query = select(JobCheckpoint).where(JobCheckpoint.job_id == fine_tuning_job_id)
-    rows, has_more = page(session, query, JobCheckpoint, after=after, limit=limit)
+    rows, has_more = page(session, query, JobCheckpoint, after=after, limit=limit,
+                          scope=fine_tuning_job_id)
     return FineTuningJobCheckpointList(
         data=[FineTuningJobCheckpointObject.of(c) for c in rows],
         first_id=rows[0].id if rows else None, last_id=rows[-1].id if rows else None,

@@ -47,7 +47,7 @@ def list_webhook_endpoints(
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
 ) -> WebhookEndpointList:
     rows, has_more = page(session, service.project_endpoints(project.id), WebhookEndpoint,
-                          after=after, limit=limit)
+                          after=after, limit=limit, scope=project.id)
     return WebhookEndpointList(
         data=[WebhookEndpointObject.of(r) for r in rows],
         first_id=rows[0].id if rows else None,

@@ -18,6 +18,7 @@ def upgrade() -> None:
         "cursor_tombstones",
         sa.Column("id", sa.String(64), primary_key=True),
         sa.Column("kind", sa.String(64), nullable=False),
+        sa.Column("scope", sa.String(64), nullable=False),
         sa.Column("seq", sa.BigInteger(), nullable=False),
         sa.Column("deleted_at", sa.Float(), nullable=False),
     )
