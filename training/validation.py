@@ -352,7 +352,7 @@ def _check_function(function: Any, where: str) -> None:
 
 def _check_weight(message: Message, where: str, *, allow_weight: bool) -> None:
     if not allow_weight:
-        raise _Problem(f"{where} has 'weight', which DPO examples do not support")
+        raise _Problem(f"{where} has 'weight', which only supervised examples may have")
     if message["role"] != "assistant":
         raise _Problem(f"{where} has 'weight', which only assistant messages may have")
     weight = message["weight"]
