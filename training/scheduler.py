@@ -135,7 +135,7 @@ class Scheduler:
                 raise DatasetError(
                     "validation_timeout", "Validating the training files took longer than "
                     f"{self.settings.validation_timeout_seconds:.0f} s; use a smaller file.",
-                    "validation_file" if file_id == job.validation_file else "training_file")
+                    "training_file" if file_id == job.training_file else "validation_file")
             if now - renewed > VALIDATION_RENEW:
                 renewed = now
                 with self.db.session() as s:
