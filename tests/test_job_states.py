@@ -432,6 +432,29 @@ def test_a_validation_that_crashes_fails_only_its_own_job(
     scheduler.stop()
 
 
+def test_a_validation_past_its_time_limit_fails_its_job_clearly(
+    database: Database, store: LocalBlobStore, tmp_path: Path, models_dir: Path
+) -> None:
+    from storage.base_models import DEFAULT_BASE_MODEL
+
+    settings = _settings(tmp_path, models_dir=models_dir, validation_timeout_seconds=0)
+    project = _project(database)
+    training = _training_file(database, store, project, [_example(i) for i in range(10)])
+    job_id = _job(database, project, JobStatus.VALIDATING_FILES, model=DEFAULT_BASE_MODEL,
+                  training_file=training)
+    scheduler = Scheduler(settings, database, store, FakeExecutor())
+    scheduler.dispatch_validations()
+    deadline = time.monotonic() + 60
+    while _get(database, job_id).status == JobStatus.VALIDATING_FILES:
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    failed = _get(database, job_id)
+    assert failed.status == JobStatus.FAILED
+    assert (failed.error["code"], failed.error["param"]) == (  # type: ignore[index]
+        "validation_timeout", "training_file")
+    scheduler.stop()
+
+
 def test_a_job_paused_while_validating_is_validated_again_on_resume(database: Database) -> None:
     from api.fine_tuning import service
 
