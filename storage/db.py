@@ -26,7 +26,8 @@ def make_engine(url: str, connect_timeout: int = 5, statement_timeout: float = 6
 
         @event.listens_for(engine, "connect")
         def _sqlite_pragmas(conn: Any, _: Any) -> None:
-            # WAL lets the API read while a worker writes; foreign keys are off by default.
+            # WAL lets the API read while a worker writes; foreign keys are off by default
+            # (and off again while migrations rebuild tables: storage/migrations/env.py).
             cur = conn.cursor()
             cur.execute("PRAGMA journal_mode=WAL")
             cur.execute("PRAGMA foreign_keys=ON")
