@@ -1,6 +1,12 @@
 """Per-project rate limits on the model routes and a cap on stored bytes, kept in the shared
 DB so that they hold across API nodes.
 
+Stored bytes are the project's files plus what its uploads in progress hold: an upload
+reserves its `bytes` when it is created, and its parts beyond that (parts sent again) count
+too. Whatever adds to them checks the quota and writes its row in one transaction that holds
+the project's lock (`lock_project_storage`), so concurrent requests, on any API node, cannot
+all pass the same room.
+
 Rate limits count requests and tokens per minute (fixed one-minute windows, one row per
 project and minute, incremented atomically only while the request still fits), and answer
 as OpenAI does: `x-ratelimit-limit-*`, `x-ratelimit-remaining-*` and `x-ratelimit-reset-*`
@@ -16,7 +22,7 @@ from typing import Any
 
 from fastapi import Request
 from fastapi.concurrency import run_in_threadpool
-from sqlalchemy import delete, func, select
+from sqlalchemy import case, delete, func, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
@@ -24,7 +30,7 @@ from starlette.responses import Response
 
 from api.errors import APIError
 from storage.db import Database
-from storage.models import File, RateWindow
+from storage.models import File, Project, RateWindow, Upload, UploadPart
 
 WINDOW_SECONDS = 60
 CHARS_PER_TOKEN = 4
@@ -121,15 +127,50 @@ def forget_old_windows(session: Session, now: float) -> int:
     return session.execute(delete(RateWindow).where(RateWindow.window < current)).rowcount
 
 
+def lock_project_storage(session: Session, project_id: str) -> None:
+    """Holds the project's lock until the transaction ends: every request that stores bytes
+    for the project checks the quota and writes its row under it, one after another, on
+    every API node. PostgreSQL: the project's row lock (FOR NO KEY UPDATE, which does not
+    hold up inserts of rows that reference the project). SQLite: the database's write lock,
+    taken by a write that changes nothing; it must be the transaction's first statement
+    (a transaction that read first may not be able to write)."""
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(select(Project.seq).where(Project.id == project_id)
+                        .with_for_update(key_share=True))
+    else:
+        session.execute(update(Project).where(Project.id == project_id)
+                        .values(name=Project.name)
+                        .execution_options(synchronize_session=False))
+
+
 def stored_bytes(session: Session, project_id: str) -> int:
-    return int(session.scalar(select(func.coalesce(func.sum(File.bytes), 0))
-                              .where(File.project_id == project_id)) or 0)
+    """The project's files, and what its uploads in progress hold: each its declared bytes,
+    or its parts' when they are more."""
+    files = session.scalar(select(func.coalesce(func.sum(File.bytes), 0))
+                           .where(File.project_id == project_id)) or 0
+    sent = (select(func.coalesce(func.sum(UploadPart.bytes), 0))
+            .where(UploadPart.upload_id == Upload.id).scalar_subquery())
+    held = case((sent > Upload.bytes, sent), else_=Upload.bytes)
+    uploads = session.scalar(
+        select(func.coalesce(func.sum(held), 0)).where(
+            Upload.project_id == project_id, Upload.status == "pending",
+            Upload.expires_at > int(time.time()))) or 0
+    return int(files) + int(uploads)
+
+
+def pending_uploads(session: Session, project_id: str) -> int:
+    """The project's uploads in progress (not expired)."""
+    return int(session.scalar(select(func.count()).select_from(Upload).where(
+        Upload.project_id == project_id, Upload.status == "pending",
+        Upload.expires_at > int(time.time()))) or 0)
 
 
 def storage_full(quota: int, used: int, more: int) -> APIError | None:
     """The error for storing `more` bytes on top of `used` under `quota` (0: no quota)."""
     if not quota or used + more <= quota:
         return None
-    return APIError(403, f"This project stores {used} bytes of its {quota}-byte quota; "
-                    f"{more} more do not fit. Delete files to make room.",
+    return APIError(403, f"This project's files and uploads in progress hold {used} bytes "
+                    f"of its {quota}-byte quota; "
+                    f"{more} more do not fit. Delete files, or cancel uploads in progress, "
+                    "to make room.",
                     code="storage_quota_exceeded")

@@ -25,6 +25,9 @@ class Settings(TrainingSettings, ServingSettings):
     # The openai client's `upload_file_chunked` sends 64 MiB parts.
     max_part_bytes: int = 64 * MiB
     upload_ttl_seconds: int = 3600
+    # Uploads one project may have in progress at once (400 past it; 0: no limit): each may
+    # hold up to twice its bytes in parts until it completes, is cancelled or expires.
+    max_pending_uploads_per_project: int = 100
     # Request bodies other than file uploads, refused (413) as they arrive, before they are
     # parsed or buffered: chat, completions and responses requests, and every other route's
     # JSON.

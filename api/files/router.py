@@ -15,7 +15,7 @@ from api.files.schemas import CreateFileForm, FileDeleted, FileList, FileObject
 from api.ingest import BlobSink, file_too_large
 from api.multipart import BINARY, multipart_body, read_form
 from api.pagination import page
-from api.quotas import storage_full, stored_bytes
+from api.quotas import lock_project_storage, storage_full, stored_bytes
 from storage.blob import BlobNotFound
 from storage.db import Database
 from storage.ids import new_id
@@ -84,6 +84,13 @@ async def create_file(
 
     def record() -> File:
         with db.session() as session:
+            if quota:
+                # Requests that passed the check above together are counted one after
+                # another here, under the project's lock (on every API node).
+                lock_project_storage(session, project.id)
+                full = storage_full(quota, stored_bytes(session, project.id), sink.size)
+                if full is not None:
+                    raise full
             return service.add_file(
                 session, file_id=file_id, project_id=project.id, filename=sink.part.filename,
                 purpose=form.purpose, size=sink.size,
