@@ -319,6 +319,8 @@ class CursorTombstone(Base):
 
     id: Mapped[str] = mapped_column(String(64), primary_key=True)
     kind: Mapped[str] = mapped_column(String(64))  # the row's table: seq is per table
-    scope: Mapped[str] = mapped_column(String(64))  # the list's owner (project, job, model)
+    # The list's owner (project, job, model): as long as the longest of their ids, a
+    # model's (`storage.tombstones.SCOPES`).
+    scope: Mapped[str] = mapped_column(String(512))
     seq: Mapped[int] = mapped_column(BigInteger)
     deleted_at: Mapped[float] = mapped_column(Float, index=True)
