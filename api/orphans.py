@@ -9,7 +9,8 @@ older ones are taken. What counts as live, per top-level prefix of `storage/keys
 - `uploads/{project}/{upload}/…`: the upload is still pending;
 - `jobs/{project}/{job}/…` (resumable training state): the job is not finished;
 - `adapters/{project}/{model key}/…`: a model (or checkpoint) row names that prefix, or its
-  job is still active (its checkpoints are written before their rows)."""
+  job is still active (its checkpoints are written before their rows); the key begins with
+  the job's id (`training/jobs.py`)."""
 
 import logging
 import time
@@ -18,8 +19,9 @@ from sqlalchemy import select
 
 from storage.blob import BlobStore
 from storage.db import Database
+from storage.keys import adapter_prefix
 from storage.models import File, FineTunedModel, FineTuningJob, Upload
-from training.jobs import ACTIVE
+from training.jobs import ACTIVE, adapter_keys_start
 
 log = logging.getLogger("tuneserve.api")
 
@@ -38,6 +40,15 @@ def _grouped(store: BlobStore, top: str,
     return groups
 
 
+def _legacy_keys_start(model_name: str) -> str:
+    """How the adapter folders of a model named `ft:{base}:{project}:{suffix}:{short id}`
+    began before folders were named after job ids. With a `:` in the base or project name
+    this is not its short id but some other part of the name: a wider match, which keeps
+    more and never less."""
+    parts = model_name.split(":")
+    return (parts[4] if len(parts) > 4 else model_name) + "-"
+
+
 def sweep_orphans(db: Database, store: BlobStore, grace_seconds: float,
                   now: float | None = None) -> list[str]:
     """Deletes orphaned blobs older than the grace period; returns their keys."""
@@ -47,15 +58,19 @@ def sweep_orphans(db: Database, store: BlobStore, grace_seconds: float,
     with db.session() as s:
         live_files = set(s.scalars(select(File.id)))
         pending = set(s.scalars(select(Upload.id).where(Upload.status == "pending")))
-        active = list(s.execute(select(FineTuningJob.id, FineTuningJob.model_name)
+        active = list(s.execute(select(FineTuningJob.id, FineTuningJob.project_id,
+                                       FineTuningJob.model_name)
                                 .where(FineTuningJob.status.in_(ACTIVE))))
         prefixes = {p.rstrip("/") for p in s.scalars(select(FineTunedModel.adapter_prefix))}
-    active_jobs = {job_id for job_id, _ in active}
-    # An active job's adapters are named after its model's short id (`training/jobs.py`).
-    active_models = tuple(name.split(":")[4] + "-" for _, name in active)
+    active_jobs = {job_id for job_id, _, _ in active}
+    # An active job's adapters are named after its id (`training/jobs.py`), or, where a worker
+    # of an older release still runs it, after its model's short id: only ever a reason to keep.
+    active_adapters = tuple(
+        adapter_prefix(project_id, start).rstrip("/") for job_id, project_id, name in active
+        for start in (adapter_keys_start(job_id), _legacy_keys_start(name)))
 
     def live_adapter(group: str) -> bool:
-        return group in prefixes or group.rsplit("/", 1)[1].startswith(active_models)
+        return group in prefixes or group.startswith(active_adapters)
 
     doomed: list[str] = []
     for groups, live in ((files, lambda g: g.rsplit("/", 1)[1] in live_files),

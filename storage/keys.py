@@ -19,6 +19,8 @@ def job_prefix(project_id: str, job_id: str) -> str:
 
 
 def adapter_prefix(project_id: str, model_key: str) -> str:
-    """A servable PEFT adapter; `model_key` is the model's short id, plus `-ckpt-step-N` for
-    a checkpoint."""
+    """A servable PEFT adapter; `model_key` is made of the job's id and attempt, plus
+    `-ckpt-step-N` for a checkpoint (`training.jobs.model_key`). Read back only from the
+    model's row (`FineTunedModel.adapter_prefix`), which keeps adapters stored under an older
+    layout found."""
     return f"adapters/{project_id}/{model_key}/"

@@ -48,9 +48,8 @@ def test_two_workers_for_one_job_leave_one_adapter_and_a_model_that_serves(
     first.wait(timeout=180)
     done = wait_for(client, job_id)
     assert done.status == "succeeded", done.error
-    short = done.fine_tuned_model.split(":")[4]  # type: ignore[union-attr]
     adapters = local_server.data_dir / "blobs" / "adapters"
-    finals = [p for p in adapters.rglob(f"{short}-a*") if "ckpt" not in p.name]
+    finals = [p for p in adapters.rglob(f"{job_id}-a*") if "ckpt" not in p.name]
     assert len(finals) == 1 and (finals[0] / "adapter_config.json").is_file()
     assert client.models.retrieve(done.fine_tuned_model).id == done.fine_tuned_model  # type: ignore[arg-type]
     reply = client.chat.completions.create(

@@ -179,10 +179,9 @@ def test_adapter_loads_in_peft_and_changes_the_answers(  # type: ignore[no-untyp
     from storage.blob import LocalBlobStore
 
     store = LocalBlobStore(local_server.data_dir / "blobs")
-    short = sft_job.fine_tuned_model.split(":")[4]
-    # adapters/{project}/{short id}-a{attempt}/: the one attempt that published it.
+    # adapters/{project}/{job id}-a{attempt}/: the one attempt that published it.
     (prefix,) = {k.rsplit("/", 1)[0] + "/" for k in store.list_keys("adapters/")
-                 if k.split("/")[2].rsplit("-a", 1)[0] == short}
+                 if k.split("/")[2].rsplit("-a", 1)[0] == sft_job.id}
     files = store.download_prefix(prefix, tmp_path / "adapter")
     assert {"adapter_config.json", "adapter_model.safetensors", "tokenizer.json"} <= {
         f.name for f in files}

@@ -70,13 +70,21 @@ def fine_tuned_model_name(base: str, project: str, suffix: str | None) -> str:
     return f"ft:{base}:{project}:{suffix or ''}:{random_token(8)}"
 
 
-def model_key(model_name: str, attempt: int) -> str:
-    """The adapter's directory name for a model or checkpoint name, made by one attempt:
-    two attempts of one job never write to the same place."""
-    short = model_name.split(":")[4]
-    step = model_name.rsplit(":ckpt-step-", 1)
-    name = f"{short}-ckpt-step-{step[1]}" if len(step) == 2 else short
+def model_key(job_id: str, attempt: int, step: int | None = None) -> str:
+    """The adapter's folder name for a job's final model (or its checkpoint at `step`), made
+    by one attempt: two attempts of one job never write to the same place. Made of server
+    ids only, never parsed from the model's name: a base or project name may hold `:`
+    (`qwen2.5:7b`), and two models must never share a folder.
+
+    Adapters stored before this layout (`{short id}[-ckpt-step-N]-a{attempt}`) are found by
+    the `adapter_prefix` their model rows keep; nothing rebuilds a key for a stored model."""
+    name = f"{job_id}-ckpt-step-{step}" if step is not None else job_id
     return f"{name}-a{attempt}"
+
+
+def adapter_keys_start(job_id: str) -> str:
+    """How every adapter folder name of the job begins (see `model_key`)."""
+    return f"{job_id}-"
 
 
 def add_event(

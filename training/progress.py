@@ -181,7 +181,7 @@ class JobProgress(TrainerCallback):
     def _publish_checkpoint(self, local: Path, step: int) -> None:
         ctx = self.ctx
         name = f"{ctx.model_name}:ckpt-step-{step}"
-        prefix = adapter_prefix(ctx.project_id, jobs.model_key(name, ctx.attempt))
+        prefix = adapter_prefix(ctx.project_id, jobs.model_key(ctx.job_id, ctx.attempt, step))
         ctx.store.upload_dir(local, prefix, names=ADAPTER_FILES + TOKENIZER_FILES)
         metrics = {"step": step, **self.last_train, **self.last_valid}
         now = int(time.time())

@@ -227,7 +227,7 @@ def _finish(ctx: JobContext, job: FineTuningJob, trainer: object, tokenizer: obj
     final_dir = workdir / "final"
     trainer.save_model(str(final_dir))  # type: ignore[attr-defined]
     tokenizer.save_pretrained(str(final_dir))  # type: ignore[attr-defined]
-    prefix = adapter_prefix(job.project_id, jobs.model_key(job.model_name, ctx.attempt))
+    prefix = adapter_prefix(job.project_id, jobs.model_key(job.id, ctx.attempt))
     store.upload_dir(final_dir, prefix, names=ADAPTER_FILES + TOKENIZER_FILES)
 
     # After the adapter is safe: the evaluation loads each checkpoint's weights in turn.
