@@ -17,6 +17,7 @@ from storage.base_models import base_models, default_model_dir
 from storage.blob import open_blob_store
 from storage.db import Database
 from storage.models import FineTunedModel
+from storage.sharing import foreign_ancestor
 
 # The app (FastAPI, the serving and training layers) is imported by the commands that run
 # it only: the user commands start in a fraction of the time.
@@ -110,9 +111,14 @@ def _export(args: argparse.Namespace) -> None:
     with db.session() as session:
         row = session.scalar(select(FineTunedModel).where(FineTunedModel.id == args.model))
         found = row and (row.adapter_prefix, row.base_model)
+        ancestor = row and foreign_ancestor(session, row)
     db.dispose()
     if not found:
         sys.exit(f"tuneserve: no fine-tuned model {args.model!r}")
+    if ancestor and not args.allow_foreign_ancestry:
+        sys.exit(f"tuneserve: {args.model!r} was trained from {ancestor!r}, which another "
+                 "project owns: its weights are practically that project's (pass "
+                 "--allow-foreign-ancestry to export it anyway)")
     prefix, base_name = found
     base = base_models(settings).get(base_name)
     if base is None or not base.prepared:
@@ -170,6 +176,9 @@ def main(argv: list[str] | None = None) -> None:
     export.add_argument("--format", choices=["peft", "merged", "gguf"], default="peft")
     export.add_argument("--gguf-type", choices=["q8_0", "f16"], default="q8_0")
     export.add_argument("--out", default=".", help="the folder to write into")
+    export.add_argument("--allow-foreign-ancestry", action="store_true",
+                        help="export a model trained from another project's model, whose "
+                        "weights are practically that project's (refused without it)")
     export.set_defaults(run=_export)
 
     spec = commands.add_parser("openapi", help="write the OpenAPI document the app serves")

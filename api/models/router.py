@@ -11,7 +11,7 @@ from api.models.archive import adapter_members, archive_size, tar_stream
 from api.models.schemas import ModelDeleted, ModelList, ModelObject
 from storage.base_models import base_models
 from storage.models import FineTunedModel, FineTuningJob, Project
-from storage.sharing import granted_to
+from storage.sharing import foreign_ancestor, granted_to
 from training.export import file_name_for
 
 router = APIRouter(prefix="/models", tags=["models"], responses=error_responses(403, 404))
@@ -66,7 +66,8 @@ def list_models(project: CurrentProject, session: DB, settings: AppSettings) -> 
 @router.get("/{model:path}/adapter", response_class=StreamingResponse, responses={
     200: {"description": "Extension: the fine-tuned model's PEFT adapter folder "
                          "(adapter_config.json, adapter_model.safetensors, …) as a tar archive, "
-                         "for the project that owns it.",
+                         "for the project that owns it; refused (403) for a model trained, "
+                         "at any remove, from another project's model.",
           "content": {"application/x-tar": {"schema": {"type": "string",
                                                        "format": "binary"}}}}})
 def download_adapter(model: str, project: CurrentProject, session: DB,
@@ -74,6 +75,13 @@ def download_adapter(model: str, project: CurrentProject, session: DB,
     row = _own(session, project, model)
     if row is None:
         raise _not_found(model)
+    # Its weights are practically the other project's, whose grant covers using them here.
+    ancestor = foreign_ancestor(session, row)
+    if ancestor is not None:
+        raise APIError(403, f"The weights of '{model}' cannot be downloaded: it was trained "
+                       f"from '{ancestor}', a model another project owns. It can be used "
+                       "here (chat, fine-tuning) as that project allows.",
+                       param="model", code="model_weights_not_owned")
     folder = file_name_for(model)
     members = adapter_members(store, row.adapter_prefix, folder)
     if not members:
