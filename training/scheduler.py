@@ -1,8 +1,9 @@
-"""Moves jobs along: validates files (off the loop, each job on its own), starts queued jobs on
-the executor (round-robin across projects, bounded), reconciles what the executor reports
-with the DB and recovers jobs whose worker was lost. Runs in every API process; all of its
-state is in the DB, and every claim is a conditional UPDATE that bumps the job's attempt, so
-any number of schedulers on one PostgreSQL divide the work and none starts a job twice."""
+"""Moves jobs along: validates files (off the loop, each job on its own, round-robin across
+projects), starts queued jobs on the executor (round-robin across projects, each project's
+oldest first, bounded), reconciles what the executor reports with the DB and recovers jobs
+whose worker was lost. Runs in every API process; all of its state is in the DB, and every
+claim is a conditional UPDATE that bumps the job's attempt, so any number of schedulers on
+one PostgreSQL divide the work and none starts a job twice."""
 
 import importlib.util
 import logging
@@ -10,10 +11,11 @@ import os
 import threading
 import time
 from collections import defaultdict
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 
-from sqlalchemy import func, or_, select, true
+from sqlalchemy import ColumnElement, func, or_, select, true
+from sqlalchemy.orm import Session
 
 from storage.base_models import base_models
 from storage.blob import BlobNotFound, BlobStore
@@ -87,23 +89,33 @@ class Scheduler:
     # validating_files -> queued | failed, in the validation pool
 
     def dispatch_validations(self) -> None:
+        """Takes pending validations round-robin across projects, those validating fewest
+        files anywhere first: one project's backlog (a hundred jobs on one large file) takes
+        a free slot only when no other project is waiting for one, so another project waits
+        at most for one validation to end, never behind the whole backlog."""
         free = self.settings.validation_workers - len(self._validating)
         if free <= 0:
             return
         now = time.time()
+        stale = now - VALIDATION_LEASE
         with self.db.session() as s:
-            pending = list(s.scalars(
-                select(FineTuningJob).where(
-                    FineTuningJob.status == JobStatus.VALIDATING_FILES,
-                    FineTuningJob.id.not_in(self._validating) if self._validating else true(),
-                    (FineTuningJob.heartbeat_at.is_(None))
-                    | (FineTuningJob.heartbeat_at < now - VALIDATION_LEASE),
-                ).order_by(FineTuningJob.seq).limit(free)
+            validating = dict(s.execute(
+                select(FineTuningJob.project_id, func.count())
+                .where(FineTuningJob.status == JobStatus.VALIDATING_FILES,
+                       FineTuningJob.heartbeat_at >= stale)
+                .group_by(FineTuningJob.project_id)).all())
+            pending = oldest_per_project(s, free, (
+                FineTuningJob.status == JobStatus.VALIDATING_FILES,
+                FineTuningJob.id.not_in(self._validating) if self._validating else true(),
+                (FineTuningJob.heartbeat_at.is_(None)) | (FineTuningJob.heartbeat_at < stale),
             ))
-        for job in pending:
+            chosen = fair_order(pending, validating, 0)[:free]
+            loaded = {job.id: job for job in s.scalars(
+                select(FineTuningJob).where(FineTuningJob.id.in_(chosen)))}
+        for job in (loaded[job_id] for job_id in chosen if job_id in loaded):
             with self.db.session() as s:
                 attempt = jobs.take(s, job.id, (JobStatus.VALIDATING_FILES,),
-                                    stale_before=now - VALIDATION_LEASE, heartbeat_at=now)
+                                    stale_before=stale, heartbeat_at=now)
             if attempt is None:
                 continue  # another scheduler has it
             self._validating.add(job.id)
@@ -395,13 +407,31 @@ class Scheduler:
                 room = min(room, capacity - working)
             if room <= 0:
                 return []
-            queued = list(s.execute(
-                select(FineTuningJob.id, FineTuningJob.project_id)
-                .where(FineTuningJob.status == JobStatus.QUEUED,
-                       or_(FineTuningJob.not_before.is_(None),
-                           FineTuningJob.not_before <= time.time()))
-                .order_by(FineTuningJob.seq).limit(1000)).all())
-        return fair_order(queued, busy, settings.max_running_jobs_per_project)[:room]
+            # Each project's own oldest few, never one window over all projects that one
+            # project's backlog could fill; a project at its limit is not even read.
+            per_project = settings.max_running_jobs_per_project
+            full = [p for p, n in busy.items() if per_project and n >= per_project]
+            queued = oldest_per_project(s, room, (
+                FineTuningJob.status == JobStatus.QUEUED,
+                or_(FineTuningJob.not_before.is_(None),
+                    FineTuningJob.not_before <= time.time()),
+                FineTuningJob.project_id.not_in(full) if full else true(),
+            ))
+        return fair_order(queued, busy, per_project)[:room]
+
+
+def oldest_per_project(session: Session, each: int, where: Iterable[ColumnElement[bool]],
+                       ) -> list[tuple[str, str]]:
+    """(job id, project id) of the `each` oldest jobs of every project that match `where`,
+    oldest first: a window per project (ROW_NUMBER, on SQLite and PostgreSQL alike), so what
+    one project has waiting never hides another's."""
+    ranked = (select(FineTuningJob.id, FineTuningJob.project_id, FineTuningJob.seq,
+                     func.row_number().over(partition_by=FineTuningJob.project_id,
+                                            order_by=FineTuningJob.seq).label("rank"))
+              .where(*where).subquery())
+    return [(row.id, row.project_id) for row in session.execute(
+        select(ranked.c.id, ranked.c.project_id).where(ranked.c.rank <= each)
+        .order_by(ranked.c.seq))]
 
 
 def fair_order(queued: list[tuple[str, str]], busy: dict[str, int], per_project: int,

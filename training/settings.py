@@ -17,6 +17,10 @@ class TrainingSettings(StorageSettings):
     # Jobs of one project running (or waiting for a Ray node) at once; 0 means no limit.
     # Runnable jobs are taken round-robin across projects either way.
     max_running_jobs_per_project: int = 0
+    # Jobs of one project waiting to run (validating files, queued or paused); creating one
+    # more is a 429. 1000 is far more than a batch of experiments needs at once, and keeps
+    # one project's backlog (its rows, what the scheduler reads) bounded. 0 means no limit.
+    max_queued_jobs_per_project: int = 1000
     # A running job whose worker has not reported for this long is taken as lost.
     worker_heartbeat_timeout: float = 60.0
     # A lost worker is replaced this many times (resuming from its last state) before the

@@ -35,7 +35,7 @@ def create_job(
     served = None if settings.train_unserved_bases else settings.served_bases()
     job = service.create_job(session, store, project, body, base_models(settings),
                              settings.max_lora_rank, served, settings.engine_evaluated_bases(),
-                             settings.served_bases())
+                             settings.served_bases(), settings.max_queued_jobs_per_project)
     session.commit()
     return FineTuningJobObject.of(job)
 

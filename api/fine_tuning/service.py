@@ -6,6 +6,7 @@ import time
 from collections.abc import Collection
 from typing import Any
 
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from api.errors import APIError, not_found
@@ -100,6 +101,29 @@ def _training_file(session: Session, project_id: str, file_id: str, param: str) 
                        param=param, code="invalid_file_purpose")
 
 
+# A job waiting to run: counted against TUNESERVE_MAX_QUEUED_JOBS_PER_PROJECT. A paused job
+# counts too: resuming it queues it again without asking.
+WAITING = (JobStatus.VALIDATING_FILES, JobStatus.QUEUED, JobStatus.PAUSED)
+
+
+def _check_queue_room(session: Session, project_id: str, max_queued: int) -> None:
+    """A 429 when the project already has `max_queued` jobs waiting (0: no limit). The
+    project's row stays locked until the job is committed (on PostgreSQL; SQLite has one
+    writer), so concurrent creates cannot all pass the count."""
+    if not max_queued:
+        return
+    session.execute(select(Project.id).where(Project.id == project_id).with_for_update())
+    waiting = session.scalar(select(func.count()).select_from(FineTuningJob).where(
+        FineTuningJob.project_id == project_id, FineTuningJob.status.in_(WAITING))) or 0
+    if waiting >= max_queued:
+        # Retrying at once cannot help: the queue drains as jobs start or are cancelled.
+        raise APIError(429, f"This project has {waiting} fine-tuning jobs waiting to run, "
+                       f"the most it may have (TUNESERVE_MAX_QUEUED_JOBS_PER_PROJECT is "
+                       f"{max_queued}); wait for some to start, or cancel some, then try "
+                       "again.", code="rate_limit_exceeded",
+                       headers={"x-should-retry": "false"})
+
+
 def _check_rank(method: dict[str, Any], max_rank: int) -> None:
     """A rank the server cannot serve is refused; the default never exceeds what it serves."""
     hyperparameters = method[method["type"]]["hyperparameters"]
@@ -150,12 +174,12 @@ def create_job(session: Session, store: BlobStore, project: Project,
                body: CreateFineTuningJobRequest, models: dict[str, BaseModelSpec],
                max_lora_rank: int, served: list[str] | None = None,
                evaluated_on_engine: Collection[str] = (),
-               judged_on: Collection[str] | None = None) -> FineTuningJob:
+               judged_on: Collection[str] | None = None, max_queued: int = 0) -> FineTuningJob:
     """`served`: the bases models can be served on; a job on another one is a 400 (None:
     no check). `judged_on`: the bases this deployment serves, whose models a score_model
     grader may ask (None: not known here). A job with a validation file on a base in
     `evaluated_on_engine` is evaluated by the serving engine after it succeeded, not by its
-    worker."""
+    worker. `max_queued`: jobs the project may have waiting to run (0: no limit)."""
     method = _method(body)
     base = body.model
     if body.model.startswith("ft:"):
@@ -174,6 +198,7 @@ def create_job(session: Session, store: BlobStore, project: Project,
     _training_file(session, project.id, body.training_file, "training_file")
     if body.validation_file:
         _training_file(session, project.id, body.validation_file, "validation_file")
+    _check_queue_room(session, project.id, max_queued)
     job = FineTuningJob(
         id=new_id("ftjob-"), project_id=project.id, model=body.model, base_model=base,
         training_file=body.training_file, validation_file=body.validation_file,
