@@ -57,6 +57,20 @@ async def _refused(url: str) -> str | None:
     return None
 
 
+def url_origin(url: str) -> str:
+    """`scheme://host[:port]` of a URL: all of it that logs show, as receivers (Slack's, for
+    one) carry their secret in the path or query, and some in the user info."""
+    try:
+        target = httpx.URL(url)
+    except httpx.InvalidURL:
+        return "(an invalid URL)"
+    if not target.scheme or not target.raw_host:
+        return "(an invalid URL)"
+    port = f":{target.port}" if target.port is not None else ""
+    host = target.raw_host.decode("ascii")
+    return f"{target.scheme}://{f'[{host}]' if ':' in host else host}{port}"
+
+
 @dataclass(frozen=True)
 class Outcome:
     status_code: int | None = None

@@ -14,7 +14,7 @@ from fastapi.concurrency import run_in_threadpool
 from sqlalchemy import delete, select, update
 
 from api.settings import Settings
-from api.webhooks.delivery import Outcome, send
+from api.webhooks.delivery import Outcome, send, url_origin
 from api.webhooks.service import signing_secrets
 from storage.db import Database
 from storage.models import WebhookDelivery, WebhookDeliveryAttempt, WebhookEndpoint
@@ -32,6 +32,7 @@ PRUNE_EVERY_SECONDS = 3600
 @dataclass(frozen=True)
 class Claim:
     id: str
+    endpoint_id: str
     attempt: int
     created_at: int
     payload: str
@@ -61,7 +62,7 @@ def claim_due(db: Database, now: float, lease: float, limit: int = BATCH) -> lis
                 .values(attempts=attempt, next_attempt_at=now + lease)
             ).rowcount == 1
             if taken:
-                claims.append(Claim(id=row.id, attempt=attempt,
+                claims.append(Claim(id=row.id, endpoint_id=endpoint.id, attempt=attempt,
                                     created_at=row.created_at, payload=row.payload,
                                     url=endpoint.url, secrets=signing_secrets(endpoint, now)))
         return claims
@@ -90,8 +91,9 @@ def record(db: Database, claim: Claim, outcome: Outcome, delays: list[float],
                                      attempted_at=int(now), status_code=outcome.status_code,
                                      error=outcome.error))
     if values.get("status") == FAILED:
-        log.warning("webhook %s to %s given up after %d attempts (last: %s)", claim.id,
-                    claim.url, claim.attempt, outcome.error or outcome.status_code)
+        log.warning("webhook %s to endpoint %s (%s) given up after %d attempts (last: %s)",
+                    claim.id, claim.endpoint_id, url_origin(claim.url), claim.attempt,
+                    outcome.error or outcome.status_code)
 
 
 def prune(db: Database, before: float) -> None:
@@ -153,7 +155,8 @@ class WebhookDispatcher:
                              timeout=self.settings.webhook_timeout_seconds,
                              allow_private=self.settings.webhook_allow_private_urls)
         if not outcome.ok:
-            log.info("webhook %s to %s, attempt %d: %s", claim.id, claim.url, claim.attempt,
+            log.info("webhook %s to endpoint %s (%s), attempt %d: %s", claim.id,
+                     claim.endpoint_id, url_origin(claim.url), claim.attempt,
                      outcome.error or f"HTTP {outcome.status_code}")
         await run_in_threadpool(record, self.db, claim, outcome,
                                 self.settings.webhook_retry_delays,
