@@ -66,10 +66,12 @@ class Settings(TrainingSettings, ServingSettings):
     webhook_retry_delays: Annotated[list[Annotated[float, Field(gt=0)]],
                                     Field(min_length=1)] = [5, 30, 120, 600, 3600, 10800]
     webhook_max_age_seconds: float = 72 * 3600.0
-    # Endpoints may be on loopback and private networks: the self-hosted default, where
-    # receivers sit beside tuneserve. Off, such URLs are refused, when an endpoint is saved
-    # (literal addresses, `localhost`) and before each attempt (what the name resolves to).
-    webhook_allow_private_urls: bool = True
+    # Off (the default), webhooks go to public addresses only: a URL whose host is, or
+    # resolves to, a loopback, private, link-local, metadata, CGNAT, multicast or reserved
+    # address (also inside NAT64, 6to4, Teredo or IPv4-mapped IPv6) is refused when saved and
+    # at each attempt, which connects to the address it checked. On lets tenants reach this
+    # node's own network (local development, receivers beside a single-tenant tuneserve).
+    webhook_allow_private_urls: bool = False
     # Endpoints one project may have.
     webhook_max_endpoints_per_project: int = 20
 

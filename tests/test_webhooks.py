@@ -14,7 +14,6 @@ from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
-import httpx
 import openai
 import pytest
 from openai.types.webhooks import FineTuningJobCancelledWebhookEvent
@@ -44,6 +43,8 @@ SUCCEEDED, FAILED, CANCELLED = ("fine_tuning.job.succeeded", "fine_tuning.job.fa
                                 "fine_tuning.job.cancelled")
 RETRY_DELAY = 0.5
 FAST_WEBHOOKS = {
+    # The receiver is on loopback, which only a server that opts in sends to.
+    "TUNESERVE_WEBHOOK_ALLOW_PRIVATE_URLS": "true",
     "TUNESERVE_WEBHOOK_DISPATCH_INTERVAL_SECONDS": "0.1",
     "TUNESERVE_WEBHOOK_RETRY_DELAYS": f"[{RETRY_DELAY}]",
     "TUNESERVE_WEBHOOK_TIMEOUT_SECONDS": "3",
@@ -257,10 +258,9 @@ def test_private_urls_can_be_refused(receiver: Receiver) -> None:
 
     # Checked again when sent: a name may resolve to a private address later.
     async def attempt() -> str | None:
-        async with httpx.AsyncClient() as http:
-            url = receiver.url("/private").replace("127.0.0.1", "localhost")
-            return (await send(http, url, ["whsec_" + "A" * 44], "wh_1", "{}", timeout=3,
-                               allow_private=False)).error
+        url = receiver.url("/private").replace("127.0.0.1", "localhost")
+        return (await send(url, ["whsec_" + "A" * 44], "wh_1", "{}", timeout=3,
+                           allow_private=False)).error
 
     assert "private address" in (asyncio.run(attempt()) or "")
     assert receiver.at("/private") == []
@@ -332,8 +332,12 @@ def test_test_sends_a_sample_event_at_once(client: openai.OpenAI, receiver: Rece
     event = client.webhooks.unwrap(hit.body, hit.headers, secret=hook.signing_secret)
     assert event.type == SUCCEEDED and event.data.id.startswith("ftjob-")
 
+    # Not acknowledged: a 400 that does not say what the receiver answered (a tenant could
+    # map the network with it; tests/adversarial/test_webhook_ssrf.py).
     receiver.queued[path] = [503]
-    assert client.webhooks.test(hook.id, event_type=FAILED).status_code == 503
+    with pytest.raises(openai.BadRequestError) as err:
+        client.webhooks.test(hook.id, event_type=FAILED)
+    assert err.value.code == "webhook_delivery_failed" and "503" not in err.value.message
     time.sleep(3 * RETRY_DELAY)
     assert len(receiver.at(path)) == 2  # a test is sent once, never retried
 

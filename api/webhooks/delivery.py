@@ -3,18 +3,23 @@ and `client.webhooks.unwrap` checks them)."""
 
 import asyncio
 import base64
+import contextlib
+import functools
 import hashlib
 import hmac
-import ipaddress
 import secrets
-import socket
+import ssl
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from urllib.parse import urlsplit
 
 import httpx
 
+from api.webhooks.addresses import lookup, parse_address, refused_addresses, refused_host
+
 USER_AGENT = "tuneserve-webhooks/1.0"
+# What a URL's name resolves to: `(host, port) -> addresses`.
+Resolver = Callable[[str, int], Awaitable[list[str]]]
 
 
 def new_secret() -> str:
@@ -27,34 +32,6 @@ def signature(secret: str, webhook_id: str, timestamp: str, body: str) -> str:
     key = base64.b64decode(secret.removeprefix("whsec_"))
     signed = f"{webhook_id}.{timestamp}.{body}".encode()
     return "v1," + base64.b64encode(hmac.new(key, signed, hashlib.sha256).digest()).decode()
-
-
-def private_host(host: str) -> bool:
-    """True for `localhost` and for addresses that are not on the public internet."""
-    if host.rstrip(".").lower() == "localhost" or host.lower().endswith(".localhost"):
-        return True
-    try:
-        return not ipaddress.ip_address(host).is_global
-    except ValueError:
-        return False  # a name: what it resolves to is checked when it is sent to
-
-
-async def _refused(url: str) -> str | None:
-    """Why a URL may not be sent to when private addresses are not allowed; None if it may.
-    The name is resolved here, at each attempt, as the endpoint's DNS may change."""
-    parts = urlsplit(url)
-    host = parts.hostname or ""
-    if private_host(host):
-        return f"refused: {host} is a private address"
-    port = parts.port or (443 if parts.scheme == "https" else 80)
-    try:
-        infos = await asyncio.get_running_loop().getaddrinfo(host, port,
-                                                             type=socket.SOCK_STREAM)
-    except OSError as exc:
-        return f"cannot resolve {host}: {exc}"
-    if any(not ipaddress.ip_address(str(info[4][0]).split("%")[0]).is_global for info in infos):
-        return f"refused: {host} resolves to a private address"
-    return None
 
 
 def url_origin(url: str) -> str:
@@ -71,6 +48,10 @@ def url_origin(url: str) -> str:
     return f"{target.scheme}://{f'[{host}]' if ':' in host else host}{port}"
 
 
+def default_port(url: httpx.URL) -> int:
+    return url.port or (443 if url.scheme == "https" else 80)
+
+
 @dataclass(frozen=True)
 class Outcome:
     status_code: int | None = None
@@ -81,14 +62,31 @@ class Outcome:
         return self.status_code is not None and 200 <= self.status_code < 300
 
 
-async def send(http: httpx.AsyncClient, url: str, signing_secrets: list[str],
-               webhook_id: str, body: str, *, timeout: float,
-               allow_private: bool) -> Outcome:
+class Refused(Exception):
+    """The URL's host is, or resolves to, an address this server does not send to."""
+
+
+async def resolve(host: str, port: int) -> list[str]:
+    return await asyncio.get_running_loop().run_in_executor(None, lookup, host, port)
+
+
+@functools.cache
+def _tls_context() -> ssl.SSLContext:
+    """One verifying context for every attempt (making one reads the CA bundle)."""
+    return httpx.create_ssl_context()
+
+
+async def send(url: str, signing_secrets: list[str], webhook_id: str, body: str, *,
+               timeout: float, allow_private: bool,
+               resolver: Resolver = resolve) -> Outcome:
     """POSTs `body` once; the receiver's status, or why there is none. A redirect is not
-    followed (a failure, as at OpenAI), and the receiver's body is never read."""
-    refused = None if allow_private else await _refused(url)
-    if refused is not None:
-        return Outcome(error=refused)
+    followed (a failure, as at OpenAI), and the receiver's body is never read.
+
+    Unless private addresses are allowed, the URL's name is resolved once, every address it
+    resolves to must be public, and the POST goes to those addresses themselves (the URL's
+    name kept in `Host` and for TLS), so a name that resolves differently a moment later
+    (DNS rebinding) cannot redirect it. Each attempt has its own connections: none is
+    shared with another endpoint's (nor are cookies)."""
     timestamp = str(int(time.time()))
     headers = {
         "content-type": "application/json",
@@ -99,15 +97,54 @@ async def send(http: httpx.AsyncClient, url: str, signing_secrets: list[str],
         "webhook-signature": " ".join(signature(s, webhook_id, timestamp, body)
                                       for s in signing_secrets),
     }
-
-    async def post() -> int:
-        async with http.stream("POST", url, content=body.encode(), headers=headers) as answer:
-            return answer.status_code
-
+    attempt = _post(url, headers, body.encode(), timeout=timeout,
+                    allow_private=allow_private, resolver=resolver)
     try:
-        # httpx bounds each phase; this bounds the whole attempt (a receiver that trickles).
-        return Outcome(status_code=await asyncio.wait_for(post(), timeout))
+        # httpx bounds each phase; this bounds the whole attempt, the lookup included (a
+        # receiver that trickles, a resolver that stalls).
+        return Outcome(status_code=await asyncio.wait_for(attempt, timeout))
     except TimeoutError:
         return Outcome(error=f"no answer within {timeout:g} s")
-    except httpx.HTTPError as exc:
+    except Refused as exc:
+        return Outcome(error=f"refused: {exc}")
+    except OSError as exc:  # the lookup failed
+        return Outcome(error=f"cannot resolve the URL's host: {exc}"[:500])
+    except (httpx.HTTPError, httpx.InvalidURL) as exc:
         return Outcome(error=f"{type(exc).__name__}: {exc}"[:500])
+
+
+async def _post(url: str, headers: dict[str, str], content: bytes, *, timeout: float,
+                allow_private: bool, resolver: Resolver) -> int:
+    target = httpx.URL(url)
+    # Proxies from the environment are not used when the address is checked: a proxy would
+    # resolve the name again itself.
+    async with httpx.AsyncClient(timeout=timeout, verify=_tls_context(),
+                                 trust_env=allow_private) as http:
+        if allow_private:
+            return await _status(http, target, headers, content)
+        host = target.raw_host.decode("ascii")
+        refused = refused_host(host)
+        if refused is not None:
+            raise Refused(refused)
+        if parse_address(host) is not None:
+            return await _status(http, target, headers, content)
+        addresses = await resolver(host, default_port(target))
+        refused = refused_addresses(host, addresses)
+        if refused is not None or not addresses:
+            raise Refused(refused or f"{host} resolves to no address")
+        pinned_headers = {**headers, "host": target.netloc.decode("ascii")}
+        sni = {"sni_hostname": host}
+        # The next address only when one could not be connected to (nothing was sent).
+        for address in addresses[:-1]:
+            with contextlib.suppress(httpx.ConnectError):
+                return await _status(http, target.copy_with(host=address), pinned_headers,
+                                     content, sni)
+        return await _status(http, target.copy_with(host=addresses[-1]), pinned_headers,
+                             content, sni)
+
+
+async def _status(http: httpx.AsyncClient, url: httpx.URL, headers: dict[str, str],
+                  content: bytes, extensions: dict[str, str] | None = None) -> int:
+    async with http.stream("POST", url, content=content, headers=headers,
+                           extensions=extensions) as answer:
+        return answer.status_code

@@ -9,7 +9,6 @@ import logging
 import time
 from dataclasses import dataclass
 
-import httpx
 from fastapi.concurrency import run_in_threadpool
 from sqlalchemy import delete, select, update
 
@@ -123,26 +122,25 @@ class WebhookDispatcher:
 
     async def _run(self) -> None:
         pruned = 0.0
-        async with httpx.AsyncClient(timeout=self.settings.webhook_timeout_seconds) as http:
-            while not self._stopping.is_set():
-                full = False
-                try:
-                    if time.monotonic() - pruned > PRUNE_EVERY_SECONDS:
-                        pruned = time.monotonic()
-                        await run_in_threadpool(prune, self.db,
-                                                time.time() - KEEP_FINISHED_SECONDS)
-                    full = await self.run_once(http)
-                except Exception:
-                    log.exception("sending webhooks failed; trying again later")
-                if not full:
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(self._stopping.wait(),
-                                               self.settings.webhook_dispatch_interval_seconds)
+        while not self._stopping.is_set():
+            full = False
+            try:
+                if time.monotonic() - pruned > PRUNE_EVERY_SECONDS:
+                    pruned = time.monotonic()
+                    await run_in_threadpool(prune, self.db,
+                                            time.time() - KEEP_FINISHED_SECONDS)
+                full = await self.run_once()
+            except Exception:
+                log.exception("sending webhooks failed; trying again later")
+            if not full:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stopping.wait(),
+                                           self.settings.webhook_dispatch_interval_seconds)
 
-    async def run_once(self, http: httpx.AsyncClient) -> bool:
+    async def run_once(self) -> bool:
         """Sends what is due now; True if there may be more."""
         claims = await run_in_threadpool(claim_due, self.db, time.time(), self.lease)
-        results = await asyncio.gather(*(self._deliver(http, c) for c in claims),
+        results = await asyncio.gather(*(self._deliver(c) for c in claims),
                                        return_exceptions=True)
         for claim, result in zip(claims, results, strict=True):
             if isinstance(result, BaseException):
@@ -150,8 +148,8 @@ class WebhookDispatcher:
                           claim.id, exc_info=result)
         return len(claims) == BATCH
 
-    async def _deliver(self, http: httpx.AsyncClient, claim: Claim) -> None:
-        outcome = await send(http, claim.url, claim.secrets, claim.id, claim.payload,
+    async def _deliver(self, claim: Claim) -> None:
+        outcome = await send(claim.url, claim.secrets, claim.id, claim.payload,
                              timeout=self.settings.webhook_timeout_seconds,
                              allow_private=self.settings.webhook_allow_private_urls)
         if not outcome.ok:

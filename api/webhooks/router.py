@@ -95,8 +95,8 @@ def rotate_webhook_secret(webhook_endpoint_id: str, project: CurrentProject, ses
 async def test_webhook_endpoint(webhook_endpoint_id: str, body: TestWebhookEndpointRequest,
                                 project: CurrentProject, db: DBFactory,
                                 settings: AppSettings) -> WebhookEndpointTestResult:
-    """Sends a sample event of the type now, once (no retries), and says what the
-    receiver answered."""
+    """Sends a sample event of the type now, once (no retries), and says whether the
+    receiver acknowledged it (a 400 `webhook_delivery_failed` if not, saying no more)."""
 
     def load() -> WebhookEndpoint:
         with db.session() as session:

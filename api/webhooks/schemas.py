@@ -94,7 +94,9 @@ class WebhookEndpointTestResult(BaseModel):
     object: Literal["webhook_endpoint.test"] = "webhook_endpoint.test"
     webhook_endpoint_id: str
     event_type: str
-    # The receiver's HTTP status; `success` says the request completed, whatever it was.
+    # The receiver's 2xx status. Unlike OpenAI, any other outcome is a 400
+    # `webhook_delivery_failed` that does not say what the receiver answered (it would let
+    # a tenant probe what the server can reach).
     status_code: int
     success: Literal[True] = True
 

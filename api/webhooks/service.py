@@ -1,7 +1,9 @@
 """Webhook endpoint rows: scoped lookups, the checks on what a project may save, secrets."""
 
+import asyncio
+import contextlib
+import logging
 import time
-from urllib.parse import urlsplit
 
 import httpx
 from sqlalchemy import Select, func, select
@@ -9,7 +11,8 @@ from sqlalchemy.orm import Session
 
 from api.errors import APIError, not_found
 from api.settings import Settings
-from api.webhooks.delivery import new_secret, private_host, send
+from api.webhooks.addresses import lookup, parse_address, refused_addresses, refused_host
+from api.webhooks.delivery import default_port, new_secret, send, url_origin
 from api.webhooks.schemas import (
     CreateWebhookEndpointRequest,
     EventType,
@@ -18,6 +21,8 @@ from api.webhooks.schemas import (
 from storage.ids import new_id
 from storage.models import Project, WebhookEndpoint
 from storage.webhooks import event_payload
+
+log = logging.getLogger("tuneserve.webhooks")
 
 # How long `keep_old_secret_active_for_24_hours` keeps signing with the replaced secret.
 OLD_SECRET_SECONDS = 24 * 3600
@@ -35,14 +40,27 @@ def get_endpoint(session: Session, project_id: str, endpoint_id: str) -> Webhook
 
 
 def check_url(url: str, allow_private: bool) -> str:
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
+    """`url` if a project may save it: http(s), and, unless private addresses are allowed,
+    a host that is not one, nor resolves to one now (checked again at each attempt, as DNS
+    may change; a name that does not resolve yet is left to those checks)."""
+    try:
+        target = httpx.URL(url)
+    except httpx.InvalidURL:
+        target = None
+    if target is None or target.scheme not in ("http", "https") or not target.raw_host:
         raise APIError(400, f"Invalid URL '{url}' for 'url': it must be an absolute http:// "
                        "or https:// URL.", param="url", code="invalid_url")
-    if not allow_private and private_host(parts.hostname):
-        raise APIError(400, f"Invalid URL '{url}' for 'url': {parts.hostname} is a private "
-                       "address, and this server sends webhooks to public ones only.",
-                       param="url", code="invalid_url")
+    if allow_private:
+        return url
+    host = target.raw_host.decode("ascii")
+    refused = refused_host(host)
+    if refused is None and parse_address(host) is None:
+        with contextlib.suppress(OSError):
+            refused = refused_addresses(host, lookup(host, default_port(target)))
+    if refused is not None:
+        raise APIError(400, f"Invalid URL '{url}' for 'url': {refused}, and this server "
+                       "sends webhooks to public addresses only.", param="url",
+                       code="invalid_url")
     return url
 
 
@@ -105,15 +123,21 @@ def signing_secrets(row: WebhookEndpoint, now: float) -> list[str]:
 
 
 async def send_test(endpoint: WebhookEndpoint, event_type: str, settings: Settings) -> int:
-    """POSTs a sample event (about a job id that exists nowhere) once; the receiver's
-    status. One that cannot be reached is a 400 saying why."""
+    """POSTs a sample event (about a job id that exists nowhere) once; the receiver's 2xx
+    status. Anything else is a 400 that says only that it was not delivered, answered when
+    the attempt's time is up whatever happened: a receiver's status, an error's text, or how
+    soon it failed would let a tenant map what the server can reach (a port scan)."""
     payload = event_payload(event_type, new_id("ftjob-"), int(time.time()))
     timeout = settings.webhook_timeout_seconds
-    async with httpx.AsyncClient(timeout=timeout) as http:
-        outcome = await send(http, endpoint.url, signing_secrets(endpoint, time.time()),
-                             new_id("wh_"), payload, timeout=timeout,
-                             allow_private=settings.webhook_allow_private_urls)
-    if outcome.status_code is None:
-        raise APIError(400, f"The test event could not be delivered to {endpoint.url}: "
-                       f"{outcome.error}.", code="webhook_delivery_failed")
-    return outcome.status_code
+    started = time.monotonic()
+    outcome = await send(endpoint.url, signing_secrets(endpoint, time.time()), new_id("wh_"),
+                         payload, timeout=timeout,
+                         allow_private=settings.webhook_allow_private_urls)
+    if outcome.ok and outcome.status_code is not None:
+        return outcome.status_code
+    log.info("test event to webhook endpoint %s (%s) not delivered: %s", endpoint.id,
+             url_origin(endpoint.url), outcome.error or f"HTTP {outcome.status_code}")
+    await asyncio.sleep(max(0.0, started + timeout - time.monotonic()))
+    raise APIError(400, f"The test event was not delivered: the endpoint did not acknowledge "
+                   f"it with a 2xx status within {timeout:g} s.",
+                   code="webhook_delivery_failed")
