@@ -5,7 +5,7 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator
 
-from fastapi import APIRouter, FastAPI, Request
+from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 
@@ -22,6 +22,7 @@ from api.graders.router import router as graders_router
 from api.key_cache import KeyCache
 from api.metrics import install_metrics
 from api.models.router import router as models_router
+from api.nul_characters import refuse_nul_characters
 from api.readiness import Readiness, readiness
 from api.reaper import run_reaper
 from api.request_context import RequestContext
@@ -133,7 +134,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # Added last, so outermost: the id and timing cover the gate's own answers too.
     app.add_middleware(RequestContext)
     install_metrics(app)
-    v1 = APIRouter(prefix="/v1", responses=COMMON_ERRORS)
+    v1 = APIRouter(prefix="/v1", responses=COMMON_ERRORS,
+                   dependencies=[Depends(refuse_nul_characters)])
     v1.include_router(files_router)
     v1.include_router(uploads_router)
     v1.include_router(fine_tuning_router)

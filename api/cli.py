@@ -16,7 +16,7 @@ from storage.api_keys import add_api_key, list_keys, revoke_key
 from storage.base_models import base_models, default_model_dir
 from storage.blob import open_blob_store
 from storage.db import Database
-from storage.models import FineTunedModel
+from storage.models import FineTunedModel, Project
 from storage.sharing import foreign_ancestor
 
 # The app (FastAPI, the serving and training layers) is imported by the commands that run
@@ -58,6 +58,16 @@ def _open_database() -> Database:
     db = settings.open_database()
     db.migrate()
     return db
+
+
+def _project_name(value: str) -> str:
+    """A project's name as `projects.name` holds it (PostgreSQL refuses longer ones)."""
+    most = Project.__table__.c.name.type.length
+    if not 1 <= len(value) <= most or "\x00" in value:
+        raise argparse.ArgumentTypeError(
+            f"a project's name has 1 to {most} characters, none of them NUL "
+            f"(this one has {len(value)})")
+    return value
 
 
 def _keys_create(args: argparse.Namespace) -> None:
@@ -155,7 +165,7 @@ def main(argv: list[str] | None = None) -> None:
         dest="keys_command", required=True
     )
     create = keys.add_parser("create", help="print a new key for a new or existing project")
-    create.add_argument("--project", required=True)
+    create.add_argument("--project", required=True, type=_project_name)
     create.set_defaults(run=_keys_create)
     listing = keys.add_parser("list", help="every key: id, project, redacted key, revoked")
     listing.set_defaults(run=_keys_list)

@@ -104,7 +104,8 @@ class FineTuningJob(Base):
     seq: Mapped[int] = mapped_column(SeqType, primary_key=True, autoincrement=True)
     id: Mapped[str] = mapped_column(String(64), unique=True)
     project_id: Mapped[str] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"))
-    model: Mapped[str] = mapped_column(String(256))
+    # A base's name, or a fine-tuned model's (as long as `fine_tuned_models.id`).
+    model: Mapped[str] = mapped_column(String(512))
     training_file: Mapped[str] = mapped_column(String(64))
     validation_file: Mapped[str | None] = mapped_column(String(64), default=None)
     suffix: Mapped[str | None] = mapped_column(String(64), default=None)

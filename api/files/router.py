@@ -13,7 +13,8 @@ from api.errors import APIError, error_responses, validation_error
 from api.files import service
 from api.files.schemas import CreateFileForm, FileDeleted, FileList, FileObject
 from api.ingest import BlobSink, file_too_large
-from api.multipart import BINARY, multipart_body, read_form
+from api.multipart import BINARY, FilePart, multipart_body, read_form
+from api.nul_characters import NUL
 from api.pagination import page
 from api.quotas import lock_project_storage, storage_full, stored_bytes
 from storage.blob import BlobNotFound
@@ -34,6 +35,25 @@ _UPLOAD_BODY = multipart_body(["file", "purpose"], {
     "expires_after[anchor]": {"type": "string", "enum": ["created_at"]},
     "expires_after[seconds]": {"type": "integer", "minimum": 3600, "maximum": 2592000},
 })
+
+
+# What `files.filename` holds (characters).
+MAX_FILENAME_CHARS: int = File.__table__.c.filename.type.length
+
+
+class _FileSink(BlobSink):
+    """Refuses a filename the files table cannot hold as soon as the part's headers arrive,
+    before its bytes stream in (PostgreSQL refused it only at the end: a 500)."""
+
+    async def start(self, part: FilePart, fields: dict[str, str]) -> None:
+        if len(part.filename) > MAX_FILENAME_CHARS:
+            raise APIError(400, f"The file's name is {len(part.filename)} characters long; "
+                           f"it may have at most {MAX_FILENAME_CHARS}.", param="file",
+                           code="invalid_filename")
+        if NUL in part.filename:
+            raise APIError(400, "The file's name may not hold NUL (\\u0000) characters.",
+                           param="file", code="invalid_filename")
+        await super().start(part, fields)
 
 
 def _stored_bytes(db: Database, project_id: str) -> int:
@@ -57,8 +77,8 @@ async def create_file(
         if full is not None:
             raise full
     file_id = new_id("file-")
-    sink = BlobSink(store, file_key(project.id, file_id), settings.max_file_bytes,
-                    check_jsonl=True)
+    sink = _FileSink(store, file_key(project.id, file_id), settings.max_file_bytes,
+                     check_jsonl=True)
     try:
         fields = await read_form(request, lambda name: sink if name == "file" else None)
         try:

@@ -92,7 +92,8 @@ class LegacyHyperparameters(BaseModel):
 class CreateFineTuningJobRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    model: str = Field(min_length=1)
+    # As long as a fine-tuned model's name may be (`fine_tuning_jobs.model`).
+    model: str = Field(min_length=1, max_length=512)
     training_file: str = Field(min_length=1)
     validation_file: str | None = None
     suffix: Annotated[str, Field(min_length=1, max_length=64, pattern=SUFFIX)] | None = None
