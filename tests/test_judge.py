@@ -160,16 +160,16 @@ def api() -> Iterator[FakeApi]:
 def test_the_job_s_key_lives_while_the_worker_trains(database: Database, api: FakeApi) -> None:
     project_id, job_id = _job(database)
     grader = parse_grader(JUDGE)
-    with job_judge(database, api.url, project_id, job_id, grader) as judge:
+    with job_judge(database, api.url, project_id, job_id, 1, grader) as judge:
         assert judge is not None and _job_keys(database, job_id) == [False]
     assert _job_keys(database, job_id) == [True]
     # A worker that is lost leaves its key; the next attempt's worker revokes it, and the
     # job's end revokes the last.
-    context = job_judge(database, api.url, project_id, job_id, grader)
+    context = job_judge(database, api.url, project_id, job_id, 1, grader)
     context.__enter__()
-    with job_judge(database, api.url, project_id, job_id, grader):
+    with job_judge(database, api.url, project_id, job_id, 1, grader):
         assert _job_keys(database, job_id) == [True, True, False]
-    with job_judge(database, api.url, project_id, job_id, grader):
+    with job_judge(database, api.url, project_id, job_id, 1, grader):
         with database.session() as s:
             assert jobs.fail(s, job_id, "x", "lost", attempt=1)
         assert _job_keys(database, job_id) == [True, True, True, True]
@@ -179,9 +179,9 @@ def test_only_a_score_model_grader_needs_an_api_node(database: Database) -> None
     project_id, job_id = _job(database)
     string_check = parse_grader({"type": "string_check", "name": "s", "operation": "eq",
                                  "input": "{{sample.output_text}}", "reference": "yes"})
-    with job_judge(database, "", project_id, job_id, string_check) as judge:
+    with job_judge(database, "", project_id, job_id, 1, string_check) as judge:
         assert judge is None
-    with pytest.raises(JudgeUnreachable), job_judge(database, "", project_id, job_id,
+    with pytest.raises(JudgeUnreachable), job_judge(database, "", project_id, job_id, 1,
                                                      parse_grader(JUDGE)):
         pass
     assert _job_keys(database, job_id) == []
@@ -195,7 +195,7 @@ def test_an_api_node_that_does_not_answer_the_job_s_key_fails_it_before_training
     project_id, job_id = _job(database)
     url = "http://127.0.0.1:9" if status is None else api.url
     api.models_status = status or 200
-    with pytest.raises(JudgeUnreachable), job_judge(database, url, project_id, job_id,
+    with pytest.raises(JudgeUnreachable), job_judge(database, url, project_id, job_id, 1,
                                                      parse_grader(JUDGE), timeout=1):
         pytest.fail("the block must not run")
     assert _job_keys(database, job_id) == [True]  # revoked all the same

@@ -17,6 +17,7 @@ import httpx
 
 from storage import api_keys
 from storage.db import Database
+from training import jobs
 from training.graders import (
     AnyGrader,
     Judge,
@@ -43,6 +44,11 @@ class JudgeUnreachable(Exception):
 
     tenant_message = ("The training node cannot reach the model server that judges the "
                       "score_model grader; the operator's logs say why.")
+
+
+class JobTakenOver(Exception):
+    """This worker's attempt no longer holds the job (the scheduler gave it to another after
+    this one stopped beating): it must touch nothing of the job's, its keys included."""
 
 
 class JudgeKeyRevoked(JudgeUnreachable):
@@ -162,11 +168,14 @@ def _check_reachable(api_url: str, secret: str, timeout: float) -> None:
 
 
 @contextlib.contextmanager
-def job_judge(db: Database, api_url: str, project_id: str, job_id: str,
+def job_judge(db: Database, api_url: str, project_id: str, job_id: str, attempt: int,
               grader: AnyGrader | None, timeout: float = 120.0) -> Iterator[Judge | None]:
     """The judge of the job's grader while the block runs (None: the grader asks no
     model), once the API node answers its key (`timeout`: how long it may take to). Keys
-    left by the job's earlier attempts are revoked first: their workers are superseded."""
+    left by the job's earlier attempts are revoked first: their workers are superseded.
+    Raises JobTakenOver, revoking nothing, if `attempt` is itself superseded (a worker cut
+    off from the DB for longer than the heartbeat timeout would revoke the live attempt's
+    key and fail its job grader_unavailable)."""
     if grader is None or not needs_judge(grader):
         yield None
         return
@@ -174,6 +183,9 @@ def job_judge(db: Database, api_url: str, project_id: str, job_id: str,
         raise JudgeUnreachable("score_model graders need TUNESERVE_API_URL on the worker's "
                                "node: the address of an API node")
     with db.session() as s:
+        # Fenced: on PostgreSQL the job's row stays locked until the keys are written.
+        if not jobs.holds(s, job_id, attempt):
+            raise JobTakenOver(job_id)
         api_keys.revoke_job_keys(s, job_id)
         secret = api_keys.add_api_key(s, project_id, job_id=job_id)
         key_hash = api_keys.hash_key(secret)

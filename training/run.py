@@ -116,12 +116,14 @@ def run(job_id: str, attempt: int, settings: TrainingSettings, db: Database, sto
     # steps.
     train_rows = _rows(method, train_records, tokenizer)
     valid_rows = _rows(method, valid_records, tokenizer)
+    if heartbeat.should_stop:
+        return  # taken over or cancelled while the rows were made: touch nothing
     steps_per_epoch = -(-len(train_rows) // hp.batch_size)
     cfg.eval_steps = (hp.eval_interval or max(1, steps_per_epoch // 2)) if valid_rows else None
     progress = JobProgress(ctx, metrics_every=metrics_interval(steps_per_epoch * hp.n_epochs),
                            state_every_seconds=settings.checkpoint_every_seconds)
     grader = parse_grader(cfg.grader, GRADER_PARAM) if cfg.grader else None
-    with job_judge(db, settings.api_url, job.project_id, job_id, grader,
+    with job_judge(db, settings.api_url, job.project_id, job_id, attempt, grader,
                    settings.judge_timeout_seconds) as cfg.judge:
         cfg.judge_timeout = settings.judge_timeout_seconds
         trainer = build_trainer(cfg, model, tokenizer, train_rows, valid_rows, [progress])

@@ -14,7 +14,7 @@ from training import jobs
 from training.executors.base import EXIT_OUTAGE
 from training.graders import GraderError
 from training.heartbeat import Heartbeat
-from training.judge import JudgeUnreachable
+from training.judge import JobTakenOver, JudgeUnreachable
 from training.settings import TrainingSettings
 from training.trainer import prepare_environment
 
@@ -62,6 +62,9 @@ def main(argv: list[str] | None = None) -> int:
         from training.run import run
 
         run(job_id, attempt, settings, db, store, heartbeat, workdir)
+        return 0
+    except JobTakenOver:
+        log.info("another attempt holds the job now; this one stops without a word")
         return 0
     except GraderError as exc:
         # A judge refused the grader's request (its model was deleted meanwhile, say): the
