@@ -59,7 +59,17 @@ class KeyCache:
             if len(self._projects) >= _CACHE_SIZE:
                 self._projects.clear()
             self._projects[digest] = project
+            # The listener thread counts a revocation before it drops the key: one that came
+            # between the check above and the store is seen here, and its key is not kept.
+            if seen != self._revocations:
+                self._projects.pop(digest, None)
         return project
+
+    def revoked(self, digest: str) -> None:
+        """A key was revoked (its NOTIFY, on the listener thread): counted first, so a lookup
+        racing it does not keep it (see `project`), then dropped."""
+        self._revocations += 1
+        self._projects.pop(digest, None)
 
     def _lookup(self, digest: str) -> Project | None:
         with self.db.session() as s:
@@ -83,8 +93,7 @@ class KeyCache:
                     self._listening.set()
                     while not self._stopping.is_set():
                         for note in conn.notifies(timeout=_PROBE_SECONDS):
-                            self._revocations += 1
-                            self._projects.pop(note.payload, None)
+                            self.revoked(note.payload)
                         # A connection that died without a word would never notify.
                         conn.execute("SELECT 1")
             except psycopg.Error as exc:
