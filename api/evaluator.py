@@ -26,7 +26,7 @@ from storage.ids import new_id, random_token
 from storage.keys import file_key
 from storage.models import FineTuningJob
 from training import evaluation_state, jobs
-from training.data import read_records
+from training.data import iter_records
 from training.evaluation import (
     EvalExample,
     Evaluation,
@@ -100,14 +100,17 @@ class EngineEvaluator:
             if state == evaluation_state.FAILED:
                 jobs.add_event(s, job.id, f"Evaluation failed: {error}", level="warn")
 
+    def examples(self, job: FineTuningJob) -> list[EvalExample]:
+        """The validation file's first examples, read no further than they are: the file may
+        be hundreds of MiB, and this process serves every tenant."""
+        records = iter_records(self.store, file_key(job.project_id, job.validation_file or ""),
+                               "validation_file")
+        return eval_examples(job.method["type"], records, self.settings.eval_max_examples)
+
     async def _answer(self, job: FineTuningJob) -> tuple[Evaluation, dict[str, int]] | None:
         """The answers of every model, and each checkpoint's step; None if no example has a
         text answer."""
-        method = job.method["type"]
-        records = await run_in_threadpool(
-            read_records, self.store, file_key(job.project_id, job.validation_file or ""),
-            "validation_file")
-        examples = eval_examples(method, records, self.settings.eval_max_examples)
+        examples = await run_in_threadpool(self.examples, job)
         if not examples:
             return None
         spec = base_models(self.settings)[job.base_model]

@@ -20,13 +20,17 @@ def read_lines(store: BlobStore, key: str) -> Iterator[bytes]:
         yield rest
 
 
-def read_records(store: BlobStore, key: str, param: str) -> list[dict[str, Any]]:
-    records = []
+def iter_records(store: BlobStore, key: str, param: str) -> Iterator[dict[str, Any]]:
+    """The blob's records, streamed: a reader that needs only the first few never holds the
+    rest (a validation file may be as large as a training file)."""
     for number, line in enumerate(read_lines(store, key), start=1):
         record = parse_line(line, number, param)
         if record is not None:
-            records.append(normalized(record))  # validated already: its modern shape
-    return records
+            yield normalized(record)  # validated already: its modern shape
+
+
+def read_records(store: BlobStore, key: str, param: str) -> list[dict[str, Any]]:
+    return list(iter_records(store, key, param))
 
 
 def sft_conversation_row(record: dict[str, Any], tokenizer: Any) -> dict[str, Any] | None:

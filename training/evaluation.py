@@ -11,7 +11,7 @@ Graders, per example, against the example's last assistant message:
 """
 
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,9 +28,11 @@ class EvalExample:
     tools: list[dict[str, Any]] | None = None
 
 
-def eval_examples(method: str, records: list[dict[str, Any]], limit: int) -> list[EvalExample]:
+def eval_examples(method: str, records: Iterable[dict[str, Any]],
+                  limit: int) -> list[EvalExample]:
     """The first `limit` records whose target is text: for SFT the last assistant message
-    and what precedes it, for DPO the preferred output after the input."""
+    and what precedes it, for DPO the preferred output after the input. `records` is read no
+    further than that."""
     examples: list[EvalExample] = []
     if method == "reinforcement":  # no reference answers: the grader is the measure
         return examples
