@@ -16,6 +16,7 @@ from api.dashboard import install_dashboard
 from api.errors import COMMON_ERRORS, document_errors, install_error_handlers
 from api.evaluator import EngineEvaluator
 from api.files.router import router as files_router
+from api.fine_tuning.event_stream import StreamSlots
 from api.fine_tuning.router import router as fine_tuning_router
 from api.gate import RequestGate
 from api.graders.router import router as graders_router
@@ -23,7 +24,7 @@ from api.key_cache import KeyCache
 from api.metrics import install_metrics
 from api.models.router import router as models_router
 from api.nul_characters import refuse_nul_characters
-from api.readiness import Readiness, readiness
+from api.readiness import Readiness, ReadinessChecks
 from api.reaper import run_reaper
 from api.request_context import RequestContext
 from api.responses.router import router as responses_router
@@ -87,6 +88,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         )
         app.state.settings, app.state.db, app.state.store = settings, db, store
         app.state.keys = KeyCache(db)
+        app.state.event_streams = StreamSlots(settings.max_event_streams_per_project)
         app.state.keys.start()
         reaper = asyncio.create_task(run_reaper(db, store, settings))
         scheduler = Scheduler(settings, db, store, open_executor(settings))
@@ -159,11 +161,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                     "replicas": str(ready)}
         return {"status": "ok", "engine": engine.state.value if engine else "off"}
 
+    readiness_checks = ReadinessChecks()
+
     @app.get("/ready", tags=["health"], responses={503: {"model": Readiness}})
     async def ready(request: Request) -> JSONResponse:
         """Whether this node can serve: its database, its blob store and its model engine
         answer (each check bounded in time). For a load balancer; `/health` is liveness."""
-        checks = await readiness(request.app)
+        checks = await readiness_checks.run(request.app)
         ok = all(state in ("ok", "off") for state in checks.values())
         return JSONResponse(Readiness(status="ready" if ok else "not_ready",
                                       checks=checks).model_dump(),

@@ -3,6 +3,7 @@
 Request figures are this process's own (scrape every API node); job figures are read from
 the shared database at scrape time, so every node reports the same ones."""
 
+import threading
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -114,14 +115,30 @@ def _job_rows(app: FastAPI) -> tuple[list[Any], Any, Any, Any]:
     return by_status, oldest, waited, trained
 
 
+# /metrics answers without a key (a scraper has none): the job figures, full-table aggregates
+# over every tenant's jobs, are read at most this often however often it is asked.
+JOB_FIGURES_SECONDS = 5.0
+
+
 class _JobsCollector:
     def __init__(self, app: FastAPI) -> None:
         self.app = app
+        self._lock = threading.Lock()
+        self._figures: tuple[list[Any], Any, Any, Any] | None = None
+        self._read_at = 0.0
+
+    def _rows(self) -> tuple[list[Any], Any, Any, Any]:
+        # One reader at a time: scrapes that arrive meanwhile wait and share its figures.
+        with self._lock:
+            if self._figures is None or time.monotonic() - self._read_at > JOB_FIGURES_SECONDS:
+                self._figures = _job_rows(self.app)
+                self._read_at = time.monotonic()
+            return self._figures
 
     def collect(self) -> Iterator[Metric]:
         if getattr(self.app.state, "db", None) is None:
             return
-        by_status, oldest, (started, waited), (tokens, seconds) = _job_rows(self.app)
+        by_status, oldest, (started, waited), (tokens, seconds) = self._rows()
         jobs = GaugeMetricFamily("tuneserve_fine_tuning_jobs",
                                  "Fine-tuning jobs by status (all projects).", labels=["status"])
         for status, count in by_status:

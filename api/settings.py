@@ -38,6 +38,12 @@ class Settings(TrainingSettings, ServingSettings):
     rate_limit_requests_per_minute: int = 0
     rate_limit_tokens_per_minute: int = 0
     max_project_stored_bytes: int = 0
+    # Job event streams (`?stream=true`) one project may hold open on one API node (429
+    # past it; 0: no limit): each polls the DB twice a second while it is open.
+    max_event_streams_per_project: int = 20
+    # The stream of a paused job (which may wait for days) ends once it has sent nothing for
+    # this long; clients reconnect after its last event, as after any lost stream.
+    event_stream_paused_idle_seconds: float = 60.0
     # How often expired files and uploads are swept away.
     reaper_interval_seconds: float = 60.0
     # Logs under `{data_dir}/logs` (workers', the engine's rotated ones) nothing wrote to for
