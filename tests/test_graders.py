@@ -3,6 +3,8 @@
 
 import asyncio
 import math
+import random
+import re
 from typing import Any
 
 import openai
@@ -16,14 +18,17 @@ from training.formula import MAX_CHARS
 from training.graders import (
     GraderError,
     GraderResult,
+    GraderTooLarge,
     JudgeError,
     JudgeRejected,
     JudgeReply,
     ScoreModelSamplingParams,
+    _variables,
     parse_grader,
     run_grader,
     validate_grader,
 )
+from training.similarity import MAX_TOKENS
 
 
 def check(input: str = "{{sample.output_text}}", reference: str = "yes",
@@ -101,6 +106,17 @@ def test_a_rendered_value_is_not_rendered_again() -> None:
     assert result.reward == 0.0 and not raised(result)
 
 
+def test_variables_are_found_as_the_regex_of_openais_rules_finds_them() -> None:
+    # The pattern the scanner replaced (it backtracks, cubically, on long inputs), on short
+    # random templates of the characters that matter to it.
+    pattern = re.compile(r"\{\{\s*(.*?)\s*\}\}")
+    chance = random.Random(7)
+    for _ in range(20_000):
+        template = "".join(chance.choice("{{}} \n\ta.\u3000") for _ in range(chance.randint(0, 14)))
+        expected = [(m.start(), m.end(), m.group(1)) for m in pattern.finditer(template)]
+        assert list(_variables(template)) == expected, template
+
+
 @pytest.mark.parametrize(("template", "item", "sample", "flag"), [
     ("{{item.missing}}", {"answer": "yes"}, "", "invalid_variable_error"),
     ("{{item.a.b.c}}", {"a": {"b": "leaf"}}, "", "invalid_variable_error"),
@@ -171,6 +187,18 @@ def test_every_metric_spans_zero_to_one(metric: str) -> None:
     assert grade(similar(metric), same, {"answer": same}).reward == pytest.approx(1.0)
     assert grade(similar(metric), "xyz", {"answer": "abc"}).reward == 0.0
     assert grade(similar(metric), "", {"answer": "abc"}).reward == 0.0
+
+
+@pytest.mark.parametrize(("metric", "words"), [
+    ("fuzzy_match", 20_000), ("rouge_l", 40_000), ("bleu", MAX_TOKENS + 1)])
+def test_similarity_of_texts_too_long_to_compare_cheaply_names_the_longer(
+        metric: str, words: int) -> None:
+    long = " ".join(f"w{i}" for i in range(words))
+    with pytest.raises(GraderTooLarge) as refused:
+        grade(similar(metric), long, {"answer": long[:-1]})
+    assert (refused.value.param, refused.value.code) == ("grader.input", "text_too_long")
+    flagged = grade(similar(metric), long, {"answer": long}, flag_too_large=True)
+    assert raised(flagged) == {"other_error"} and flagged.reward == 0.0
 
 
 def test_rouge_l_stays_fast_on_long_samples() -> None:

@@ -14,24 +14,38 @@ run its code in) and `label_model` are refused with a `GraderError`.
 Templates, as OpenAI's graders guide writes them: `{{item.field}}` (nested: `{{item.a.b}}`,
 list indices `{{item.a.0}}`), `{{sample.output_text}}` and, when the sample is valid JSON,
 `{{sample.output_json.field}}`. What a template cannot resolve is reported in the result's
-error flags (the reward is then 0), as OpenAI reports it."""
+error flags (the reward is then 0), as OpenAI reports it.
+
+The work of one grading is bounded, whatever its grader, item and sample: templates render
+at most `MAX_RENDERED_CHARS` in all (checked as values are put in, before the text is
+built), in linear time, and off the event loop with the comparisons; fuzzy_match and
+rouge_l compare texts of a bounded size (training/similarity.py); the formula is short and
+shallow (training/formula.py). A grading past a bound is a `GraderTooLarge` naming the
+field; the reward functions of reinforcement fine-tuning flag that sample instead."""
 
 import asyncio
 import contextlib
 import json
 import re
+import threading
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, FiniteFloat, ValidationError, field_validator
 
 from training.formula import FormulaError, parse_formula
-from training.similarity import similarity
+from training.similarity import TextsTooLong, similarity
 
 # A judge that has not answered by then is taken as unresponsive.
 JUDGE_TIMEOUT_SECONDS = 120.0
+# Characters one grading may render, over all templates of its graders together. A template
+# repeats values: without a cap, "{{item.a}}" * 70000 over a 300 KB `item.a` (a 1 MiB
+# request) renders 20 GiB and the API node is killed for its memory. 4 Mi characters (16 MiB
+# at most as a Python string) take a sample, a reference and a judge's prompt of documents
+# far past what a judge's context window holds.
+MAX_RENDERED_CHARS = 4 * 1024 * 1024
 
 
 class _Strict(BaseModel):
@@ -141,6 +155,12 @@ class GraderError(ValueError):
     def __init__(self, param: str, message: str, code: str = "invalid_value") -> None:
         super().__init__(message)
         self.param, self.message, self.code = param, message, code
+
+
+class GraderTooLarge(GraderError):
+    """A grading past one of its bounds (a template rendering past `MAX_RENDERED_CHARS`,
+    texts too long to compare): `param` names the field. The API answers it with a 400; in
+    reinforcement fine-tuning it is that sample's `other_error`, as the item is the row's."""
 
 
 def parse_grader(data: Any, param: str = "grader") -> AnyGrader:
@@ -355,9 +375,6 @@ class _Failed(Exception):
         self.flag, self.details = flag, details
 
 
-_TEMPLATE = re.compile(r"\{\{\s*(.*?)\s*\}\}")
-
-
 @dataclass
 class _Run:
     namespaces: dict[str, Any]
@@ -365,9 +382,40 @@ class _Run:
     judge_timeout: float
     errors: GraderErrors = field(default_factory=GraderErrors)
     usage: dict[str, dict[str, int]] = field(default_factory=dict)
+    # Characters rendered so far by each template's field, for a multi grader's graders
+    # together (rendering in threads at once).
+    rendered: dict[str, int] = field(default_factory=dict)
+    rendered_in_all: int = 0
+    _rendering: threading.Lock = field(default_factory=threading.Lock)
+    # A grading past its bounds is flagged (`other_error`) rather than raised.
+    flag_too_large: bool = False
 
-    def render(self, template: str) -> str:
-        return _TEMPLATE.sub(lambda m: _as_text(self._lookup(m.group(1))), template)
+    def render(self, template: str, param: str) -> str:
+        """The template with its variables' values put in. Past `MAX_RENDERED_CHARS` for the
+        grading, a GraderTooLarge, before the text is built."""
+        parts: list[str] = []
+        end = 0
+        for start, stop, variable in _variables(template):
+            value = _as_text(self._lookup(variable))
+            parts += (template[end:start], value)
+            self._count(len(parts[-2]) + len(value), param)
+            end = stop
+        parts.append(template[end:])
+        self._count(len(parts[-1]), param)
+        return "".join(parts)
+
+    def _count(self, chars: int, param: str) -> None:
+        with self._rendering:
+            self.rendered[param] = self.rendered.get(param, 0) + chars
+            self.rendered_in_all += chars
+            if self.rendered_in_all <= MAX_RENDERED_CHARS:
+                return
+            # The field that rendered most, whichever of the graders rendering at once
+            # passed the cap.
+            largest = max(self.rendered, key=self.rendered.__getitem__)
+        raise GraderTooLarge(largest, f"'{largest}' renders past the {MAX_RENDERED_CHARS:,} "
+                             "characters a grading may render in all (its values put in, "
+                             "over every template of the grader).", "template_too_large")
 
     def _lookup(self, variable: str) -> Any:
         namespace, *path = variable.split(".")
@@ -400,6 +448,31 @@ class _Run:
         used["cached_tokens"] += reply.cached_tokens
 
 
+def _variables(template: str) -> Iterator[tuple[int, int, str]]:
+    """(start, end, variable) of each `{{ variable }}` in the template, in time linear in its
+    length: a variable is what stands between `{{` and the first `}}` after it, stripped of
+    whitespace, on one line (a regex with these rules, `\\{\\{\\s*(.*?)\\s*\\}\\}`,
+    backtracks: 5,000 spaces after `{{` take it over a minute)."""
+    search = 0
+    while (start := template.find("{{", search)) >= 0:
+        stop = template.find("}}", start + 2)
+        if stop < 0:
+            return  # no later `{{` has a `}}` after it either
+        inner = template[start + 2:stop]
+        variable = inner.strip()
+        newline = variable.rfind("\n")
+        if newline < 0:
+            yield start, stop + 2, variable
+            search = stop + 2
+            continue
+        # Not a variable, nor is one from a later `{{` whose text holds this line break:
+        # only a `{{` just before the whitespace that leads up to it can start one.
+        broken = start + 2 + (len(inner) - len(inner.lstrip())) + newline
+        while template[broken - 1].isspace():
+            broken -= 1
+        search = max(start + 1, broken - 2)
+
+
 def _as_text(value: Any) -> str:
     return value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
 
@@ -415,12 +488,14 @@ def namespaces(sample: str, item: Any) -> dict[str, Any]:
 
 async def run_grader(grader: AnyGrader, sample: str, item: Any = None,
                      judge: Judge | None = None, *, param: str = "grader",
-                     judge_timeout: float = JUDGE_TIMEOUT_SECONDS) -> GraderResult:
+                     judge_timeout: float = JUDGE_TIMEOUT_SECONDS,
+                     flag_too_large: bool = False) -> GraderResult:
     """Grades `sample` against `item`. What goes wrong while grading is in the result's error
     flags, with a reward of 0; a judge that rejects the grader's request raises a GraderError
-    naming the field (under `param`)."""
+    naming the field (under `param`), and a grading past its bounds a GraderTooLarge (with
+    `flag_too_large`, its `other_error` flag instead)."""
     started = time.perf_counter()
-    run = _Run(namespaces(sample, item), judge, judge_timeout)
+    run = _Run(namespaces(sample, item), judge, judge_timeout, flag_too_large=flag_too_large)
     sub_rewards: dict[str, float] = {}
     if isinstance(grader, MultiGrader):
         reward, sub_rewards = await _multi(run, grader, param)
@@ -465,19 +540,33 @@ async def _multi(run: _Run, grader: MultiGrader, param: str) -> tuple[float | No
 async def _score(run: _Run, grader: BaseModel, param: str) -> float | None:
     """The grader's score; None where it failed (its flag is set)."""
     try:
-        if isinstance(grader, StringCheckGrader):
-            return string_check(grader.operation, run.render(grader.input),
-                                run.render(grader.reference))
-        if isinstance(grader, TextSimilarityGrader):
-            # Quadratic in the texts' lengths at worst: off the event loop.
-            return await asyncio.to_thread(similarity, grader.evaluation_metric,
-                                           run.render(grader.input),
-                                           run.render(grader.reference))
+        if isinstance(grader, StringCheckGrader | TextSimilarityGrader):
+            # Rendering and comparing take time linear in the texts (quadratic for two
+            # metrics, which bound the texts' size): off the event loop.
+            return await asyncio.to_thread(_compare, run, grader, param)
         assert isinstance(grader, ScoreModelGrader)
         return await _judged(run, grader, param)
     except _Failed as failure:
         run.flag(failure)
         return None
+    except GraderTooLarge:
+        if not run.flag_too_large:
+            raise
+        run.errors.other_error = True
+        return None
+
+
+def _compare(run: _Run, grader: StringCheckGrader | TextSimilarityGrader, param: str) -> float:
+    graded = run.render(grader.input, f"{param}.input")
+    reference = run.render(grader.reference, f"{param}.reference")
+    if isinstance(grader, StringCheckGrader):
+        return string_check(grader.operation, graded, reference)
+    try:
+        return similarity(grader.evaluation_metric, graded, reference)
+    except TextsTooLong as exc:
+        longer = "input" if len(graded) >= len(reference) else "reference"
+        raise GraderTooLarge(f"{param}.{longer}", f"'{param}.{longer}' renders too long to "
+                             f"compare: {exc}.", "text_too_long") from None
 
 
 def string_check(operation: str, graded: str, reference: str) -> float:
@@ -491,7 +580,9 @@ def string_check(operation: str, graded: str, reference: str) -> float:
 
 
 async def _judged(run: _Run, grader: ScoreModelGrader, param: str) -> float:
-    messages = [{"role": m.role, "content": run.render(m.text())} for m in grader.input]
+    messages = await asyncio.to_thread(lambda: [
+        {"role": m.role, "content": run.render(m.text(), f"{param}.input[{i}].content")}
+        for i, m in enumerate(grader.input)])
     if run.judge is None:
         raise _Failed("model_grader_server_error", "No model server answers score_model "
                       "graders here.")

@@ -17,8 +17,8 @@ from training.graders import AnyGrader, GraderResult, Judge, MultiGrader, parse_
 ITEM_COLUMN = "item_json"
 GRADER_PARAM = "method.reinforcement.grader"
 # TRL's metric (the share of a step's samples whose grading raised an error flag: a judge
-# that failed or did not answer, a template that did not resolve); such a sample's reward
-# is 0.
+# that failed or did not answer, a template that did not resolve or rendered too large);
+# such a sample's reward is 0.
 ERROR_RATE_METRIC = "grader_error_rate"
 
 
@@ -41,9 +41,11 @@ class _Grading:
 
     async def _grade(self, texts: list[str], items: list[Any],
                      log_metric: Callable[[str, float], None] | None) -> list[GraderResult]:
+        # A row whose grading is past its bounds (an item too large to render) is that
+        # sample's `other_error`, not the end of the job.
         results = await asyncio.gather(*(
             run_grader(self.grader, text, item, self.judge, param=GRADER_PARAM,
-                       judge_timeout=self.judge_timeout)
+                       judge_timeout=self.judge_timeout, flag_too_large=True)
             for text, item in zip(texts, items, strict=True)))
         if log_metric is not None and results:
             failed = sum(r.metadata.errors.raised() for r in results)

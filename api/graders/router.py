@@ -5,7 +5,8 @@ A grader this server cannot run is a 400 naming its field (`param`), on both rou
 goes wrong while a valid grader runs (an unresolved template variable, a judge that did not
 answer a number, a formula without a value) is in the run's `metadata.errors` flags with a
 reward of 0, as OpenAI answers it; so a formula that does not parse is a 400 from `/validate`
-and a `formula_parse_error` from `/run`."""
+and a `formula_parse_error` from `/run`. A grading past its bounds (a template rendering too
+much, texts too long to compare) is a 400 naming the field too."""
 
 from fastapi import APIRouter, Request
 
