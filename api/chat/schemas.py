@@ -7,6 +7,11 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+# OpenAI's bound on the functions of one request. Each is rendered into the prompt (and may
+# be compiled into a grammar) by the engine: without one, a 16 MiB body of tiny tools is work
+# for the engine out of proportion to anything a model can use.
+MAX_TOOLS = 128
+
 
 class ChatMessage(BaseModel):
     model_config = ConfigDict(extra="allow")
@@ -52,7 +57,7 @@ class ChatCompletionRequest(BaseModel):
     logprobs: bool | None = None
     top_logprobs: Annotated[int, Field(ge=0, le=20)] | None = None
     response_format: ResponseFormat | None = None
-    tools: list[dict[str, Any]] | None = None
+    tools: Annotated[list[dict[str, Any]], Field(max_length=MAX_TOOLS)] | None = None
     tool_choice: str | dict[str, Any] | None = None
     stream: bool | None = None
     stream_options: StreamOptions | None = None

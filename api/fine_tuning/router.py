@@ -12,6 +12,7 @@ from api.errors import APIError, error_responses
 from api.fine_tuning import service
 from api.fine_tuning.event_stream import StreamSlots, event_stream, held_stream, start_seq
 from api.fine_tuning.schemas import (
+    MAX_METADATA_PAIRS,
     CreateFineTuningJobRequest,
     FineTuningJobCheckpointList,
     FineTuningJobCheckpointObject,
@@ -50,15 +51,22 @@ def list_jobs(
 ) -> FineTuningJobList:
     query = select(FineTuningJob).where(FineTuningJob.project_id == project.id)
     # `metadata[key]=value` filters, as the openai client sends them.
-    for name, value in request.query_params.items():
-        if name.startswith("metadata[") and name.endswith("]"):
-            key = name[len("metadata[") : -1]
-            if '"' in key or "\\" in key:
-                # A JSON path cannot quote them on every database.
-                raise APIError(400, f"Cannot filter on the metadata key {key!r}: keys "
-                               "with '\"' or '\\' are not supported in filters.",
-                               param=f"metadata[{key}]", code="invalid_value")
-            query = query.where(FineTuningJob.user_metadata[key].as_string() == value)
+    filters = [(name[len("metadata[") : -1], value)
+               for name, value in request.query_params.items()
+               if name.startswith("metadata[") and name.endswith("]")]
+    if len(filters) > MAX_METADATA_PAIRS:
+        # No job has more keys; each filter is a JSON path in the query (SQLite refuses an
+        # expression some 1,000 deep).
+        raise APIError(400, f"At most {MAX_METADATA_PAIRS} metadata filters: a job has at "
+                       f"most {MAX_METADATA_PAIRS} metadata keys.", param="metadata",
+                       code="invalid_value")
+    for key, value in filters:
+        if '"' in key or "\\" in key:
+            # A JSON path cannot quote them on every database.
+            raise APIError(400, f"Cannot filter on the metadata key {key!r}: keys "
+                           "with '\"' or '\\' are not supported in filters.",
+                           param=f"metadata[{key}]", code="invalid_value")
+        query = query.where(FineTuningJob.user_metadata[key].as_string() == value)
     rows, has_more = page(session, query, FineTuningJob, after=after, limit=limit)
     return FineTuningJobList(data=[FineTuningJobObject.of(j) for j in rows], has_more=has_more)
 

@@ -10,6 +10,8 @@ from training import evaluation_state
 Auto = Literal["auto"]
 # The suffix becomes part of a `:`-separated model name, so it cannot hold `:` or `/`.
 SUFFIX = r"^[A-Za-z0-9_.-]+$"
+# A job's metadata holds at most this many keys (OpenAI's bound); listing filters on as many.
+MAX_METADATA_PAIRS = 16
 Projection = Literal["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
 
@@ -107,8 +109,8 @@ class CreateFineTuningJobRequest(BaseModel):
     @classmethod
     def _metadata_limits(cls, value: dict[str, str] | None) -> dict[str, str] | None:
         if value is not None:
-            if len(value) > 16:
-                raise ValueError("at most 16 key-value pairs")
+            if len(value) > MAX_METADATA_PAIRS:
+                raise ValueError(f"at most {MAX_METADATA_PAIRS} key-value pairs")
             if any(len(k) > 64 for k in value):
                 raise ValueError("keys are at most 64 characters")
         return value
