@@ -370,6 +370,8 @@ class VLLMEngine:
                 # is tied to the thread that started the child.
                 self._spawn()
                 http.base_url = self.http.base_url
+                # A cluster replica answers no route without the key (serving/replica_auth.py).
+                http.headers["authorization"] = self.http.headers["authorization"]
                 # The first start is said once it is ready; a restart is news.
                 log.log(logging.INFO if self.generation > 1 else logging.DEBUG,
                         "starting vLLM for %s on %s (log: %s)", self.model.name,

@@ -9,12 +9,12 @@ with the replica's key are served so; the cache never deletes an adapter vLLM ha
 import asyncio
 import json
 import os
-import secrets
 from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from serving.adapters import AdapterCache, ModelNotFound
+from serving.replica_auth import authorized
 from serving.settings import ServingSettings
 from storage.blob import open_blob_store
 
@@ -35,7 +35,7 @@ class BlobAdapters:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if (scope["type"] != "http" or scope.get("method") != "POST"
-                or scope["path"] not in (_LOAD, _UNLOAD) or not self._authorized(scope)):
+                or scope["path"] not in (_LOAD, _UNLOAD) or not authorized(scope, self.key)):
             await self.app(scope, receive, send)  # vLLM's own auth answers the rest
             return
         body = await _read(receive)
@@ -60,14 +60,6 @@ class BlobAdapters:
                 (k, str(len(body)).encode() if k == b"content-length" else v)
                 for k, v in scope["headers"]]}
         await self.app(scope, _replay(body, receive), send)
-
-    def _authorized(self, scope: Scope) -> bool:
-        for key, value in scope["headers"]:
-            if key == b"authorization":
-                return bool(self.key) and secrets.compare_digest(
-                    value, f"Bearer {self.key}".encode())
-        return False
-
 
 async def _read(receive: Receive) -> bytes:
     chunks = []

@@ -3,7 +3,8 @@
 Each replica is a detached Ray actor holding the GPU its vLLM runs on (`num_gpus`); Ray
 restarts an actor whose process dies (`max_restarts=-1`), and inside it the same supervisor as
 the API node's own engine restarts a vLLM that dies or stops answering. A replica listens on
-its node's address with a key made at each start, checks that the port it reaches is its own
+its node's address with a key made at each start (required on every route, not only vLLM's
+`/v1`: serving/replica_auth.py), checks that the port it reaches is its own
 vLLM's, and announces itself in the DB (`serving_replicas`) with every health check it passes:
 that is how every API node finds it, with no Ray driver in the API.
 
@@ -34,6 +35,12 @@ CONTROLLER_INTERVAL = 2.0
 SCALE_UP_LOOKS = 2
 
 
+# vLLM adds each middleware outside the ones before it: the key is checked first, on every
+# route; then adapters are fetched from the blob store.
+REPLICA_VLLM_ARGS = ["--middleware", "serving.node_adapters.BlobAdapters",
+                     "--middleware", "serving.replica_auth.RequireKey"]
+
+
 def replica_name(base: str, index: int) -> str:
     return f"tuneserve-vllm-{re.sub(r'[^A-Za-z0-9_.-]', '-', base)}-{index}"
 
@@ -60,7 +67,7 @@ class ReplicaHost:
         self.engine = VLLMEngine(
             settings, base_models(settings)[base], host=ray.util.get_node_ip_address(),
             name=name, on_healthy=self._beat,
-            extra_args=["--middleware", "serving.node_adapters.BlobAdapters"],
+            extra_args=REPLICA_VLLM_ARGS,
             # What that middleware reads: adapters go to this replica's own cache.
             extra_env={"TUNESERVE_DATA_DIR": str(settings.data_dir),
                        "TUNESERVE_ADAPTER_CACHE_DIR": str(settings.adapter_cache_dir)})

@@ -155,8 +155,12 @@ def test_replicas_run_on_the_cluster_s_nodes_and_serve_the_base(
     answer = ray_serving.client().chat.completions.create(
         model=BASE, messages=PROMPT, max_tokens=4)
     assert answer.model == BASE and answer.choices[0].message.content
-    for row in rows:  # each replica wants its own key
+    for row in rows:  # each replica wants its own key, on every route (see
+        # tests/adversarial/test_replica_side_doors.py)
         assert httpx.get(row.url + "/v1/models", timeout=10).status_code == 401
+        assert httpx.post(row.url + "/invocations", timeout=10, json={
+            "model": BASE, "messages": PROMPT, "max_tokens": 4}).status_code == 401
+        assert httpx.get(row.url + "/metrics", timeout=10).status_code == 401
 
 
 def test_only_bases_the_cluster_serves_are_listed_and_trained(
