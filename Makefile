@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 EXTRA := $(shell command -v nvidia-smi >/dev/null 2>&1 && echo gpu || echo cpu)
 STAMP := $(VENV)/.installed-$(EXTRA)
 
-.PHONY: install model run test lint openapi bench-upload bench-train bench-serve bench-queue postgres \
+.PHONY: install model run test lint openapi docs bench-upload bench-train bench-serve bench-queue postgres \
 	chromium \
 	bench-route bench-route-sim bench-load \
 	check-gpu-deps
@@ -66,6 +66,10 @@ lint: install
 
 openapi: install
 	$(BIN)/tuneserve openapi --out openapi.yaml
+
+# docs/settings.md from the settings classes' descriptions (tests/test_settings_doc.py checks it).
+docs: install
+	$(BIN)/python -m api.settings_doc
 
 bench-upload: install
 	$(BIN)/python bench/upload.py

@@ -5,6 +5,7 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 if TYPE_CHECKING:
@@ -16,29 +17,79 @@ class StorageSettings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="TUNESERVE_", extra="ignore")
 
-    data_dir: Path = Path("./data")
-    # `s3://bucket/prefix` switches the blob store to S3; empty means `{data_dir}/blobs`.
-    blob_url: str = ""
-    s3_endpoint: str | None = None
-    s3_region: str = "us-east-1"
-    # Empty means a SQLite file under the data dir.
-    database_url: str = ""
-    # Where prepared base models live; empty means `{data_dir}/models`.
-    models_dir: Path | None = None
-    # JSON list of extra base models: [{"name", "path", "context_length"?, "tool_parser"?}]
-    # (`tool_parser`: vLLM's parser for the tool calls its chat template makes it write).
-    base_models: str = ""
-    # The Ray cluster that runs training jobs and serving replicas (TUNESERVE_EXECUTOR=ray,
-    # TUNESERVE_SERVING=ray): its head's dashboard address, e.g. http://10.0.0.5:8265.
-    ray_address: str = ""
-    # Nothing waits on storage forever (a black-holed endpoint would hold a thread for
-    # minutes): S3 connect and read timeouts (per try; boto retries a few times), PostgreSQL
-    # connect timeout and per-statement limit, and the wait for a pooled DB connection.
-    s3_connect_timeout: float = 5.0
-    s3_read_timeout: float = 60.0
-    db_connect_timeout: int = 5
-    db_statement_timeout: float = 60.0
-    db_pool_timeout: float = 10.0
+    data_dir: Path = Field(
+        Path("./data"),
+        description=(
+            "Where this node keeps its SQLite metadata, its local blobs and the first API key "
+            "(`api_key`), with its logs and caches."
+        ),
+    )
+    blob_url: str = Field(
+        "",
+        description=(
+            "`s3://bucket/prefix` switches the blob store to S3; empty means `{data_dir}/blobs`."
+        ),
+    )
+    s3_endpoint: str | None = Field(
+        None,
+        description=(
+            "Any S3-compatible endpoint (MinIO, SeaweedFS); unset means AWS. Credentials come from "
+            "the standard `AWS_*` variables."
+        ),
+    )
+    s3_region: str = Field("us-east-1", description="Region for the S3 client.")
+    database_url: str = Field(
+        "",
+        description=(
+            "Empty means a SQLite file under the data dir; e.g. "
+            "`postgresql+psycopg://user@host/db` for many nodes."
+        ),
+    )
+    models_dir: Path | None = Field(
+        None,
+        description="Where prepared base models live; empty means `{data_dir}/models`.",
+    )
+    base_models: str = Field(
+        "",
+        description=(
+            "JSON list of extra base models: `[{\"name\", \"path\", \"context_length\"?, "
+            "\"tool_parser\"?}]` (`tool_parser`: vLLM's parser for the tool calls its chat "
+            "template makes it write; a name may hold `:`, as Ollama's `qwen2.5:7b` does: storage "
+            "is named after ids, never after model names)."
+        ),
+    )
+    ray_address: str = Field(
+        "",
+        description=(
+            "The Ray cluster that runs training jobs and serving replicas "
+            "(`TUNESERVE_EXECUTOR=ray`, `TUNESERVE_SERVING=ray`; required with either): its head's "
+            "dashboard address, e.g. `http://10.0.0.5:8265`."
+        ),
+    )
+    # Nothing waits on storage forever: a black-holed endpoint would hold a thread for minutes.
+    s3_connect_timeout: float = Field(
+        5.0,
+        description=(
+            "Seconds to connect to S3, per try (boto retries 5 times): a black-holed endpoint "
+            "fails a call in seconds, not minutes."
+        ),
+    )
+    s3_read_timeout: float = Field(
+        60.0,
+        description="Seconds to wait for an S3 answer, per try (boto retries 5 times).",
+    )
+    db_connect_timeout: int = Field(5, description="PostgreSQL: seconds to connect.")
+    db_statement_timeout: float = Field(
+        60.0,
+        description=(
+            "PostgreSQL: seconds one statement may run before it is cancelled (the start-up lock "
+            "waits without limit)."
+        ),
+    )
+    db_pool_timeout: float = Field(
+        10.0,
+        description="Seconds to wait for a pooled database connection.",
+    )
 
     def prepare_data_dir(self) -> None:
         """Creates the data dir for this user alone, and makes what this process writes
