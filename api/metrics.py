@@ -21,6 +21,7 @@ from sqlalchemy import func, select
 from starlette.responses import Response
 
 from storage.models import FineTuningJob
+from storage.states import JobStatus
 
 REGISTRY = CollectorRegistry(auto_describe=False)
 
@@ -104,13 +105,14 @@ def _job_rows(app: FastAPI) -> tuple[list[Any], Any, Any, Any]:
         by_status = list(s.execute(select(FineTuningJob.status, func.count())
                                    .group_by(FineTuningJob.status)))
         oldest = s.scalar(select(func.min(FineTuningJob.created_at))
-                          .where(FineTuningJob.status.in_(("validating_files", "queued"))))
+                          .where(FineTuningJob.status.in_((JobStatus.VALIDATING_FILES,
+                                                           JobStatus.QUEUED))))
         waited = s.execute(select(func.count(), func.sum(FineTuningJob.started_at
                                                          - FineTuningJob.created_at))
                            .where(FineTuningJob.started_at >= now - 3600)).one()
         trained = s.execute(select(func.sum(FineTuningJob.trained_tokens),
                                    func.sum(FineTuningJob.finished_at - FineTuningJob.started_at))
-                            .where(FineTuningJob.status == "succeeded",
+                            .where(FineTuningJob.status == JobStatus.SUCCEEDED,
                                    FineTuningJob.finished_at >= now - 86400)).one()
     return by_status, oldest, waited, trained
 

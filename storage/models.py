@@ -15,6 +15,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+from storage.states import EnumString, JobStatus
+
 # SQLite only auto-increments an INTEGER PRIMARY KEY.
 SeqType = BigInteger().with_variant(Integer(), "sqlite")
 
@@ -117,7 +119,8 @@ class FineTuningJob(Base):
     method: Mapped[dict[str, Any]] = mapped_column(JSON)
     user_metadata: Mapped[dict[str, str] | None] = mapped_column("metadata", JSON, default=None)
     integrations: Mapped[list[dict[str, Any]] | None] = mapped_column(JSON, default=None)
-    status: Mapped[str] = mapped_column(String(32))
+    # Read back as the enum; stored as its string (the column is a VARCHAR(32) as before).
+    status: Mapped[JobStatus] = mapped_column(EnumString(JobStatus, 32))
     error: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
     # Decided at creation (checkpoints are named after it); shown once the job succeeds.
     model_name: Mapped[str] = mapped_column(String(512))

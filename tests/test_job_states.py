@@ -7,7 +7,8 @@ import time
 from pathlib import Path
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, text, update
+from sqlalchemy.exc import StatementError
 
 from storage.blob import LocalBlobStore
 from storage.db import Database
@@ -137,6 +138,21 @@ def test_terminal_states_lead_nowhere_and_every_state_is_reachable() -> None:
     for _ in ALL:
         reachable |= {t for s in reachable for t in TRANSITIONS[s]}
     assert reachable == set(ALL)
+
+
+def test_the_status_column_is_typed_by_the_enum(database: Database) -> None:
+    # Stored as the enum's string (no migration), read back as the enum; a string that is no
+    # state never reaches the column.
+    job_id = _job(database, _project(database))
+    assert type(_get(database, job_id).status) is JobStatus
+    with database.session() as s:
+        stored = s.execute(text("SELECT status FROM fine_tuning_jobs WHERE id = :id"),
+                           {"id": job_id}).scalar_one()
+        assert type(stored) is str and stored == "queued"
+    with database.session() as s, pytest.raises(StatementError, match="'finished'"):
+        s.execute(update(FineTuningJob).where(FineTuningJob.id == job_id)
+                  .values(status="finished"))
+    assert _get(database, job_id).status == JobStatus.QUEUED
 
 
 def test_a_stale_attempt_cannot_write(database: Database) -> None:

@@ -1,37 +1,26 @@
 """Job state in the DB, shared by the API, the scheduler and workers on any node.
 
-One `JobStatus` enum and one table of allowed transitions. Every change is a conditional
-UPDATE (`WHERE status IN expected`), checked against the table, so a worker, a scheduler and
-an API request racing on one job cannot undo each other's decisions. Whoever holds a job (a
+One `JobStatus` enum (defined in `storage/states.py`, which types the status column with it)
+and one table of allowed transitions. Every change is a conditional UPDATE (`WHERE status IN
+expected`), checked against the table, so a worker, a scheduler and an API request racing on
+one job cannot undo each other's decisions. Whoever holds a job (a
 validation or a worker) holds one `attempt` number; its writes also check that number
 (fencing), so a holder that lost the job changes nothing."""
 
 import time
-from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
 
-from storage import api_keys, webhooks
+from storage import api_keys, states, webhooks
 from storage.blob import BlobStore
 from storage.ids import new_id, random_token
 from storage.keys import job_prefix
 from storage.models import FineTunedModel, FineTuningJob, JobCheckpoint, JobEvent
+from storage.states import IllegalTransition as IllegalTransition  # re-exported
+from storage.states import JobStatus as JobStatus  # re-exported
 from storage.tombstones import bury
-
-
-class JobStatus(StrEnum):
-    VALIDATING_FILES = "validating_files"
-    QUEUED = "queued"
-    RUNNING = "running"
-    # Pause asked for; the worker is saving a checkpoint before it stops.
-    PAUSING = "pausing"
-    PAUSED = "paused"
-    SUCCEEDED = "succeeded"
-    FAILED = "failed"
-    CANCELLED = "cancelled"
-
 
 S = JobStatus
 TRANSITIONS: dict[JobStatus, frozenset[JobStatus]] = {
@@ -55,14 +44,8 @@ ACTIVE = tuple(s for s in JobStatus if s not in TERMINAL)
 WORKING = (JobStatus.RUNNING, JobStatus.PAUSING)
 
 
-class IllegalTransition(ValueError):
-    """A code path asked for a move the table does not allow: a bug, not a race."""
-
-
 def check_transition(expect: tuple[str, ...], target: str) -> None:
-    bad = [s for s in expect if JobStatus(target) not in TRANSITIONS[JobStatus(s)]]
-    if bad:
-        raise IllegalTransition(f"{', '.join(bad)} -> {target} is not an allowed transition")
+    states.check_transition(TRANSITIONS, [JobStatus(s) for s in expect], JobStatus(target))
 
 
 def fine_tuned_model_name(base: str, project: str, suffix: str | None) -> str:

@@ -206,7 +206,7 @@ def create_job(session: Session, store: BlobStore, project: Project,
         seed=body.seed if body.seed is not None else secrets.randbelow(2**31),
         method=method, user_metadata=body.metadata,
         integrations=[i.model_dump(exclude_none=True) for i in body.integrations or []] or None,
-        status="validating_files", created_at=int(time.time()),
+        status=JobStatus.VALIDATING_FILES, created_at=int(time.time()),
         model_name=jobs.fine_tuned_model_name(base, project.name, body.suffix),
         result_files=[],
         # Reinforcement data has no reference answers for the built-in evaluation.

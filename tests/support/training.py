@@ -8,9 +8,9 @@ import psutil
 from openai.types.fine_tuning import FineTuningJob
 
 from storage.base_models import DEFAULT_BASE_MODEL
+from training.jobs import TERMINAL as TERMINAL  # re-exported for the job tests
 
 BASE = DEFAULT_BASE_MODEL
-TERMINAL = ("succeeded", "failed", "cancelled")
 
 
 def sft_example(i: int) -> dict:  # type: ignore[type-arg]
