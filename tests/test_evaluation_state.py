@@ -19,6 +19,7 @@ from storage.db import Database
 from storage.ids import new_id
 from storage.keys import file_key
 from storage.models import FineTuningJob, Project
+from storage.states import IllegalTransition
 from tests.support.training import jsonl, sft_example
 from training import evaluation_state as ev
 from training import jobs
@@ -69,6 +70,46 @@ def test_one_node_runs_an_evaluation_and_a_dead_nodes_claim_is_taken_over(
     with database.session() as s:
         assert ev.candidates(s, ["m"]) == []
         assert ev.claim(s, job_id, "node-c", now=10_000, stale_before=9_999) is None
+
+
+# The transition table, every pair (None: the job has no evaluation).
+EVALUATION_STATES = [None, *ev.EvaluationStatus]
+
+
+def _evaluation(status: ev.EvaluationStatus | None) -> dict[str, Any] | None:
+    return None if status is None else {"status": status, "_claim": "node"}
+
+
+@pytest.mark.parametrize("source", EVALUATION_STATES)
+def test_every_evaluation_transition_is_allowed_or_refused_by_the_table(
+        source: ev.EvaluationStatus | None) -> None:
+    for target in EVALUATION_STATES:
+        job = FineTuningJob(evaluation=_evaluation(source))
+        if target in ev.TRANSITIONS[source]:
+            ev._write(job, _evaluation(target))
+            assert ev.status_of(job.evaluation) == target
+        else:
+            with pytest.raises(IllegalTransition):
+                ev._write(job, _evaluation(target))
+            assert job.evaluation == _evaluation(source)
+
+
+def test_finished_evaluations_lead_nowhere_and_every_state_is_reachable() -> None:
+    assert not ev.TRANSITIONS[ev.COMPLETED] and not ev.TRANSITIONS[ev.FAILED]
+    reachable: set[ev.EvaluationStatus | None] = {None}
+    for _ in EVALUATION_STATES:
+        reachable |= {t for s in reachable for t in ev.TRANSITIONS[s]}
+    assert reachable == set(EVALUATION_STATES)
+
+
+def test_a_worker_cannot_complete_an_evaluation_the_engine_owns(database: Database) -> None:
+    # The worker's success writes its evaluation through the same table: one pending on the
+    # engine is not the worker's to complete.
+    job_id = _succeeded_job(database)
+    with pytest.raises(IllegalTransition):
+        ev.completed_by_worker(_job(database, job_id).evaluation, {"score": 1}, "file-e")
+    assert ev.completed_by_worker(None, {"score": 1}, "file-e") == {
+        "status": "completed", "score": 1, "result_file": "file-e"}
 
 
 def test_failed_tries_are_retried_then_given_up(database: Database) -> None:

@@ -5,27 +5,85 @@ model as it is served) after it succeeded, so its model is usable at once and th
 spends no time on it. `job.evaluation` carries the state from creation on:
 
     pending --claim--> running --finish--> completed
-                          |  \\--give_up (attempts left)--> pending
+                          |  \\--give_up (attempts left) / release--> pending
                           \\--give_up (none left) / model gone--> failed
+
+`TRANSITIONS` is that diagram as a table (with `None`, no evaluation, as a state: a job is
+created with none or pending, its worker may complete it, and a running one may be dropped);
+`_write` is the one writer, which checks each move against it. Every write is guarded: the
+engine's under the row lock and its claim token (`_held`), the worker's inside the job's
+fenced success transition (`completed_by_worker`).
 
 Any API node that serves the base may claim a pending evaluation; a claim is held by a token
 and its time, and one older than the claim timeout (its node died) may be taken again. Keys
 starting with `_` are this bookkeeping; tenants never see them. A job evaluated by its worker
 gets its `completed` evaluation with its success instead."""
 
+from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from storage import states
 from storage.models import FineTunedModel, FineTuningJob, JobCheckpoint
 from training.jobs import JobStatus
 
-PENDING, RUNNING, COMPLETED, FAILED = "pending", "running", "completed", "failed"
+
+class EvaluationStatus(StrEnum):
+    PENDING = "pending"
+    RUNNING = "running"
+    COMPLETED = "completed"
+    FAILED = "failed"
+
+
+# Short names, for the callers that compare with them.
+PENDING, RUNNING = EvaluationStatus.PENDING, EvaluationStatus.RUNNING
+COMPLETED, FAILED = EvaluationStatus.COMPLETED, EvaluationStatus.FAILED
+
+E = EvaluationStatus
+# None: the job has no evaluation (none asked for, or nothing to compare with).
+TRANSITIONS: dict[EvaluationStatus | None, frozenset[EvaluationStatus | None]] = {
+    # -> pending: created for the engine; -> completed: its worker evaluated it.
+    None: frozenset({E.PENDING, E.COMPLETED}),
+    E.PENDING: frozenset({E.RUNNING}),
+    # -> running: the claim is renewed, or a stale one (its node died) taken over;
+    # -> None: no validation example has a text answer to compare with.
+    E.RUNNING: frozenset({E.RUNNING, E.PENDING, E.COMPLETED, E.FAILED, None}),
+    E.COMPLETED: frozenset(),
+    E.FAILED: frozenset(),
+}
+del E
+
+
+def status_of(evaluation: dict[str, Any] | None) -> EvaluationStatus | None:
+    return None if not evaluation else EvaluationStatus(evaluation["status"])
+
+
+def check_transition(current: dict[str, Any] | None, new: dict[str, Any] | None) -> None:
+    states.check_transition(TRANSITIONS, [status_of(current)], status_of(new))
+
+
+def _write(job: FineTuningJob, new: dict[str, Any] | None) -> None:
+    """The one writer of a held (locked) job's evaluation."""
+    check_transition(job.evaluation, new)
+    job.evaluation = new
 
 
 def pending() -> dict[str, Any]:
-    return {"status": PENDING}
+    """A new job's evaluation, when the serving engine is to do it."""
+    new = {"status": PENDING}
+    check_transition(None, new)
+    return new
+
+
+def completed_by_worker(current: dict[str, Any] | None, summary: dict[str, Any],
+                        result_file: str) -> dict[str, Any]:
+    """The evaluation its worker made, to write with the job's success (a transition fenced
+    by the worker's attempt, so a worker that lost the job writes nothing)."""
+    new = {"status": COMPLETED, **summary, "result_file": result_file}
+    check_transition(current, new)
+    return new
 
 
 def is_pending(evaluation: dict[str, Any] | None) -> bool:
@@ -83,8 +141,8 @@ def claim(session: Session, job_id: str, token: str, now: float,
     fresh = state.get("status") == RUNNING and state.get("_claimed_at", 0) >= stale_before
     if state.get("status") not in (PENDING, RUNNING) or fresh:
         return None
-    job.evaluation = {"status": RUNNING, "_claim": token, "_claimed_at": now,
-                      "_attempts": state.get("_attempts", 0)}
+    _write(job, {"status": RUNNING, "_claim": token, "_claimed_at": now,
+                 "_attempts": state.get("_attempts", 0)})
     session.flush()  # written even if the caller detaches the row before the commit
     return job
 
@@ -101,7 +159,7 @@ def renew(session: Session, job_id: str, token: str, now: float) -> bool:
     job = _held(session, job_id, token)
     if job is None:
         return False
-    job.evaluation = {**job.evaluation, "_claimed_at": now}  # type: ignore[dict-item]
+    _write(job, {**job.evaluation, "_claimed_at": now})  # type: ignore[dict-item]
     return True
 
 
@@ -112,13 +170,13 @@ def finish(session: Session, job_id: str, token: str, summary: dict[str, Any],
     job = _held(session, job_id, token)
     if job is None:
         return False
-    job.evaluation = {"status": COMPLETED, **summary, "result_file": result_file}
+    _write(job, {"status": COMPLETED, **summary, "result_file": result_file})
     job.result_files = [*job.result_files, result_file]
     return True
 
 
 def give_up(session: Session, job_id: str, token: str, error: str, max_attempts: int,
-            final: bool = False) -> str | None:
+            final: bool = False) -> EvaluationStatus | None:
     """Ends this node's try: back to pending while attempts are left (not `final`), else
     failed with `error`. Returns the new status, None if the claim was no longer held."""
     job = _held(session, job_id, token)
@@ -126,9 +184,9 @@ def give_up(session: Session, job_id: str, token: str, error: str, max_attempts:
         return None
     attempts = int(job.evaluation.get("_attempts", 0)) + 1  # type: ignore[union-attr]
     if final or attempts >= max_attempts:
-        job.evaluation = {"status": FAILED, "error": error}
+        _write(job, {"status": FAILED, "error": error})
         return FAILED
-    job.evaluation = {"status": PENDING, "_attempts": attempts}
+    _write(job, {"status": PENDING, "_attempts": attempts})
     return PENDING
 
 
@@ -136,12 +194,12 @@ def release(session: Session, job_id: str, token: str) -> None:
     """Hands the evaluation back untried (no engine could take it now)."""
     job = _held(session, job_id, token)
     if job is not None:
-        job.evaluation = {"status": PENDING,
-                          "_attempts": job.evaluation.get("_attempts", 0)}  # type: ignore[union-attr]
+        _write(job, {"status": PENDING,
+                     "_attempts": job.evaluation.get("_attempts", 0)})  # type: ignore[union-attr]
 
 
 def drop(session: Session, job_id: str, token: str) -> None:
     """No evaluation after all (no validation example has a text answer to compare with)."""
     job = _held(session, job_id, token)
     if job is not None:
-        job.evaluation = None
+        _write(job, None)

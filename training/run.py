@@ -239,8 +239,8 @@ def _finish(ctx: JobContext, job: FineTuningJob, trainer: object, tokenizer: obj
     if evaluation is not None:
         eval_id = new_id("file-")
         eval_size = store.put(file_key(job.project_id, eval_id), evaluation[1])
-    summary = ({"status": evaluation_state.COMPLETED, **evaluation[0], "result_file": eval_id}
-               if evaluation else job.evaluation)
+    summary = (evaluation_state.completed_by_worker(job.evaluation, evaluation[0], eval_id)
+               if evaluation and eval_id else job.evaluation)
     results = results_csv(db, job.id)
     result_id = new_id("file-")
     store.put(file_key(job.project_id, result_id), results)
