@@ -5,7 +5,7 @@ import logging
 import time
 
 from fastapi.concurrency import run_in_threadpool
-from sqlalchemy import select, update
+from sqlalchemy import select
 
 from api.orphans import sweep_orphans
 from api.quotas import forget_old_windows
@@ -16,6 +16,7 @@ from storage.keys import file_key, upload_prefix
 from storage.logs import remove_old
 from storage.models import File, Upload
 from storage.tombstones import forget_old
+from storage.uploads import UploadStatus, finish
 
 log = logging.getLogger("tuneserve.api")
 
@@ -30,12 +31,13 @@ def reap_expired(db: Database, store: BlobStore, batch: int = 500) -> int:
         for row in files:
             session.delete(row)
         uploads = list(session.scalars(
-            select(Upload).where(Upload.status == "pending", Upload.expires_at <= now)
+            select(Upload).where(Upload.status == UploadStatus.PENDING, Upload.expires_at <= now)
             .limit(batch)
         ))
-        if uploads:
-            session.execute(update(Upload).where(Upload.id.in_([u.id for u in uploads]))
-                            .values(status="expired"))
+        # Only those still pending: one completed or cancelled meanwhile keeps its state.
+        expired = set(finish(session, [u.id for u in uploads], UploadStatus.EXPIRED, now=now)
+                      if uploads else ())
+        uploads = [u for u in uploads if u.id in expired]
         forget_old_windows(session, now)
         forget_old(session, now)
     for row in files:

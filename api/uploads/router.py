@@ -22,6 +22,7 @@ from storage.db import Database
 from storage.ids import new_id
 from storage.keys import file_key, upload_part_key, upload_prefix
 from storage.models import Upload, UploadPart
+from storage.uploads import UploadStatus, finish
 
 router = APIRouter(prefix="/uploads", tags=["uploads"],
                    responses=error_responses(403, 404, 409, 507))
@@ -53,7 +54,8 @@ def create_upload(
         row = Upload(
             id=new_id("upload_"), project_id=project.id, filename=body.filename,
             purpose=body.purpose, mime_type=body.mime_type, bytes=body.bytes,
-            status="pending", created_at=now, expires_at=now + settings.upload_ttl_seconds,
+            status=UploadStatus.PENDING, created_at=now,
+            expires_at=now + settings.upload_ttl_seconds,
             file_expires_after=body.expires_after.seconds if body.expires_after else None,
         )
         session.add(row)
@@ -168,8 +170,9 @@ def complete_upload(
     try:
         service.verify_content(store, key, body.md5, check_jsonl=upload.purpose == "fine-tune")
         with db.session() as session:
-            if not service.finish(session, upload, "completed", file_id):
-                raise APIError(409, f"Upload '{upload_id}' was completed or cancelled meanwhile.",
+            if not finish(session, [upload.id], UploadStatus.COMPLETED, file_id):
+                raise APIError(409, f"Upload '{upload_id}' was completed, cancelled or expired "
+                               "meanwhile.",
                                param="upload_id", code="upload_not_pending")
             row = files.add_file(
                 session, file_id=file_id, project_id=project.id, filename=upload.filename,
@@ -180,7 +183,7 @@ def complete_upload(
         store.delete(key)
         raise
     store.delete_prefix(upload_prefix(project.id, upload_id))
-    return UploadObject.of(upload, row, status="completed")
+    return UploadObject.of(upload, row, status=UploadStatus.COMPLETED)
 
 
 @router.post("/{upload_id}/cancel", response_model=UploadObject)
@@ -188,9 +191,10 @@ def cancel_upload(
     upload_id: str, project: CurrentProject, session: DB, store: Storage
 ) -> UploadObject:
     upload = service.get_pending_upload(session, project.id, upload_id)
-    if not service.finish(session, upload, "cancelled"):
-        raise APIError(409, f"Upload '{upload_id}' was completed or cancelled meanwhile.",
+    if not finish(session, [upload.id], UploadStatus.CANCELLED):
+        raise APIError(409, f"Upload '{upload_id}' was completed, cancelled or expired "
+                       "meanwhile.",
                        param="upload_id", code="upload_not_pending")
     session.commit()
     store.delete_prefix(upload_prefix(project.id, upload_id))
-    return UploadObject.of(upload, status="cancelled")
+    return UploadObject.of(upload, status=UploadStatus.CANCELLED)

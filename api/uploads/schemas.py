@@ -6,6 +6,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from api.files.schemas import FileExpiration, FileObject, Purpose
 from storage.models import File, Upload, UploadPart
+from storage.uploads import UploadStatus, status_of
 
 
 class CreateUploadRequest(BaseModel):
@@ -33,14 +34,15 @@ class UploadObject(BaseModel):
     expires_at: int
     filename: str
     purpose: str
-    status: Literal["pending", "completed", "cancelled", "expired"]
+    status: UploadStatus
     file: FileObject | None = None
 
     @classmethod
-    def of(cls, row: Upload, file: File | None = None, status: str | None = None) -> "UploadObject":
+    def of(cls, row: Upload, file: File | None = None,
+           status: UploadStatus | None = None) -> "UploadObject":
         return cls(
             id=row.id, bytes=row.bytes, created_at=row.created_at, expires_at=row.expires_at,
-            filename=row.filename, purpose=row.purpose, status=status or row.status,
+            filename=row.filename, purpose=row.purpose, status=status or status_of(row),
             file=FileObject.of(file) if file else None,
         )
 

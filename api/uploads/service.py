@@ -1,21 +1,16 @@
-"""Upload rows and the assembly of parts into a File."""
+"""Upload rows and the assembly of parts into a File. Their states, and the one writer
+that moves them, are in `storage/uploads.py`."""
 
 import hashlib
-import time
 
-from sqlalchemy import select, update
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from api.errors import APIError, not_found
 from api.ingest import JsonlChecker
 from storage.blob import BlobStore
 from storage.models import Upload, UploadPart
-
-
-def status_of(row: Upload) -> str:
-    if row.status == "pending" and row.expires_at <= int(time.time()):
-        return "expired"
-    return row.status
+from storage.uploads import UploadStatus, status_of
 
 
 def get_upload(session: Session, project_id: str, upload_id: str) -> Upload:
@@ -30,7 +25,7 @@ def get_upload(session: Session, project_id: str, upload_id: str) -> Upload:
 def get_pending_upload(session: Session, project_id: str, upload_id: str) -> Upload:
     row = get_upload(session, project_id, upload_id)
     status = status_of(row)
-    if status != "pending":
+    if status is not UploadStatus.PENDING:
         raise APIError(409, f"Upload '{upload_id}' is {status}; it no longer takes changes.",
                        param="upload_id", code="upload_not_pending")
     return row
@@ -86,13 +81,3 @@ def verify_content(store: BlobStore, key: str, md5: str | None, check_jsonl: boo
     if md5 is not None and digest.hexdigest() != md5.lower():
         raise APIError(400, f"The md5 of the assembled file is {digest.hexdigest()}, not {md5}.",
                        param="md5", code="md5_mismatch")
-
-
-def finish(session: Session, upload: Upload, status: str, file_id: str | None = None) -> bool:
-    """Moves a pending upload to `status`; False when another request got there first."""
-    result = session.execute(
-        update(Upload)
-        .where(Upload.id == upload.id, Upload.status == "pending")
-        .values(status=status, file_id=file_id)
-    )
-    return result.rowcount == 1
