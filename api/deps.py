@@ -8,6 +8,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session
 
 from api.gate import authenticate
+from api.services import Services, services_of
 from api.settings import Settings
 from storage.blob import BlobStore
 from storage.db import Database
@@ -19,16 +20,23 @@ _bearer = HTTPBearer(auto_error=False, description="An API key: `Authorization: 
 # `async` although they never wait: FastAPI runs a plain `def` dependency in its thread
 # pool, and a thread hop per request costs the chat path's time to first token a scheduler
 # slice on a busy machine.
-async def _settings(request: Request) -> Settings:
-    return request.app.state.settings
+async def _services(request: Request) -> Services:
+    return services_of(request.app)
 
 
-async def _database(request: Request) -> Database:
-    return request.app.state.db
+AppServices = Annotated[Services, Depends(_services)]
 
 
-async def _storage(request: Request) -> BlobStore:
-    return request.app.state.store
+async def _settings(services: AppServices) -> Settings:
+    return services.settings
+
+
+async def _database(services: AppServices) -> Database:
+    return services.db
+
+
+async def _storage(services: AppServices) -> BlobStore:
+    return services.store
 
 
 def _session(db: Annotated[Database, Depends(_database)]) -> Iterator[Session]:
@@ -44,14 +52,14 @@ Storage = Annotated[BlobStore, Depends(_storage)]
 
 
 async def _current_project(
-    request: Request,
+    request: Request, services: AppServices,
     # Declared for the OpenAPI document; the gate (api/gate.py) checked the key already.
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> Project:
     project = getattr(request.state, "project", None)
     if isinstance(project, Project):
         return project
-    return await authenticate(request.app.state.keys, request.headers.get("authorization"))
+    return await authenticate(services.keys, request.headers.get("authorization"))
 
 
 CurrentProject = Annotated[Project, Depends(_current_project)]

@@ -15,6 +15,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.errors import APIError, error_response
 from api.key_cache import KeyCache
+from api.services import services_of
 from storage.models import Project
 
 # Routes whose body is a file, streamed to storage and counted there.
@@ -67,7 +68,8 @@ class RequestGate:
         headers = Headers(scope=scope)
         cap = self.cap(scope["method"], scope["path"])
         try:
-            project = await authenticate(scope["app"].state.keys, headers.get("authorization"))
+            project = await authenticate(services_of(scope["app"]).keys,
+                                         headers.get("authorization"))
             declared = headers.get("content-length")
             if cap is not None and declared and declared.isdigit() and int(declared) > cap:
                 raise _too_large(cap)

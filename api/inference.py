@@ -7,7 +7,7 @@ import contextlib
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from functools import partial
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fastapi import Request
 from fastapi.responses import JSONResponse, StreamingResponse
@@ -27,6 +27,9 @@ from serving.adapters import (
 from serving.engine import EngineTimeout, EngineUnavailable
 from serving.proxy import Answer, Proxy, Stream
 
+if TYPE_CHECKING:  # api.services imports the evaluator, which sends through this module
+    from api.services import Serving
+
 RETRY_AFTER_SECONDS = "5"
 
 
@@ -36,12 +39,11 @@ def unavailable() -> APIError:
                     headers={"retry-after": RETRY_AFTER_SECONDS})
 
 
-def _serving(request: Request) -> tuple[AdapterManager, Proxy]:
-    adapters = getattr(request.app.state, "adapters", None)
-    if adapters is None:
+def _serving(serving: "Serving | None") -> "Serving":
+    if serving is None:
         raise APIError(503, "Serving is turned off on this server.", type="server_error",
                        code="serving_disabled")
-    return adapters, request.app.state.proxy
+    return serving
 
 
 def check_token_budget(n: int | None, max_tokens: int | None, max_model_len: int,
@@ -161,12 +163,15 @@ async def send(adapters: AdapterManager, proxy: Proxy, project_id: str, model: s
     raise AssertionError("unreachable")  # every attempt returns or raises
 
 
-async def forward(request: Request, project_id: str, model: str, path: str,
-                  payload: dict[str, Any], stream: bool) -> Response:
-    adapters, proxy = _serving(request)
+async def forward(request: Request, serving: "Serving | None", project_id: str, model: str,
+                  path: str, payload: dict[str, Any], stream: bool) -> Response:
+    """The project's request for `model`, answered by the replica that serves it (a 503 with
+    serving turned off here)."""
+    serving = _serving(serving)
     started = time.perf_counter()
     try:
-        out, lease = await send(adapters, proxy, project_id, model, path, payload, stream,
+        out, lease = await send(serving.adapters, serving.proxy, project_id, model, path,
+                                payload, stream,
                                 partial(_unless_disconnected, request),
                                 request_context.request_id.get())
     except _SERVING_ERRORS as exc:

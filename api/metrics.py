@@ -5,8 +5,8 @@ the shared database at scrape time, so every node reports the same ones."""
 
 import threading
 import time
-from collections.abc import Iterator
-from typing import Any
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, Any
 
 from fastapi import FastAPI
 from prometheus_client import (
@@ -20,8 +20,12 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from sqlalchemy import func, select
 from starlette.responses import Response
 
+from storage.db import Database
 from storage.models import FineTuningJob
 from storage.states import JobStatus
+
+if TYPE_CHECKING:  # api.services imports the evaluator, whose inference path imports this
+    from api.services import Services, Serving
 
 REGISTRY = CollectorRegistry(auto_describe=False)
 
@@ -56,13 +60,14 @@ def _counter(name: str, doc: str, value: float) -> CounterMetricFamily:
 
 
 class _ServingCollector:
-    def __init__(self, app: FastAPI) -> None:
-        self.app = app
+    def __init__(self, serving: Callable[[], "Serving | None"]) -> None:
+        self.serving = serving
 
     def collect(self) -> Iterator[Metric]:
-        adapters = getattr(self.app.state, "adapters", None)
-        if adapters is None:
+        serving = self.serving()
+        if serving is None:
             return
+        adapters = serving.adapters
         decisions = CounterMetricFamily(
             "tuneserve_routing_decisions",
             "Requests routed, by base model and outcome: hit (the replica held the adapter), "
@@ -93,15 +98,15 @@ class _ServingCollector:
         yield _counter("tuneserve_adapter_cache_fetch_seconds",
                        "Seconds spent fetching adapters from the blob store.",
                        cache.fetch_seconds)
-        engine = getattr(self.app.state, "engine", None)
-        if engine is not None:
+        if serving.engine is not None:
             yield _counter("tuneserve_engine_restarts",
-                           "Times this node's vLLM engine was restarted.", engine.restarts)
+                           "Times this node's vLLM engine was restarted.",
+                           serving.engine.restarts)
 
 
-def _job_rows(app: FastAPI) -> tuple[list[Any], Any, Any, Any]:
+def _job_rows(db: Database) -> tuple[list[Any], Any, Any, Any]:
     now = int(time.time())
-    with app.state.db.session() as s:
+    with db.session() as s:
         by_status = list(s.execute(select(FineTuningJob.status, func.count())
                                    .group_by(FineTuningJob.status)))
         oldest = s.scalar(select(func.min(FineTuningJob.created_at))
@@ -123,8 +128,8 @@ JOB_FIGURES_SECONDS = 5.0
 
 
 class _JobsCollector:
-    def __init__(self, app: FastAPI) -> None:
-        self.app = app
+    def __init__(self, database: Callable[[], Database]) -> None:
+        self.database = database
         self._lock = threading.Lock()
         self._figures: tuple[list[Any], Any, Any, Any] | None = None
         self._read_at = 0.0
@@ -133,13 +138,11 @@ class _JobsCollector:
         # One reader at a time: scrapes that arrive meanwhile wait and share its figures.
         with self._lock:
             if self._figures is None or time.monotonic() - self._read_at > JOB_FIGURES_SECONDS:
-                self._figures = _job_rows(self.app)
+                self._figures = _job_rows(self.database())
                 self._read_at = time.monotonic()
             return self._figures
 
     def collect(self) -> Iterator[Metric]:
-        if getattr(self.app.state, "db", None) is None:
-            return
         by_status, oldest, (started, waited), (tokens, seconds) = self._rows()
         jobs = GaugeMetricFamily("tuneserve_fine_tuning_jobs",
                                  "Fine-tuning jobs by status (all projects).", labels=["status"])
@@ -160,10 +163,11 @@ class _JobsCollector:
             value=(tokens or 0) / seconds if seconds else 0)
 
 
-def install_metrics(app: FastAPI) -> None:
+def install_metrics(app: FastAPI, services: Callable[[], "Services"]) -> None:
+    """`/metrics`, reading the serving and job figures from `services()` at scrape time."""
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(_ServingCollector(app))  # type: ignore[arg-type]
-    registry.register(_JobsCollector(app))  # type: ignore[arg-type]
+    registry.register(_ServingCollector(lambda: services().serving))  # type: ignore[arg-type]
+    registry.register(_JobsCollector(lambda: services().db))  # type: ignore[arg-type]
 
     @app.get("/metrics", tags=["health"], include_in_schema=False)
     def metrics() -> Response:

@@ -20,7 +20,6 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from fastapi import Request
 from fastapi.concurrency import run_in_threadpool
 from sqlalchemy import case, delete, func, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
@@ -29,6 +28,7 @@ from sqlalchemy.orm import Session
 from starlette.responses import Response
 
 from api.errors import APIError
+from api.settings import Settings
 from storage.db import Database
 from storage.models import File, Project, RateWindow, Upload, UploadPart
 
@@ -72,17 +72,15 @@ def _counts(session: Session, project_id: str, window: int) -> tuple[int, int]:
     return (int(row[0]), int(row[1])) if row else (0, 0)
 
 
-async def admit(request: Request, project_id: str, tokens: int) -> dict[str, str]:
+async def admit(settings: Settings, db: Database, project_id: str,
+                tokens: int) -> dict[str, str]:
     """Counts a model request against the project's limits: the rate-limit headers for its
     answer, or a 429 with them."""
-    settings = request.app.state.settings
     rpm, tpm = settings.rate_limit_requests_per_minute, settings.rate_limit_tokens_per_minute
     if not (rpm or tpm):
         return {}
     now = time.time()
     window = int(now // WINDOW_SECONDS)
-    db: Database = request.app.state.db
-
     def counted() -> tuple[bool, int, int]:
         with db.session() as session:
             return count(session, project_id, window, tokens, rpm, tpm)
@@ -107,11 +105,11 @@ async def admit(request: Request, project_id: str, tokens: int) -> dict[str, str
                    headers=headers | {"retry-after": str(reset)})
 
 
-async def rate_limited(request: Request, project_id: str, tokens: int,
+async def rate_limited(settings: Settings, db: Database, project_id: str, tokens: int,
                        answer: Callable[[], Awaitable[Response]]) -> Response:
     """`answer()`, once the request is admitted; its rate-limit headers on whatever comes
     back, errors included (as OpenAI sends them)."""
-    headers = await admit(request, project_id, tokens)
+    headers = await admit(settings, db, project_id, tokens)
     try:
         response = await answer()
     except APIError as err:

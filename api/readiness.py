@@ -5,10 +5,13 @@ import time
 from collections.abc import Callable
 from typing import Literal
 
-from fastapi import FastAPI
 from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel
 from sqlalchemy import text
+
+from api.services import Services, Serving
+from storage.blob import BlobStore
+from storage.db import Database
 
 CHECK_SECONDS = 3.0
 
@@ -28,14 +31,15 @@ async def _bounded(check: Callable[[], object]) -> State:
     return "ok"
 
 
-def _engine(app: FastAPI) -> State:
-    replicas = getattr(app.state, "replicas", None)
-    if replicas is not None:
-        return "ok" if any(r.ready.is_set() for r in replicas.replicas.values()) else "starting"
-    engine = getattr(app.state, "engine", None)
-    if engine is None:
+def _engine(serving: Serving | None) -> State:
+    if serving is None:
         return "off"
-    return "ok" if engine.ready.is_set() else "starting"
+    if serving.replicas is not None:
+        ready = any(r.ready.is_set() for r in serving.replicas.replicas.values())
+        return "ok" if ready else "starting"
+    if serving.engine is None:
+        return "off"
+    return "ok" if serving.engine.ready.is_set() else "starting"
 
 
 # /ready answers without a key (a load balancer has none): its database and blob store checks
@@ -52,18 +56,17 @@ class ReadinessChecks:
         self._states: tuple[State, State] | None = None
         self._at = 0.0
 
-    async def run(self, app: FastAPI) -> dict[str, State]:
+    async def run(self, services: Services) -> dict[str, State]:
         async with self._lock:  # asked meanwhile: wait for the running checks, then share
             if self._states is None or time.monotonic() - self._at > CHECKS_SECONDS:
-                self._states = await _dependencies(app)
+                self._states = await _dependencies(services.db, services.store)
                 self._at = time.monotonic()
             database_state, storage_state = self._states
-        return {"database": database_state, "storage": storage_state, "engine": _engine(app)}
+        return {"database": database_state, "storage": storage_state,
+                "engine": _engine(services.serving)}
 
 
-async def _dependencies(app: FastAPI) -> tuple[State, State]:
-    db, store = app.state.db, app.state.store
-
+async def _dependencies(db: Database, store: BlobStore) -> tuple[State, State]:
     def database() -> None:
         with db.sessions() as s:
             s.execute(text("SELECT 1"))

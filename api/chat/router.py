@@ -6,7 +6,7 @@ from fastapi import APIRouter, Request
 from starlette.responses import Response
 
 from api.chat.schemas import FORWARDED_FIELDS, ChatCompletionRequest
-from api.deps import AppSettings, CurrentProject
+from api.deps import AppServices, CurrentProject
 from api.errors import error_responses
 from api.inference import check_token_budget, forward
 from api.quotas import estimate_tokens, rate_limited
@@ -16,12 +16,14 @@ router = APIRouter(tags=["chat"], responses=error_responses(404, 429, 504))
 
 @router.post("/chat/completions", response_model=None)
 async def create_chat_completion(body: ChatCompletionRequest, request: Request,
-                                 project: CurrentProject, settings: AppSettings) -> Response:
+                                 project: CurrentProject, services: AppServices) -> Response:
+    settings = services.settings
     max_tokens = body.max_completion_tokens or body.max_tokens
     check_token_budget(body.n, max_tokens, settings.max_model_len, settings.max_request_tokens)
     # Forward what the client sent, not our re-serialization of it.
     sent: dict[str, Any] = await request.json()
     tokens = estimate_tokens(sent.get("messages"), body.n, max_tokens)
     payload = {k: v for k, v in sent.items() if k in FORWARDED_FIELDS}
-    return await rate_limited(request, project.id, tokens, lambda: forward(
-        request, project.id, body.model, "/v1/chat/completions", payload, bool(body.stream)))
+    return await rate_limited(settings, services.db, project.id, tokens, lambda: forward(
+        request, services.serving, project.id, body.model, "/v1/chat/completions", payload,
+        bool(body.stream)))

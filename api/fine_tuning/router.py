@@ -7,10 +7,10 @@ from fastapi import APIRouter, Header, Query, Request
 from fastapi.responses import StreamingResponse
 from sqlalchemy import select
 
-from api.deps import DB, AppSettings, CurrentProject, DBFactory, Storage
+from api.deps import DB, AppServices, AppSettings, CurrentProject, DBFactory, Storage
 from api.errors import APIError, error_responses
 from api.fine_tuning import service
-from api.fine_tuning.event_stream import StreamSlots, event_stream, held_stream, start_seq
+from api.fine_tuning.event_stream import event_stream, held_stream, start_seq
 from api.fine_tuning.schemas import (
     MAX_METADATA_PAIRS,
     CreateFineTuningJobRequest,
@@ -111,7 +111,7 @@ _EVENT_STREAM = {200: {"description": "With `stream=true`: the job's events as s
             responses=_EVENT_STREAM)
 def list_events(
     fine_tuning_job_id: str, project: CurrentProject, session: DB, db: DBFactory,
-    settings: AppSettings, request: Request,
+    settings: AppSettings, services: AppServices,
     after: str | None = None, limit: Annotated[int, Query(ge=1, le=1000)] = 20,
     stream: Annotated[bool, Query(description="Extension: follow the job's events live "
                                               "as server-sent events.")] = False,
@@ -119,7 +119,7 @@ def list_events(
 ) -> FineTuningJobEventList | StreamingResponse:
     service.get_job(session, project.id, fine_tuning_job_id)
     if stream:
-        slots: StreamSlots = request.app.state.event_streams
+        slots = services.event_streams
         seq = start_seq(db, fine_tuning_job_id, after or last_event_id)
         if not slots.take(project.id):
             raise APIError(429, f"This project has {slots.limit} event streams open on this "

@@ -6,12 +6,11 @@ the client's mistake: a 400 naming the grader's `model`. The model server failin
 is reported in the run's `model_grader_server_error` flag (HTTP 200), as OpenAI reports a
 judge's failure; with serving turned off here, every judge fails that way."""
 
-from fastapi import Request
-
 from api import request_context
 from api.errors import APIError
 from api.inference import check_token_budget, send
 from api.quotas import admit, estimate_tokens
+from api.services import Services
 from serving.adapters import AdapterLoadError, ModelNotFound, ModelNotServed
 from serving.engine import EngineTimeout, EngineUnavailable
 from serving.proxy import Answer
@@ -28,22 +27,22 @@ from training.graders import (
 _MAX_TOKENS = "sampling_params.max_completions_tokens"
 
 
-def engine_judge(request: Request, project_id: str) -> Judge:
+def engine_judge(services: Services, project_id: str) -> Judge:
     async def judge(model: str, messages: list[dict[str, str]],
                     sampling: ScoreModelSamplingParams | None) -> JudgeReply:
-        adapters = getattr(request.app.state, "adapters", None)
-        if adapters is None:
+        serving, settings = services.serving, services.settings
+        if serving is None:
             raise JudgeError("Serving is turned off on this server.")
         payload = judge_request(messages, sampling)
-        settings = request.app.state.settings
         try:
             check_token_budget(1, payload.get("max_tokens"), settings.max_model_len,
                                settings.max_request_tokens)
         except APIError as err:
             raise JudgeRejected(_MAX_TOKENS, err.message, err.code or "invalid_value") from None
-        await admit(request, project_id, estimate_tokens(messages, 1, payload.get("max_tokens")))
+        await admit(settings, services.db, project_id,
+                    estimate_tokens(messages, 1, payload.get("max_tokens")))
         try:
-            out, lease = await send(adapters, request.app.state.proxy, project_id, model,
+            out, lease = await send(serving.adapters, serving.proxy, project_id, model,
                                     "/v1/chat/completions", payload, stream=False,
                                     request_id=request_context.request_id.get())
         except ModelNotFound:

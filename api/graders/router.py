@@ -8,9 +8,9 @@ reward of 0, as OpenAI answers it; so a formula that does not parse is a 400 fro
 and a `formula_parse_error` from `/run`. A grading past its bounds (a template rendering too
 much, texts too long to compare) is a 400 naming the field too."""
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter
 
-from api.deps import CurrentProject
+from api.deps import AppServices, CurrentProject
 from api.errors import APIError, error_responses
 from api.graders.judge import engine_judge
 from api.graders.schemas import (
@@ -30,11 +30,11 @@ def _bad_grader(err: graders.GraderError) -> APIError:
 
 
 @router.post("/run", response_model=RunGraderResponse)
-async def run_grader(body: RunGraderRequest, request: Request,
+async def run_grader(body: RunGraderRequest, services: AppServices,
                      project: CurrentProject) -> graders.GraderResult:
     try:
         return await graders.run_grader(graders.parse_grader(body.grader), body.model_sample,
-                                        body.item, engine_judge(request, project.id))
+                                        body.item, engine_judge(services, project.id))
     except graders.GraderError as err:
         raise _bad_grader(err) from None
 

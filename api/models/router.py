@@ -1,11 +1,11 @@
 """`/v1/models`: the base models, plus the project's fine-tuned models and checkpoints."""
 
 from anyio import from_thread
-from fastapi import APIRouter, Request
+from fastapi import APIRouter
 from fastapi.responses import StreamingResponse
 from sqlalchemy import or_, select
 
-from api.deps import DB, AppSettings, CurrentProject, Storage
+from api.deps import DB, AppServices, AppSettings, CurrentProject, Storage
 from api.errors import APIError, error_responses
 from api.models.archive import adapter_members, archive_size, tar_stream
 from api.models.schemas import ModelDeleted, ModelList, ModelObject
@@ -105,8 +105,8 @@ def retrieve_model(model: str, project: CurrentProject, session: DB,
 
 
 @router.delete("/{model:path}", response_model=ModelDeleted)
-def delete_model(model: str, request: Request, project: CurrentProject, session: DB, store: Storage,
-                 settings: AppSettings) -> ModelDeleted:
+def delete_model(model: str, project: CurrentProject, session: DB, store: Storage,
+                 settings: AppSettings, services: AppServices) -> ModelDeleted:
     if model in base_models(settings):
         raise APIError(403, f"The base model '{model}' cannot be deleted.", param="model",
                        code="model_not_deletable")
@@ -115,8 +115,7 @@ def delete_model(model: str, request: Request, project: CurrentProject, session:
         raise _not_found(model)
     session.delete(row)
     session.commit()
-    adapters = getattr(request.app.state, "adapters", None)
-    if adapters is not None:
-        from_thread.run(adapters.forget, model)
+    if services.serving is not None:
+        from_thread.run(services.serving.adapters.forget, model)
     store.delete_prefix(row.adapter_prefix)
     return ModelDeleted(id=model, deleted=True)

@@ -5,7 +5,7 @@ from typing import Any
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
-from api.deps import AppSettings, CurrentProject
+from api.deps import AppServices, CurrentProject
 from api.errors import error_responses
 from api.inference import check_token_budget, forward
 from api.quotas import estimate_tokens, rate_limited
@@ -16,7 +16,8 @@ router = APIRouter(tags=["responses"], responses=error_responses(404, 429, 504))
 
 @router.post("/responses", response_model=None)
 async def create_response(body: ResponseRequest, request: Request, project: CurrentProject,
-                          settings: AppSettings) -> Response:
+                          services: AppServices) -> Response:
+    settings = services.settings
     check_token_budget(1, body.max_output_tokens, settings.max_model_len,
                        settings.max_request_tokens, tokens_param="max_output_tokens")
     sent: dict[str, Any] = await request.json()
@@ -24,5 +25,6 @@ async def create_response(body: ResponseRequest, request: Request, project: Curr
     payload = {k: v for k, v in sent.items() if k in FORWARDED_FIELDS}
     # Nothing is kept on the replica (see the schemas).
     payload["store"] = False
-    return await rate_limited(request, project.id, tokens, lambda: forward(
-        request, project.id, body.model, "/v1/responses", payload, bool(body.stream)))
+    return await rate_limited(settings, services.db, project.id, tokens, lambda: forward(
+        request, services.serving, project.id, body.model, "/v1/responses", payload,
+        bool(body.stream)))

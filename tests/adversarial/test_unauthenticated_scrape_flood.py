@@ -38,27 +38,28 @@ class _CountingStore(LocalBlobStore):
         return super().exists(key)
 
 
-def _app(tmp_path: Path) -> Any:
+def _services(tmp_path: Path) -> Any:
+    """The parts of the node's services these two read, counting their use."""
     db = _CountingDatabase(f"sqlite:///{tmp_path / 'meta.db'}")
     db.migrate()
-    return SimpleNamespace(state=SimpleNamespace(db=db, store=_CountingStore(tmp_path / "b")))
+    return SimpleNamespace(db=db, store=_CountingStore(tmp_path / "b"), serving=None)
 
 
 def test_a_metrics_flood_reads_the_jobs_table_once(tmp_path: Path) -> None:
-    app = _app(tmp_path)
-    collector = _JobsCollector(app)
+    services = _services(tmp_path)
+    collector = _JobsCollector(lambda: services.db)
     for _ in range(200):
         assert any(m.name == "tuneserve_fine_tuning_jobs" for m in collector.collect())
-    assert app.state.db.opened == 1
+    assert services.db.opened == 1
 
 
 def test_a_readiness_flood_asks_the_database_and_store_once(tmp_path: Path) -> None:
-    app = _app(tmp_path)
+    services = _services(tmp_path)
     checks = ReadinessChecks()
 
     async def flood() -> list[dict[str, str]]:
-        return await asyncio.gather(*(checks.run(app) for _ in range(200)))
+        return await asyncio.gather(*(checks.run(services) for _ in range(200)))
 
     answers = asyncio.run(flood())
     assert all(a == {"database": "ok", "storage": "ok", "engine": "off"} for a in answers)
-    assert (app.state.db.opened, app.state.store.asked) == (1, 1)
+    assert (services.db.opened, services.store.asked) == (1, 1)
