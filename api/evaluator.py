@@ -13,11 +13,11 @@ from typing import Any
 
 from fastapi.concurrency import run_in_threadpool
 
-from api.inference import send
 from api.settings import Settings
 from serving.adapters import AdapterLoadError, AdapterManager, ModelNotFound
 from serving.engine import EngineTimeout, EngineUnavailable
 from serving.proxy import Answer, Proxy
+from serving.send import send
 from storage.base_models import base_models
 from storage.blob import BlobStore
 from storage.db import Database

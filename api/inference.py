@@ -5,9 +5,9 @@ lease is held until the response's last byte, so the adapter cannot be unloaded 
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from functools import partial
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from fastapi import Request
 from fastapi.responses import JSONResponse, StreamingResponse
@@ -17,18 +17,11 @@ from starlette.types import Receive, Scope, Send
 from api import request_context
 from api.errors import APIError
 from api.metrics import GENERATED_TOKENS, GENERATION_SECONDS, TIME_TO_FIRST_TOKEN
-from serving.adapters import (
-    AdapterLoadError,
-    AdapterManager,
-    Lease,
-    ModelNotFound,
-    ModelNotServed,
-)
-from serving.engine import EngineTimeout, EngineUnavailable
-from serving.proxy import Answer, Proxy, Stream
-
-if TYPE_CHECKING:  # api.services imports the evaluator, which sends through this module
-    from api.services import Serving
+from api.services import Serving
+from serving.adapters import AdapterLoadError, Lease, ModelNotFound, ModelNotServed
+from serving.engine import EngineTimeout
+from serving.proxy import Answer, Stream
+from serving.send import SERVING_ERRORS, send
 
 RETRY_AFTER_SECONDS = "5"
 
@@ -39,7 +32,7 @@ def unavailable() -> APIError:
                     headers={"retry-after": RETRY_AFTER_SECONDS})
 
 
-def _serving(serving: "Serving | None") -> "Serving":
+def _serving(serving: Serving | None) -> Serving:
     if serving is None:
         raise APIError(503, "Serving is turned off on this server.", type="server_error",
                        code="serving_disabled")
@@ -55,10 +48,6 @@ def check_token_budget(n: int | None, max_tokens: int | None, max_model_len: int
         raise APIError(400, f"This request asks for up to {asked} generated tokens "
                        f"(n x max_tokens); this server allows at most {budget} per request.",
                        param=param, code="invalid_value")
-
-
-_SERVING_ERRORS = (EngineUnavailable, EngineTimeout, ModelNotFound, ModelNotServed,
-                   AdapterLoadError)
 
 
 def _as_api_error(exc: Exception, model: str) -> APIError:
@@ -123,47 +112,7 @@ def _count_usage(answer: Answer, base: str, started: float) -> None:
         GENERATION_SECONDS.labels(base).inc(time.perf_counter() - started)
 
 
-async def send(adapters: AdapterManager, proxy: Proxy, project_id: str, model: str,
-               path: str, payload: dict[str, Any], stream: bool,
-               guard: Callable[[Awaitable[Answer]], Awaitable[Answer]] | None = None,
-               request_id: str | None = None) -> tuple[Stream | Answer, Lease]:
-    """Sends a request for the project's `model` to the replica its lease names, and returns
-    the answer with the lease, which the caller releases when the answer is over. A replica
-    that went away before it saw the request is left for another one; a replica that forgot
-    the adapter (it restarted) gets it again: never a 404 for a model that exists. `guard`
-    wraps a non-streamed request (e.g. to cancel it when the client leaves)."""
-    lease = await adapters.acquire(project_id, model)
-    try:
-        for attempt in (1, 2):
-            body = {**payload, "model": lease.served, "cache_salt": lease.cache_salt}
-            try:
-                if stream:
-                    out: Stream | Answer = await proxy.stream(path, body, lease, request_id)
-                else:
-                    work = proxy.complete(path, body, lease, request_id)
-                    out = await (guard(work) if guard else work)
-            except EngineUnavailable:
-                if attempt == 2:
-                    raise
-                # The replica went away before it saw the request (now marked so): another
-                # replica of the base takes it, if there is one.
-                lease.release()
-                lease = await adapters.acquire(project_id, model)
-                continue
-            if (isinstance(out, Answer) and out.status == 404 and attempt == 1
-                    and lease.prefix is not None):
-                # The replica restarted between routing and sending and forgot the adapter:
-                # load it again and send once more.
-                await adapters.reload(lease)
-                continue
-            return out, lease
-    except BaseException:
-        lease.release()
-        raise
-    raise AssertionError("unreachable")  # every attempt returns or raises
-
-
-async def forward(request: Request, serving: "Serving | None", project_id: str, model: str,
+async def forward(request: Request, serving: Serving | None, project_id: str, model: str,
                   path: str, payload: dict[str, Any], stream: bool) -> Response:
     """The project's request for `model`, answered by the replica that serves it (a 503 with
     serving turned off here)."""
@@ -174,7 +123,7 @@ async def forward(request: Request, serving: "Serving | None", project_id: str, 
                                 payload, stream,
                                 partial(_unless_disconnected, request),
                                 request_context.request_id.get())
-    except _SERVING_ERRORS as exc:
+    except SERVING_ERRORS as exc:
         raise _as_api_error(exc, model) from None
     if isinstance(out, Stream):
         return _LeasedStream(out, lease, started)

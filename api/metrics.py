@@ -24,7 +24,7 @@ from storage.db import Database
 from storage.models import FineTuningJob
 from storage.states import JobStatus
 
-if TYPE_CHECKING:  # api.services imports the evaluator, whose inference path imports this
+if TYPE_CHECKING:  # api.errors counts backend failures here, and the services import it
     from api.services import Services, Serving
 
 REGISTRY = CollectorRegistry(auto_describe=False)

@@ -89,23 +89,30 @@ def _traced(request_id: str | None) -> dict[str, str]:
     return {"x-request-id": f"{request_id}-{secrets.token_hex(4)}"}
 
 
+async def _post(path: str, body: dict[str, Any], lease: Lease, request_id: str | None,
+                stream: bool = False) -> httpx.Response:
+    """POSTs to the lease's replica. A transport failure is raised as what it means for the
+    request: a read timeout is EngineTimeout (the replica is alive but slow, so it stays in
+    rotation), anything else EngineUnavailable, with the replica marked unreachable."""
+    engine = lease.engine
+    request = engine.http.build_request("POST", path, json=body, headers=_traced(request_id))
+    try:
+        return await send_with_retry(engine.http, request, stream=stream)
+    except httpx.ReadTimeout as exc:
+        raise EngineTimeout from exc
+    except httpx.TransportError as exc:
+        engine.mark_unreachable()
+        raise EngineUnavailable from exc
+
+
 class Proxy:
     async def complete(self, path: str, body: dict[str, Any], lease: Lease,
                        request_id: str | None = None) -> Answer:
-        engine = lease.engine
-        request = engine.http.build_request("POST", path, json=body,
-                                            headers=_traced(request_id))
-        try:
-            response = await send_with_retry(engine.http, request)
-        except httpx.ReadTimeout as exc:
-            raise EngineTimeout from exc
-        except httpx.TransportError as exc:
-            engine.mark_unreachable()
-            raise EngineUnavailable from exc
+        response = await _post(path, body, lease, request_id)
         if response.status_code != 200:
             return Answer(response.status_code,
                           upstream_error(response.status_code, response.content, lease))
-        engine.note_answer()
+        lease.engine.note_answer()
         data = response.json()
         if isinstance(data, dict) and "model" in data:
             data["model"] = lease.requested
@@ -117,23 +124,14 @@ class Proxy:
                      request_id: str | None = None) -> Stream | Answer:
         """Opens the upstream stream, or answers its error. Closing the stream (the client
         went away) closes the upstream request, and vLLM then aborts the generation."""
-        engine = lease.engine
-        request = engine.http.build_request("POST", path, json=body,
-                                            headers=_traced(request_id))
-        try:
-            response = await send_with_retry(engine.http, request, stream=True)
-        except httpx.ReadTimeout as exc:
-            raise EngineTimeout from exc
-        except httpx.TransportError as exc:
-            engine.mark_unreachable()
-            raise EngineUnavailable from exc
+        response = await _post(path, body, lease, request_id, stream=True)
         if response.status_code != 200:
             await response.aread()
             await response.aclose()
             return Answer(response.status_code,
                           upstream_error(response.status_code, response.content, lease))
-        engine.note_answer()
-        return Stream(_events(response, _renamer(lease), engine), response)
+        lease.engine.note_answer()
+        return Stream(_events(response, _renamer(lease), lease.engine), response)
 
 
 # Fields OpenAI sends as null; vLLM writes null for other absent ones, which OpenAI omits.

@@ -274,9 +274,10 @@ async def test_an_engine_that_answers_too_late_is_not_asked_again(tmp_path: Path
                                                                   models) -> None:
     # A read timeout is a busy engine, not a dead one: one generation, a 504, and the
     # replica stays in the rotation.
-    from api.inference import _as_api_error, send
+    from api.inference import _as_api_error
     from serving.engine import EngineTimeout
     from serving.proxy import Proxy
+    from serving.send import send
 
     a, b = StandInEngine("a"), StandInEngine("b")
     adapters = manager(tmp_path, models, a, b)

@@ -8,12 +8,13 @@ judge's failure; with serving turned off here, every judge fails that way."""
 
 from api import request_context
 from api.errors import APIError
-from api.inference import check_token_budget, send
+from api.inference import check_token_budget
 from api.quotas import admit, estimate_tokens
 from api.services import Services
 from serving.adapters import AdapterLoadError, ModelNotFound, ModelNotServed
 from serving.engine import EngineTimeout, EngineUnavailable
 from serving.proxy import Answer
+from serving.send import send
 from training.graders import (
     Judge,
     JudgeError,
