@@ -13,7 +13,8 @@ from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from serving.adapters import AdapterCache, ModelNotFound
+from serving.adapter_cache import AdapterCache
+from serving.adapter_errors import ModelNotFound
 from serving.replica_auth import authorized
 from serving.settings import ServingSettings
 from storage.blob import open_blob_store

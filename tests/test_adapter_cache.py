@@ -4,7 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from serving.adapters import AdapterCache, ModelNotFound
+from serving.adapter_cache import AdapterCache
+from serving.adapter_errors import ModelNotFound
 from storage.blob import BlobStore
 
 

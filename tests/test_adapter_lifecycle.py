@@ -1,6 +1,7 @@
 """The adapter lifecycle's state machine, per replica: leases, eviction, failed loads,
-restarts. The engine here is a stand-in that records what it is asked (real vLLM serves the
-same calls in tests/test_chat.py); the DB and blob store are real."""
+restarts, and replicas shared by several API nodes. The engine here is a stand-in that
+records what it is asked (real vLLM serves the same calls in tests/test_chat.py); the DB and
+blob store are real."""
 
 import asyncio
 import time
@@ -9,8 +10,9 @@ from pathlib import Path
 import httpx
 import pytest
 
+from serving.adapter_cache import AdapterCache
+from serving.adapter_registry import TRANSITIONS, AdapterState, Registration
 from serving.adapters import (
-    AdapterCache,
     AdapterLoadError,
     AdapterManager,
     ModelNotFound,
@@ -23,6 +25,7 @@ from storage.base_models import DEFAULT_BASE_MODEL
 from storage.blob import LocalBlobStore
 from storage.db import Database
 from storage.models import FineTunedModel, Project
+from storage.states import IllegalTransition
 
 PROJECT = "proj_lifecycle"
 
@@ -136,6 +139,8 @@ async def test_a_failed_load_fails_fast_until_its_ttl(tmp_path: Path, models) ->
         with pytest.raises(AdapterLoadError):
             await adapters.acquire(PROJECT, "bad")
     assert engine.loaded() == [served_name("bad")]  # tried once, remembered
+    [replica] = adapters.registry.groups[DEFAULT_BASE_MODEL]
+    assert replica.adapters[served_name("bad")].state is AdapterState.FAILED
     time.sleep(0.35)
     engine.refuse.clear()
     (await adapters.acquire(PROJECT, "bad")).release()
@@ -315,3 +320,88 @@ async def test_a_stream_that_stalls_says_so_and_keeps_the_engine(tmp_path: Path,
     assert b'"code": "engine_timeout"' in events[-1]
     assert engine.ready.is_set()  # busy, not gone: still in rotation
     lease.release()
+
+
+@pytest.mark.parametrize("source", list(AdapterState))
+def test_every_adapter_transition_is_allowed_or_refused_by_the_table(
+        tmp_path: Path, models, source: AdapterState) -> None:  # type: ignore[no-untyped-def]
+    registry = manager(tmp_path, models).registry
+    for target in AdapterState:
+        registration = Registration(source, generation=1)
+        if target in TRANSITIONS[source]:
+            registry._set_state(registration, target)
+            assert registration.state is target
+        else:
+            with pytest.raises(IllegalTransition):
+                registry._set_state(registration, target)
+            assert registration.state is source
+
+
+def test_unloaded_leads_nowhere_and_every_state_is_reachable() -> None:
+    assert not TRANSITIONS[AdapterState.UNLOADED]
+    reachable = {AdapterState.LOADING}  # a registration is born loading
+    for _ in AdapterState:
+        reachable |= {t for s in reachable for t in TRANSITIONS[s]}
+    assert reachable == set(AdapterState)
+
+
+class SharedReplica(StandInEngine):
+    """One vLLM that several API nodes route to: it knows the adapters loaded into it, and
+    answers 404 for a model it does not know, as vLLM does."""
+
+    def __init__(self) -> None:
+        super().__init__("shared")
+        self.registered: set[str] = set()
+        self.http = httpx.AsyncClient(transport=httpx.MockTransport(self._serve),
+                                      base_url="http://vllm")
+
+    def _serve(self, request: httpx.Request) -> httpx.Response:
+        import json
+
+        body = json.loads(request.content or b"{}")
+        if request.url.path == "/v1/chat/completions":
+            self.calls.append((request.url.path, body["model"]))
+            if body["model"] not in self.registered:
+                return httpx.Response(404, json={"error": {
+                    "message": f"The model `{body['model']}` does not exist.", "code": 404}})
+            return httpx.Response(200, json={"model": body["model"], "choices": []})
+        name = body["lora_name"]
+        self.calls.append((request.url.path, name))
+        if request.url.path == "/v1/load_lora_adapter":
+            self.registered.add(name)
+        else:
+            self.registered.discard(name)
+        return httpx.Response(200, text="ok")
+
+
+@pytest.mark.anyio
+async def test_an_adapter_another_node_evicted_is_reloaded_on_404(  # type: ignore[no-untyped-def]
+        tmp_path: Path, models) -> None:
+    # The rule for a replica shared by API nodes (serving/adapter_registry.py): each node
+    # keeps its own LRU and leases, so node A may evict what node B still uses; B's next
+    # request meets a 404, loads the adapter again under its lease, and is answered.
+    try:
+        from serving.send import send
+    except ImportError:  # before the send path moved out of api/
+        from api.inference import send  # type: ignore[attr-defined,no-redef]
+    from serving.proxy import Answer, Proxy
+
+    replica = SharedReplica()
+    node_a = manager(tmp_path / "a", models, replica)
+    node_b = manager(tmp_path / "b", models, replica)
+    x = served_name("x")
+    (await node_b.acquire(PROJECT, "x")).release()  # B loaded x and will use it again
+    for model in ("x", "y", "z"):  # A's own traffic: past its two slots, x is A's oldest
+        (await node_a.acquire(PROJECT, model)).release()
+    await asyncio.sleep(0.05)
+    assert replica.unloaded() == [x] and x not in replica.registered
+    assert node_b.registry.is_loaded(node_b.registry.groups[DEFAULT_BASE_MODEL][0], x)
+
+    answer, lease = await send(node_b, Proxy(), PROJECT, "x", "/v1/chat/completions",
+                               {"messages": []}, stream=False)
+    lease.release()
+    assert isinstance(answer, Answer) and answer.status == 200
+    assert answer.body["model"] == "x"  # the tenant's name, not the served one
+    asked = [name for path, name in replica.calls if path == "/v1/chat/completions"]
+    assert asked == [x, x]  # a 404, then the same request after the reload
+    assert replica.loaded().count(x) == 3  # by B, by A, and by B's reload
