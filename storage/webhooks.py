@@ -1,17 +1,60 @@
 """The webhook outbox: deliveries are queued in the same transaction as the change they
 announce, so an event is never lost (the change committed) nor invented (it rolled back).
-The API's dispatcher sends them."""
+The API's dispatcher (`api/webhooks/dispatcher.py`) sends them.
+
+A delivery's state, in the shape every machine here has (`storage/states.py`):
+
+    pending --claimed (attempts + 1) / retry later--> pending
+       |---an attempt the receiver took---> delivered
+       \\---failed past the delivery's max age---> failed
+
+`advance` is the one writer: a conditional UPDATE of a pending delivery, fenced by its
+`attempts` (a claim takes attempt n + 1; only the holder of attempt n + 1 records it), so two
+nodes never send one attempt and a claim that outlived its lease records nothing."""
 
 import json
 import time
+from enum import StrEnum
+from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
+from storage import states
 from storage.ids import new_id
 from storage.models import WebhookDelivery, WebhookEndpoint
 
-PENDING, DELIVERED, FAILED = "pending", "delivered", "failed"
+
+class DeliveryStatus(StrEnum):
+    PENDING = "pending"
+    DELIVERED = "delivered"
+    FAILED = "failed"
+
+
+D = DeliveryStatus
+TRANSITIONS: dict[DeliveryStatus, frozenset[DeliveryStatus]] = {
+    # -> pending: claimed for an attempt, or that attempt failed and waits for its retry.
+    D.PENDING: frozenset({D.PENDING, D.DELIVERED, D.FAILED}),
+    D.DELIVERED: frozenset(),
+    D.FAILED: frozenset(),
+}
+del D
+PENDING, DELIVERED, FAILED = (DeliveryStatus.PENDING, DeliveryStatus.DELIVERED,
+                              DeliveryStatus.FAILED)
+
+
+def advance(session: Session, delivery_id: str, at_attempt: int,
+            status: DeliveryStatus = DeliveryStatus.PENDING, **values: Any) -> bool:
+    """Sets `status` and `values` on the delivery if it is still pending and its `attempts`
+    are still `at_attempt`; False if not (it was delivered, given up, deleted with its
+    endpoint, or another holder has a later attempt)."""
+    states.check_transition(TRANSITIONS, [DeliveryStatus.PENDING], status)
+    return session.execute(
+        update(WebhookDelivery)
+        .where(WebhookDelivery.id == delivery_id, WebhookDelivery.status == PENDING,
+               WebhookDelivery.attempts == at_attempt)
+        .values(status=status, **values)
+    ).rowcount == 1
 
 
 def event_payload(event_type: str, object_id: str, created_at: int) -> str:

@@ -33,11 +33,14 @@ from storage.models import (
     WebhookDeliveryAttempt,
     WebhookEndpoint,
 )
+from storage.states import IllegalTransition
 from tests.support import postgres
 from tests.support.ports import free_port
 from tests.support.server import TuneserveServer
 from tests.support.training import BASE, sft_example, upload
 from training import jobs
+
+pytestmark = pytest.mark.server
 
 SUCCEEDED, FAILED, CANCELLED = ("fine_tuning.job.succeeded", "fine_tuning.job.failed",
                                 "fine_tuning.job.cancelled")
@@ -456,3 +459,31 @@ def test_claims_are_leased_fenced_and_given_up_when_too_old(database: Database) 
                              .order_by(WebhookDeliveryAttempt.attempt)).all()
         assert [(a.attempt, a.status_code, a.error) for a in attempts] == [
             (2, None, "unreachable"), (3, 500, None)]
+
+
+@pytest.mark.parametrize("source", list(webhooks.DeliveryStatus))
+def test_every_delivery_transition_is_allowed_or_refused_by_the_table(
+        source: webhooks.DeliveryStatus, database: Database) -> None:
+    _project_with_endpoint(database, [CANCELLED])
+    for target in webhooks.DeliveryStatus:
+        with database.session() as s:
+            webhooks.enqueue(s, "proj-a", CANCELLED, "ftjob-a", 1)
+            s.flush()
+            delivery = s.scalars(select(WebhookDelivery)
+                                 .order_by(WebhookDelivery.seq.desc())).first()
+            assert delivery is not None
+            delivery_id = delivery.id
+            delivery.status = source
+        with database.session() as s:
+            if target in webhooks.TRANSITIONS[source]:
+                assert webhooks.advance(s, delivery_id, 0, target)
+            elif target not in webhooks.TRANSITIONS[webhooks.PENDING]:
+                with pytest.raises(IllegalTransition):  # from no state: a bug
+                    webhooks.advance(s, delivery_id, 0, target)
+            else:  # a finished delivery: nothing written
+                assert not webhooks.advance(s, delivery_id, 0, target)
+            assert not webhooks.advance(s, delivery_id, 5, webhooks.PENDING)  # a stale fence
+        with database.session() as s:
+            stored = s.scalar(select(WebhookDelivery.status)
+                              .where(WebhookDelivery.id == delivery_id))
+        assert stored == (target if target in webhooks.TRANSITIONS[source] else source)

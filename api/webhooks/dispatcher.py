@@ -10,14 +10,14 @@ import time
 from dataclasses import dataclass
 
 from fastapi.concurrency import run_in_threadpool
-from sqlalchemy import delete, select, update
+from sqlalchemy import delete, select
 
 from api.settings import Settings
 from api.webhooks.delivery import Outcome, send, url_origin
 from api.webhooks.service import signing_secrets
 from storage.db import Database
 from storage.models import WebhookDelivery, WebhookDeliveryAttempt, WebhookEndpoint
-from storage.webhooks import DELIVERED, FAILED, PENDING
+from storage.webhooks import DeliveryStatus, advance
 
 log = logging.getLogger("tuneserve.webhooks")
 
@@ -45,7 +45,8 @@ def claim_due(db: Database, now: float, lease: float, limit: int = BATCH) -> lis
     with db.session() as s:
         rows = list(s.scalars(
             select(WebhookDelivery)
-            .where(WebhookDelivery.status == PENDING, WebhookDelivery.next_attempt_at <= now)
+            .where(WebhookDelivery.status == DeliveryStatus.PENDING,
+                   WebhookDelivery.next_attempt_at <= now)
             .order_by(WebhookDelivery.next_attempt_at).limit(limit)
             .with_for_update(skip_locked=True)
         ))
@@ -54,12 +55,8 @@ def claim_due(db: Database, now: float, lease: float, limit: int = BATCH) -> lis
         claims = []
         for row in rows:
             endpoint, attempt = endpoints.get(row.endpoint_id), row.attempts + 1
-            taken = endpoint is not None and s.execute(
-                update(WebhookDelivery)
-                .where(WebhookDelivery.id == row.id, WebhookDelivery.status == PENDING,
-                       WebhookDelivery.attempts == attempt - 1)
-                .values(attempts=attempt, next_attempt_at=now + lease)
-            ).rowcount == 1
+            taken = endpoint is not None and advance(
+                s, row.id, attempt - 1, attempts=attempt, next_attempt_at=now + lease)
             if taken:
                 claims.append(Claim(id=row.id, endpoint_id=endpoint.id, attempt=attempt,
                                     created_at=row.created_at, payload=row.payload,
@@ -71,25 +68,19 @@ def record(db: Database, claim: Claim, outcome: Outcome, delays: list[float],
            max_age: float) -> None:
     """The attempt, and what follows it: done, a retry after the next delay, or given up."""
     now = time.time()
-    values: dict[str, object] = {"status": DELIVERED, "finished_at": int(now)}
+    status, values = DeliveryStatus.DELIVERED, {"finished_at": int(now)}
     if not outcome.ok:
         delay = delays[min(claim.attempt, len(delays)) - 1]
-        values = ({"status": FAILED, "finished_at": int(now)}
-                  if now + delay - claim.created_at > max_age
-                  else {"next_attempt_at": now + delay})
+        status, values = ((DeliveryStatus.FAILED, {"finished_at": int(now)})
+                          if now + delay - claim.created_at > max_age
+                          else (DeliveryStatus.PENDING, {"next_attempt_at": now + delay}))
     with db.session() as s:
-        held = s.execute(
-            update(WebhookDelivery)
-            .where(WebhookDelivery.id == claim.id, WebhookDelivery.status == PENDING,
-                   WebhookDelivery.attempts == claim.attempt)
-            .values(**values)
-        ).rowcount == 1
-        if not held:
+        if not advance(s, claim.id, claim.attempt, status, **values):
             return  # its endpoint was deleted, or the claim outlived its lease
         s.add(WebhookDeliveryAttempt(delivery_id=claim.id, attempt=claim.attempt,
                                      attempted_at=int(now), status_code=outcome.status_code,
                                      error=outcome.error))
-    if values.get("status") == FAILED:
+    if status is DeliveryStatus.FAILED:
         log.warning("webhook %s to endpoint %s (%s) given up after %d attempts (last: %s)",
                     claim.id, claim.endpoint_id, url_origin(claim.url), claim.attempt,
                     outcome.error or outcome.status_code)
@@ -97,7 +88,7 @@ def record(db: Database, claim: Claim, outcome: Outcome, delays: list[float],
 
 def prune(db: Database, before: float) -> None:
     with db.session() as s:
-        s.execute(delete(WebhookDelivery).where(WebhookDelivery.status != PENDING,
+        s.execute(delete(WebhookDelivery).where(WebhookDelivery.status != DeliveryStatus.PENDING,
                                                 WebhookDelivery.created_at < before))
 
 
