@@ -13,8 +13,8 @@ from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from api.background.key_cache import KeyCache
 from api.errors import APIError, error_response
-from api.key_cache import KeyCache
 from api.services import services_of
 from storage.models import Project
 

@@ -14,10 +14,10 @@ from typing import Any
 
 from fastapi.concurrency import run_in_threadpool
 
-from api.evaluator import EngineEvaluator
+from api.background.evaluator import EngineEvaluator
+from api.background.key_cache import KeyCache
+from api.background.reaper import run_reaper
 from api.fine_tuning.event_stream import StreamSlots
-from api.key_cache import KeyCache
-from api.reaper import run_reaper
 from api.settings import Settings
 from api.tenancy import bootstrap_keys
 from api.webhooks.dispatcher import WebhookDispatcher

@@ -73,7 +73,7 @@ def revoke_job_keys(session: Session, job_id: str) -> int:
 
 def _revoke(session: Session, key: ApiKey) -> None:
     """On PostgreSQL, every API process drops the key from its cache as this transaction
-    commits (api/key_cache.py listens)."""
+    commits (api/background/key_cache.py listens)."""
     if key.revoked_at is not None:
         return
     key.revoked_at = int(time.time())

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from api.evaluator import EngineEvaluator
+from api.background.evaluator import EngineEvaluator
 from api.settings import Settings
 from serving.adapters import ModelNotFound
 from serving.proxy import Answer

@@ -3,7 +3,7 @@ row, a pending upload or an active job still needs stays (each blob store, each 
 
 import time
 
-from api.orphans import sweep_orphans
+from api.background.orphans import sweep_orphans
 from api.tenancy import get_or_create_project
 from storage.blob import BlobStore, LocalBlobStore
 from storage.db import Database

@@ -4,8 +4,8 @@ import time
 
 from sqlalchemy import select, update
 
+from api.background.reaper import reap_expired
 from api.files.service import add_file, visible_files
-from api.reaper import reap_expired
 from api.tenancy import get_or_create_project
 from storage.blob import BlobStore
 from storage.db import Database

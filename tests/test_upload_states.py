@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 from sqlalchemy import event, select, update
 
-from api.reaper import reap_expired
+from api.background.reaper import reap_expired
 from api.tenancy import get_or_create_project
 from storage.blob import BlobStore
 from storage.db import Database

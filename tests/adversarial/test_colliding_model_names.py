@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
-from api.orphans import sweep_orphans
+from api.background.orphans import sweep_orphans
 from api.tenancy import get_or_create_project
 from storage.blob import LocalBlobStore
 from storage.db import Database

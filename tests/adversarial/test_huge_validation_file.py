@@ -7,7 +7,7 @@ import json
 from collections.abc import Iterator
 from pathlib import Path
 
-from api.evaluator import EngineEvaluator
+from api.background.evaluator import EngineEvaluator
 from api.settings import Settings
 from storage.blob import LocalBlobStore
 from storage.keys import file_key

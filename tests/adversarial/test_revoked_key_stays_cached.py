@@ -5,7 +5,7 @@ not stay cached on that node (it would be usable until LISTEN reconnects)."""
 import asyncio
 from typing import Any
 
-from api.key_cache import KeyCache
+from api.background.key_cache import KeyCache
 from storage import api_keys
 from storage.db import Database
 from storage.ids import new_id

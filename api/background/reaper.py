@@ -7,7 +7,7 @@ import time
 from fastapi.concurrency import run_in_threadpool
 from sqlalchemy import select
 
-from api.orphans import sweep_orphans
+from api.background.orphans import sweep_orphans
 from api.quotas import forget_old_windows
 from api.settings import Settings
 from storage.blob import BlobStore
