@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 EXTRA := $(shell command -v nvidia-smi >/dev/null 2>&1 && echo gpu || echo cpu)
 STAMP := $(VENV)/.installed-$(EXTRA)
 
-.PHONY: install model run test lint openapi docs bench-upload bench-train bench-serve bench-queue postgres \
+.PHONY: install model run test test-fast lint openapi docs bench-upload bench-train bench-serve bench-queue postgres \
 	chromium \
 	bench-route bench-route-sim bench-load \
 	check-gpu-deps
@@ -43,6 +43,12 @@ chromium:
 
 test: model postgres chromium
 	$(BIN)/pytest -q
+
+# The tests that start nothing heavy (no server, training, Ray cluster or browser; see
+# tests/support/tiers.py): the edit-test loop. `make test` runs them too.
+FAST_MARKS := not server and not training and not cluster and not browser
+test-fast: model postgres
+	TUNESERVE_TEST_FAST=1 $(BIN)/pytest -q -m "$(FAST_MARKS)"
 
 # Resolves the pinned `gpu` extra against the package index in a throwaway venv: metadata only,
 # nothing is installed (here or in .venv), no GPU needed. Fails if the set no longer resolves;

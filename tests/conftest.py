@@ -15,9 +15,19 @@ from storage.ids import random_token
 from tests.support import postgres
 from tests.support.seaweedfs import SeaweedFS
 from tests.support.server import TuneserveServer
+from tests.support.tiers import MARKS, mark_by_fixtures
 
 if TYPE_CHECKING:
     from tests.support.ray_cluster import RayCluster
+
+def pytest_configure(config: pytest.Config) -> None:
+    for name, what in MARKS.items():
+        config.addinivalue_line("markers", f"{name}: {what}")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    mark_by_fixtures(items)
+
 
 ROOT = Path(__file__).resolve().parents[1]
 MODELS_DIR = ROOT / "data" / "models"

@@ -5,8 +5,11 @@ import stat
 from pathlib import Path
 
 import openai
+import pytest
 
 from tests.support.server import TuneserveServer
+
+pytestmark = pytest.mark.server
 
 
 def test_first_start_without_a_key_writes_one(tmp_path: Path) -> None:

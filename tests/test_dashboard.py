@@ -27,6 +27,8 @@ EPOCHS, BATCH_SIZE, STEPS = 2, 8, 6
 TRAINING_TIMEOUT_S = 600
 MS = 1000
 
+pytestmark = [pytest.mark.browser, pytest.mark.training]
+
 needs_browser = pytest.mark.skipif(
     not CHROMIUM.exists() and not os.environ.get("TUNESERVE_REQUIRE_BROWSER"),
     reason="no /usr/bin/chromium (`make chromium` installs Debian's; set "

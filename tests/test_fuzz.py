@@ -18,6 +18,8 @@ from schemathesis.specs.openapi.checks import ignored_auth, status_code_conforma
 from tests.support import postgres
 from tests.support.server import TuneserveServer
 
+pytestmark = pytest.mark.server
+
 ROOT = Path(__file__).resolve().parents[1]
 # Per route in the suite; a deeper run: TUNESERVE_FUZZ_EXAMPLES=500 pytest tests/test_fuzz.py
 EXAMPLES_PER_ROUTE = int(os.environ.get("TUNESERVE_FUZZ_EXAMPLES", "25"))

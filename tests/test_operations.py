@@ -17,6 +17,8 @@ from tests.support import postgres
 from tests.support.server import ROOT, TuneserveServer, metric
 from tests.support.training import BASE, jsonl, sft_example
 
+pytestmark = pytest.mark.server
+
 
 @pytest.fixture(scope="module")
 def two_nodes(tmp_path_factory: pytest.TempPathFactory, models_dir: Path) -> Iterator[

@@ -11,6 +11,8 @@ import pytest
 from tests.support import postgres
 from tests.support.server import TuneserveServer
 
+pytestmark = pytest.mark.server
+
 LIMITS = {"TUNESERVE_RATE_LIMIT_REQUESTS_PER_MINUTE": "3",
           "TUNESERVE_RATE_LIMIT_TOKENS_PER_MINUTE": "2000",
           "TUNESERVE_MAX_PROJECT_STORED_BYTES": "1000"}

@@ -28,6 +28,8 @@ from tests.support.ray_cluster import RayCluster, environment
 from tests.support.server import TuneserveServer
 from tests.support.training import BASE, sft_example
 
+pytestmark = [pytest.mark.cluster, pytest.mark.server]
+
 PROMPT = sft_example(3)["messages"][:-1]
 NO_END = {"0": -100, "1": -100, "2": -100}
 UNSERVED = "SmolLM2-135M-Instruct-unserved"

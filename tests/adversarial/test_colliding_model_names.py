@@ -129,6 +129,7 @@ def aliased(request: pytest.FixtureRequest,
     stop_control_plane(server, name)
 
 
+@pytest.mark.server
 def test_a_base_alias_and_a_project_with_colons_work_end_to_end(
         aliased: TuneserveServer) -> None:
     key = aliased.cli("keys", "create", "--project", "acme:prod").strip()

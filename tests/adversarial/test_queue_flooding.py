@@ -234,6 +234,7 @@ def small_queue(request: pytest.FixtureRequest,
     stop_control_plane(server, name)
 
 
+@pytest.mark.server
 def test_a_project_cannot_queue_more_jobs_than_the_limit(small_queue: TuneserveServer) -> None:
     flooder = small_queue.client()
     training = upload(flooder, [sft_example(i) for i in range(10)])

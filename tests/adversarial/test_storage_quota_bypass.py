@@ -15,6 +15,8 @@ import pytest
 from tests.adversarial.conftest import start_control_plane, stop_control_plane
 from tests.support.server import TuneserveServer
 
+pytestmark = pytest.mark.server
+
 QUOTA = 1000
 MAX_PENDING_UPLOADS = 4
 

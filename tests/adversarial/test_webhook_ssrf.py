@@ -167,6 +167,7 @@ def _test_answer(server: TuneserveServer, url: str) -> tuple[httpx.Response, flo
         return answer, time.monotonic() - started
 
 
+@pytest.mark.server
 def test_test_says_nothing_a_port_scan_could_use(opted_in: TuneserveServer,
                                                  tmp_path: Path) -> None:
     closed_port = free_port()

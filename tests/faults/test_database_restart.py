@@ -13,6 +13,8 @@ from tests.support import postgres
 from tests.support.server import TuneserveServer
 from tests.support.training import BASE, events, sft_example, upload, wait_for, wait_for_event
 
+pytestmark = [pytest.mark.server, pytest.mark.training]
+
 
 def _postgresql(action: str) -> None:
     version = sorted(p.name for p in Path("/etc/postgresql").iterdir())[-1]

@@ -11,6 +11,8 @@ import pytest
 
 from tests.support.server import TuneserveServer
 
+pytestmark = pytest.mark.server
+
 MiB = 1 << 20
 
 

@@ -21,6 +21,8 @@ from tests.support.seaweedfs import SeaweedFS
 from tests.support.server import TuneserveServer
 from tests.support.training import BASE, events, sft_example, upload, wait_for, wait_for_event
 
+pytestmark = [pytest.mark.server, pytest.mark.training]
+
 
 @pytest.fixture(scope="module")
 def frozen_store(tmp_path_factory: pytest.TempPathFactory, models_dir: Path) -> Iterator[

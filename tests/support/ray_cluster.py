@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from tests.support.ports import free_port
+from tests.support.tiers import refuse_in_fast_tier
 
 
 @contextmanager
@@ -42,6 +43,7 @@ class RayCluster:
         self.gpu_node_ids: list[str] = []
 
     def start(self) -> "RayCluster":
+        refuse_in_fast_tier("Ray cluster", "cluster")
         from ray.cluster_utils import Cluster
 
         with environment(self.node_env):

@@ -12,6 +12,7 @@ import openai
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.support.ports import free_port
+from tests.support.tiers import refuse_in_fast_tier
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -67,6 +68,7 @@ class TuneserveServer:
         return self._other_key
 
     def start(self, timeout: float = 60) -> "TuneserveServer":
+        refuse_in_fast_tier("tuneserve server", "server")
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.log_path = self.data_dir / "server.log"
         log = open(self.log_path, "ab")  # noqa: SIM115 - the child holds it
