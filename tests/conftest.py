@@ -1,6 +1,7 @@
 """Shared real services: one SeaweedFS and fresh PostgreSQL databases for the whole session."""
 
 import json
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -68,14 +69,43 @@ def blob_store(
     return S3BlobStore(f"s3://tuneserve-test/{random_token(8)}", env["TUNESERVE_S3_ENDPOINT"])
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def database(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Database]:
-    url = (f"sqlite:///{tmp_path / 'meta.db'}" if request.param == "sqlite"
-           else request.getfixturevalue("pg_url"))
+@pytest.fixture(scope="session")
+def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A SQLite database at the newest revision, migrated once: `database` copies it."""
+    path = tmp_path_factory.mktemp("template") / "meta.db"
+    db = Database(f"sqlite:///{path}")
+    db.migrate()
+    with db.engine.connect() as conn:  # everything into the main file, which is copied
+        conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
+    db.dispose()
+    return path
+
+
+@pytest.fixture(scope="session")
+def postgres_template() -> Iterator[str]:
+    """A PostgreSQL database at the newest revision, migrated once: `database` copies it."""
+    name, url = postgres.create_database()
     db = Database(url)
     db.migrate()
+    db.dispose()  # a template must have no connections
+    yield name
+    postgres.drop_database(name)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Database]:
+    """A fresh database at the newest revision, on each kind in turn."""
+    name = None
+    if request.param == "sqlite":
+        shutil.copyfile(request.getfixturevalue("sqlite_template"), tmp_path / "meta.db")
+        url = f"sqlite:///{tmp_path / 'meta.db'}"
+    else:
+        name, url = postgres.create_database(request.getfixturevalue("postgres_template"))
+    db = Database(url)
     yield db
     db.dispose()
+    if name:
+        postgres.drop_database(name)
 
 
 @pytest.fixture(scope="session")
