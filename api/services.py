@@ -17,10 +17,10 @@ from fastapi.concurrency import run_in_threadpool
 from api.background.evaluator import EngineEvaluator
 from api.background.key_cache import KeyCache
 from api.background.reaper import run_reaper
+from api.background.webhook_dispatcher import WebhookDispatcher
 from api.fine_tuning.event_stream import StreamSlots
 from api.settings import Settings
 from api.tenancy import bootstrap_keys
-from api.webhooks.dispatcher import WebhookDispatcher
 from serving.adapters import AdapterManager
 from serving.engine import VLLMEngine
 from serving.proxy import Proxy

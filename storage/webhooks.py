@@ -1,6 +1,6 @@
 """The webhook outbox: deliveries are queued in the same transaction as the change they
 announce, so an event is never lost (the change committed) nor invented (it rolled back).
-The API's dispatcher (`api/webhooks/dispatcher.py`) sends them.
+The API's dispatcher (`api/background/webhook_dispatcher.py`) sends them.
 
 A delivery's state, in the shape every machine here has (`storage/states.py`):
 

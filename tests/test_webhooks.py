@@ -19,9 +19,9 @@ import pytest
 from openai.types.webhooks import FineTuningJobCancelledWebhookEvent
 from sqlalchemy import select
 
+from api.background.webhook_dispatcher import claim_due, record
 from api.errors import APIError
 from api.webhooks.delivery import Outcome, new_secret, send
-from api.webhooks.dispatcher import claim_due, record
 from api.webhooks.service import check_url
 from storage import webhooks
 from storage.db import Database
