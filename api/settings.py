@@ -129,7 +129,7 @@ class Settings(TrainingSettings, ServingSettings):
             "Blobs no live row accounts for (a file without its row, a finished upload's parts, a "
             "finished job's training state, an adapter no model names and no active job is "
             "writing; unfinished local writes: left by a crash between a blob and its row) are "
-            "deleted once older than this (`api/orphans.py`)."
+            "deleted once older than this (`api/background/orphans.py`)."
         ),
     )
     orphan_sweep_interval_seconds: float = Field(
