@@ -226,22 +226,6 @@ def test_killed_engine_ends_streams_with_an_error_answers_503_then_comes_back(  
     assert '"answer"' in _ask(client, sft_job.fine_tuned_model, PROMPTS[0])
 
 
-def test_engine_does_not_outlive_a_killed_api(
-    tmp_path, local_server: TuneserveServer  # type: ignore[no-untyped-def]
-) -> None:
-    server = TuneserveServer(tmp_path / "data", {
-        "TUNESERVE_MODELS_DIR": local_server.env["TUNESERVE_MODELS_DIR"],
-        "TUNESERVE_SERVING_ENABLED": "true"})
-    server.start()
-    try:
-        wait_for_engine(server)
-        engine = engine_process(server)
-        server.proc.kill()  # type: ignore[union-attr]
-        engine.wait(timeout=60)  # raises if the engine lives on
-    finally:
-        server.stop()
-
-
 def test_a_base_model_this_node_does_not_serve_is_400(client: openai.OpenAI) -> None:
     from tests.conftest import SHORT_CONTEXT_MODEL
 

@@ -13,7 +13,7 @@ from typing import Any
 import openai
 import psycopg
 
-from tests.support.chat import wait_for_engine
+from tests.support.chat import engine_process, wait_for_engine
 from tests.support.ray_cluster import RayCluster
 from tests.support.server import TuneserveServer
 from tests.support.training import (
@@ -176,9 +176,13 @@ def test_killed_api_nodes_leave_the_ray_job_training_and_a_restarted_one_reports
     job_id = _tiny_job(client, upload(client, [sft_example(i) for i in range(24)]),
                        n_epochs=1, batch_size=2)  # 12 steps
     wait_for_event(client, job_id, "Step 1/")
+    wait_for_engine(a)
+    engine = engine_process(a)
     for server in (a, b):
         os.killpg(server.proc.pid, signal.SIGKILL)  # type: ignore[union-attr]
         server.proc.wait()  # type: ignore[union-attr]
+    # Node a's vLLM (in a session of its own) does not outlive the API that managed it.
+    engine.wait(timeout=60)
     ray_client = ray_cluster.client()
     (ray_job,) = [j for j in ray_client.list_jobs()
                   if (j.metadata or {}).get("tuneserve_job") == job_id]
