@@ -7,16 +7,17 @@ from collections.abc import AsyncIterator
 from fastapi import APIRouter, Depends, FastAPI
 from fastapi.responses import JSONResponse
 
-from api.chat.router import router as chat_router
-from api.checkpoints.router import router as checkpoints_router
+from api.chat.completions.router import router as chat_completions_router
 from api.completions.router import router as completions_router
 from api.dashboard import install_dashboard
 from api.deps import AppServices
 from api.errors import COMMON_ERRORS, document_errors, install_error_handlers
 from api.files.router import router as files_router
-from api.fine_tuning.router import router as fine_tuning_router
+from api.fine_tuning.alpha.graders.router import router as graders_router
+from api.fine_tuning.checkpoints.permissions.router import router as permissions_router
+from api.fine_tuning.jobs.checkpoints.router import router as job_checkpoints_router
+from api.fine_tuning.jobs.router import router as jobs_router
 from api.gate import RequestGate
-from api.graders.router import router as graders_router
 from api.metrics import install_metrics
 from api.models.router import router as models_router
 from api.nul_characters import refuse_nul_characters
@@ -26,7 +27,8 @@ from api.responses.router import router as responses_router
 from api.services import services_of, start_services
 from api.settings import Settings
 from api.uploads.router import router as uploads_router
-from api.webhooks.router import router as webhooks_router
+from api.webhook_endpoints.router import router as webhook_endpoints_router
+from api.webhook_event_types.router import router as webhook_event_types_router
 
 VERSION = "0.1.0"
 
@@ -58,16 +60,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_metrics(app, lambda: services_of(app))
     v1 = APIRouter(prefix="/v1", responses=COMMON_ERRORS,
                    dependencies=[Depends(refuse_nul_characters)])
-    v1.include_router(files_router)
-    v1.include_router(uploads_router)
-    v1.include_router(fine_tuning_router)
-    v1.include_router(checkpoints_router)
-    v1.include_router(graders_router)
-    v1.include_router(models_router)
-    v1.include_router(chat_router)
-    v1.include_router(completions_router)
-    v1.include_router(responses_router)
-    v1.include_router(webhooks_router)
+    # One router per package, each package named by its URL (tests/test_layout.py); in this
+    # order, the order of the OpenAPI document's paths.
+    for router in (files_router, uploads_router, jobs_router, job_checkpoints_router,
+                   permissions_router, graders_router, models_router, chat_completions_router,
+                   completions_router, responses_router, webhook_endpoints_router,
+                   webhook_event_types_router):
+        v1.include_router(router)
     app.include_router(v1)
 
     # Async: answered on the event loop, never queued behind a thread pool that is full.

@@ -18,7 +18,7 @@ from api.background.evaluator import EngineEvaluator
 from api.background.key_cache import KeyCache
 from api.background.reaper import run_reaper
 from api.background.webhook_dispatcher import WebhookDispatcher
-from api.fine_tuning.event_stream import StreamSlots
+from api.fine_tuning.jobs.event_stream import StreamSlots
 from api.settings import Settings
 from api.tenancy import bootstrap_keys
 from serving.adapters import AdapterManager

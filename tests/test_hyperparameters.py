@@ -63,7 +63,7 @@ def test_sequence_length_fits_the_longest_example(longest: int, expected: int) -
 
 
 def test_the_default_rank_never_exceeds_what_the_server_serves() -> None:
-    from api.fine_tuning.service import _check_rank
+    from api.fine_tuning.jobs.service import _check_rank
 
     for max_rank, expected in ((64, 16), (8, 8)):
         method = {"type": "supervised", "supervised": {"hyperparameters": {}}}

@@ -472,7 +472,7 @@ def test_a_validation_past_its_time_limit_fails_its_job_clearly(
 
 
 def test_a_job_paused_while_validating_is_validated_again_on_resume(database: Database) -> None:
-    from api.fine_tuning import service
+    from api.fine_tuning.jobs import service
 
     project = _project(database)
     validating = _job(database, project, JobStatus.VALIDATING_FILES)
@@ -489,7 +489,7 @@ def test_a_job_paused_while_validating_is_validated_again_on_resume(database: Da
 
 def test_pause_answers_pausing_at_once_for_a_running_job(database: Database) -> None:
     from api.errors import APIError
-    from api.fine_tuning import service
+    from api.fine_tuning.jobs import service
 
     job_id = _job(database, _project(database), JobStatus.RUNNING)
     with database.session() as s:

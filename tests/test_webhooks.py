@@ -21,8 +21,8 @@ from sqlalchemy import select
 
 from api.background.webhook_dispatcher import claim_due, record
 from api.errors import APIError
+from api.webhook_endpoints.service import check_url
 from api.webhooks.delivery import Outcome, new_secret, send
-from api.webhooks.service import check_url
 from storage import webhooks
 from storage.db import Database
 from storage.ids import random_token

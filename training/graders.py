@@ -3,8 +3,8 @@
 
 The API's `/v1/fine_tuning/alpha/graders` routes run it, and so do reinforcement fine-tuning's
 reward functions (training/rewards.py), so a grader scores alike in both places; the judge of
-a score_model grader is the API's engine there (api/graders/judge.py) and the API over HTTP
-here (training/judge.py).
+a score_model grader is the API's engine there (api/fine_tuning/alpha/graders/judge.py) and
+the API over HTTP here (training/judge.py).
 
 Supported: `string_check`, `text_similarity` (every metric but `meteor` and `cosine`, which
 need a model this server does not have), `score_model` (the judge is a model this server

@@ -13,8 +13,8 @@ from fastapi.concurrency import run_in_threadpool
 from sqlalchemy import delete, select
 
 from api.settings import Settings
+from api.webhook_endpoints.service import signing_secrets
 from api.webhooks.delivery import Outcome, send, url_origin
-from api.webhooks.service import signing_secrets
 from storage.db import Database
 from storage.models import WebhookDelivery, WebhookDeliveryAttempt, WebhookEndpoint
 from storage.webhooks import DeliveryStatus, advance

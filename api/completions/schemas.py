@@ -4,7 +4,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from api.chat.schemas import StreamOptions
+from api.chat.completions.schemas import StreamOptions
 
 
 class CompletionRequest(BaseModel):

@@ -1,1 +1,2 @@
-"""`/v1/fine_tuning`."""
+"""`/v1/fine_tuning`: `jobs/` (and their `checkpoints/`), `checkpoints/permissions/` and
+`alpha/graders/`, as openai-python's `resources/fine_tuning/` tree has them."""

@@ -6,7 +6,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from api.chat.schemas import MAX_TOOLS
+from api.chat.completions.schemas import MAX_TOOLS
 
 
 class ResponseRequest(BaseModel):

@@ -1,1 +1,3 @@
-"""`/v1/webhook_endpoints`: where a project is told that its jobs ended."""
+"""Webhook delivery: the addresses a webhook may reach (`addresses.py`) and one signed send
+(`delivery.py`), shared by the dispatcher (`api/background/webhook_dispatcher.py`) and the
+`/v1/webhook_endpoints/{id}/test` route (`api/webhook_endpoints/`)."""

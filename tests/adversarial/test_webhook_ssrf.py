@@ -19,7 +19,7 @@ import pytest
 
 from api.errors import APIError
 from api.settings import Settings
-from api.webhooks import service
+from api.webhook_endpoints import service
 from storage.models import WebhookEndpoint
 from tests.adversarial.conftest import start_control_plane, stop_control_plane
 from tests.support.ports import free_port

@@ -20,7 +20,7 @@ from collections.abc import AsyncIterator
 from fastapi.concurrency import run_in_threadpool
 from sqlalchemy import select
 
-from api.fine_tuning.schemas import FineTuningJobEventObject, FineTuningJobObject
+from api.fine_tuning.jobs.schemas import FineTuningJobEventObject, FineTuningJobObject
 from storage.db import Database
 from storage.models import JobEvent
 from training import jobs

@@ -5,7 +5,7 @@ from typing import Any
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
-from api.chat.schemas import FORWARDED_FIELDS, ChatCompletionRequest
+from api.chat.completions.schemas import FORWARDED_FIELDS, ChatCompletionRequest
 from api.deps import AppServices, CurrentProject
 from api.errors import error_responses
 from api.inference import check_token_budget, forward

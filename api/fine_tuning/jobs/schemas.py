@@ -4,7 +4,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from storage.models import FineTuningJob, JobCheckpoint, JobEvent
+from storage.models import FineTuningJob, JobEvent
 from training import evaluation_state
 
 Auto = Literal["auto"]
@@ -188,29 +188,3 @@ class FineTuningJobEventList(BaseModel):
     object: Literal["list"] = "list"
     data: list[FineTuningJobEventObject]
     has_more: bool
-
-
-class FineTuningJobCheckpointObject(BaseModel):
-    id: str
-    object: Literal["fine_tuning.job.checkpoint"] = "fine_tuning.job.checkpoint"
-    created_at: int
-    fine_tuned_model_checkpoint: str
-    fine_tuning_job_id: str
-    step_number: int
-    metrics: dict[str, float]
-
-    @classmethod
-    def of(cls, c: JobCheckpoint) -> "FineTuningJobCheckpointObject":
-        return cls(id=c.id, created_at=c.created_at,
-                   fine_tuned_model_checkpoint=c.fine_tuned_model_checkpoint,
-                   fine_tuning_job_id=c.job_id, step_number=c.step_number,
-                   metrics={k: v for k, v in c.metrics.items() if v is not None})
-
-
-class FineTuningJobCheckpointList(BaseModel):
-    object: Literal["list"] = "list"
-    data: list[FineTuningJobCheckpointObject]
-    first_id: str | None
-    last_id: str | None
-    has_more: bool
-

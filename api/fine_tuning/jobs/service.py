@@ -11,7 +11,7 @@ from sqlalchemy.orm import Session
 
 from api.errors import APIError, not_found
 from api.files.service import get_file
-from api.fine_tuning.schemas import CreateFineTuningJobRequest, Reinforcement
+from api.fine_tuning.jobs.schemas import CreateFineTuningJobRequest, Reinforcement
 from storage.base_models import BaseModelSpec
 from storage.blob import BlobNotFound, BlobStore
 from storage.ids import new_id

@@ -1,5 +1,5 @@
-"""`/v1/fine_tuning/jobs`: create, list, retrieve, cancel, pause, resume, events,
-checkpoints."""
+"""`/v1/fine_tuning/jobs`: create, list, retrieve, cancel, pause, resume, events (a job's
+checkpoints are `checkpoints/`)."""
 
 from typing import Annotated
 
@@ -9,13 +9,11 @@ from sqlalchemy import select
 
 from api.deps import DB, AppServices, AppSettings, CurrentProject, DBFactory, Storage
 from api.errors import APIError, error_responses
-from api.fine_tuning import service
-from api.fine_tuning.event_stream import event_stream, held_stream, start_seq
-from api.fine_tuning.schemas import (
+from api.fine_tuning.jobs import service
+from api.fine_tuning.jobs.event_stream import event_stream, held_stream, start_seq
+from api.fine_tuning.jobs.schemas import (
     MAX_METADATA_PAIRS,
     CreateFineTuningJobRequest,
-    FineTuningJobCheckpointList,
-    FineTuningJobCheckpointObject,
     FineTuningJobEventList,
     FineTuningJobEventObject,
     FineTuningJobList,
@@ -23,7 +21,7 @@ from api.fine_tuning.schemas import (
 )
 from api.pagination import page
 from storage.base_models import base_models
-from storage.models import FineTuningJob, JobCheckpoint, JobEvent
+from storage.models import FineTuningJob, JobEvent
 
 router = APIRouter(prefix="/fine_tuning/jobs", tags=["fine-tuning"],
                    responses=error_responses(404, 409))
@@ -134,22 +132,6 @@ def list_events(
     rows, has_more = page(session, query, JobEvent, after=after, limit=limit)
     return FineTuningJobEventList(data=[FineTuningJobEventObject.of(e) for e in rows],
                                   has_more=has_more)
-
-
-@router.get("/{fine_tuning_job_id}/checkpoints", response_model=FineTuningJobCheckpointList)
-def list_checkpoints(
-    fine_tuning_job_id: str, project: CurrentProject, session: DB,
-    after: str | None = None, limit: Annotated[int, Query(ge=1, le=100)] = 10,
-) -> FineTuningJobCheckpointList:
-    service.get_job(session, project.id, fine_tuning_job_id)
-    query = select(JobCheckpoint).where(JobCheckpoint.job_id == fine_tuning_job_id)
-    rows, has_more = page(session, query, JobCheckpoint, after=after, limit=limit,
-                          scope=fine_tuning_job_id)
-    return FineTuningJobCheckpointList(
-        data=[FineTuningJobCheckpointObject.of(c) for c in rows],
-        first_id=rows[0].id if rows else None, last_id=rows[-1].id if rows else None,
-        has_more=has_more,
-    )
 
 
 def _fresh(session: DB, project_id: str, job_id: str) -> FineTuningJobObject:

@@ -1,5 +1,4 @@
-"""`/v1/webhook_endpoints`: create, list, retrieve, update, delete, rotate_secret, test;
-and `/v1/webhook_event_types`."""
+"""`/v1/webhook_endpoints`: create, list, retrieve, update, delete, rotate_secret, test."""
 
 from typing import Annotated
 
@@ -9,9 +8,8 @@ from fastapi.concurrency import run_in_threadpool
 from api.deps import DB, AppSettings, CurrentProject, DBFactory
 from api.errors import error_responses
 from api.pagination import page
-from api.webhooks import service
-from api.webhooks.schemas import (
-    EVENT_TYPES,
+from api.webhook_endpoints import service
+from api.webhook_endpoints.schemas import (
     CreateWebhookEndpointRequest,
     RotateSecretRequest,
     TestWebhookEndpointRequest,
@@ -21,15 +19,15 @@ from api.webhooks.schemas import (
     WebhookEndpointObject,
     WebhookEndpointTestResult,
     WebhookEndpointWithSecret,
-    WebhookEventTypeList,
 )
 from storage.models import WebhookEndpoint
 
-router = APIRouter(tags=["webhooks"], responses=error_responses(404))
-ENDPOINT = "/webhook_endpoints/{webhook_endpoint_id}"
+router = APIRouter(prefix="/webhook_endpoints", tags=["webhooks"],
+                   responses=error_responses(404))
+ENDPOINT = "/{webhook_endpoint_id}"
 
 
-@router.post("/webhook_endpoints", response_model=WebhookEndpointWithSecret)
+@router.post("", response_model=WebhookEndpointWithSecret)
 def create_webhook_endpoint(body: CreateWebhookEndpointRequest, project: CurrentProject,
                             session: DB, settings: AppSettings) -> WebhookEndpointWithSecret:
     row = service.create_endpoint(session, project.id, body,
@@ -39,7 +37,7 @@ def create_webhook_endpoint(body: CreateWebhookEndpointRequest, project: Current
     return WebhookEndpointWithSecret.of(row)
 
 
-@router.get("/webhook_endpoints", response_model=WebhookEndpointList)
+@router.get("", response_model=WebhookEndpointList)
 def list_webhook_endpoints(
     project: CurrentProject,
     session: DB,
@@ -106,8 +104,3 @@ async def test_webhook_endpoint(webhook_endpoint_id: str, body: TestWebhookEndpo
     status = await service.send_test(endpoint, body.event_type, settings)
     return WebhookEndpointTestResult(webhook_endpoint_id=endpoint.id,
                                      event_type=body.event_type, status_code=status)
-
-
-@router.get("/webhook_event_types", response_model=WebhookEventTypeList)
-def list_webhook_event_types(project: CurrentProject) -> WebhookEventTypeList:
-    return WebhookEventTypeList(data=list(EVENT_TYPES))

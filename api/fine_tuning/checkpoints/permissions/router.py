@@ -8,14 +8,14 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Query
 from sqlalchemy import select
 
-from api.checkpoints.schemas import (
+from api.deps import DB, CurrentProject
+from api.errors import APIError, error_responses, not_found
+from api.fine_tuning.checkpoints.permissions.schemas import (
     CreatePermissionsRequest,
     PermissionDeleted,
     PermissionList,
     PermissionObject,
 )
-from api.deps import DB, CurrentProject
-from api.errors import APIError, error_responses, not_found
 from api.pagination import page
 from storage.ids import new_id
 from storage.models import CheckpointPermission, FineTunedModel, Project

@@ -99,8 +99,3 @@ class WebhookEndpointTestResult(BaseModel):
     # a tenant probe what the server can reach).
     status_code: int
     success: Literal[True] = True
-
-
-class WebhookEventTypeList(BaseModel):
-    object: Literal["list"] = "list"
-    data: list[str]

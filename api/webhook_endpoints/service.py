@@ -11,13 +11,13 @@ from sqlalchemy.orm import Session
 
 from api.errors import APIError, not_found
 from api.settings import Settings
-from api.webhooks.addresses import lookup, parse_address, refused_addresses, refused_host
-from api.webhooks.delivery import default_port, new_secret, send, url_origin
-from api.webhooks.schemas import (
+from api.webhook_endpoints.schemas import (
     CreateWebhookEndpointRequest,
     EventType,
     UpdateWebhookEndpointRequest,
 )
+from api.webhooks.addresses import lookup, parse_address, refused_addresses, refused_host
+from api.webhooks.delivery import default_port, new_secret, send, url_origin
 from storage.ids import new_id
 from storage.models import Project, WebhookEndpoint
 from storage.webhooks import event_payload

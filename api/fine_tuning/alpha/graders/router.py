@@ -12,8 +12,8 @@ from fastapi import APIRouter
 
 from api.deps import AppServices, CurrentProject
 from api.errors import APIError, error_responses
-from api.graders.judge import engine_judge
-from api.graders.schemas import (
+from api.fine_tuning.alpha.graders.judge import engine_judge
+from api.fine_tuning.alpha.graders.schemas import (
     RunGraderRequest,
     RunGraderResponse,
     ValidateGraderRequest,

@@ -1,0 +1,1 @@
+"""`/v1/fine_tuning/alpha`: only its `graders/` are served."""
