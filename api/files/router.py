@@ -134,11 +134,8 @@ def list_files(
     order: Literal["asc", "desc"] = "desc",
     purpose: str | None = None,
 ) -> FileList:
-    query = service.visible_files(project.id)
-    if purpose is not None:
-        query = query.where(File.purpose == purpose)
-    rows, has_more = page(session, query, File, after=after, limit=limit, order=order,
-                          scope=project.id)
+    rows, has_more = page(session, service.visible_files(project.id, purpose), File,
+                          after=after, limit=limit, order=order, scope=project.id)
     return FileList(
         data=[FileObject.of(r) for r in rows],
         first_id=rows[0].id if rows else None,

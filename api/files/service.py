@@ -14,12 +14,14 @@ from storage.models import File
 __all__ = ["add_file", "delete_file", "get_file", "visible_files"]
 
 
-def visible_files(project_id: str) -> Select[tuple[File]]:
-    """The project's files that have not expired (the reaper deletes those soon after)."""
+def visible_files(project_id: str, purpose: str | None = None) -> Select[tuple[File]]:
+    """The project's files that have not expired (the reaper deletes those soon after), of
+    `purpose` only where given."""
     now = int(time.time())
-    return select(File).where(
+    query = select(File).where(
         File.project_id == project_id, or_(File.expires_at.is_(None), File.expires_at > now)
     )
+    return query if purpose is None else query.where(File.purpose == purpose)
 
 
 def get_file(session: Session, project_id: str, file_id: str, param: str = "file_id") -> File:

@@ -74,8 +74,7 @@ def update_webhook_endpoint(webhook_endpoint_id: str, body: UpdateWebhookEndpoin
 @router.delete(ENDPOINT, response_model=WebhookEndpointDeleted)
 def delete_webhook_endpoint(webhook_endpoint_id: str, project: CurrentProject,
                             session: DB) -> WebhookEndpointDeleted:
-    # Its pending deliveries go with it (ON DELETE CASCADE).
-    session.delete(service.get_endpoint(session, project.id, webhook_endpoint_id))
+    service.delete_endpoint(session, project.id, webhook_endpoint_id)
     session.commit()
     return WebhookEndpointDeleted(id=webhook_endpoint_id, deleted=True)
 

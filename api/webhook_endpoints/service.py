@@ -39,6 +39,11 @@ def get_endpoint(session: Session, project_id: str, endpoint_id: str) -> Webhook
     return row
 
 
+def delete_endpoint(session: Session, project_id: str, endpoint_id: str) -> None:
+    # Its pending deliveries go with it (ON DELETE CASCADE).
+    session.delete(get_endpoint(session, project_id, endpoint_id))
+
+
 def check_url(url: str, allow_private: bool) -> str:
     """`url` if a project may save it: http(s), and, unless private addresses are allowed,
     a host that is not one, nor resolves to one now (checked again at each attempt, as DNS

@@ -6,16 +6,20 @@ import time
 from collections.abc import Collection
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import Select, func, select
 from sqlalchemy.orm import Session
 
 from api.errors import APIError, not_found
 from api.files.service import get_file
-from api.fine_tuning.jobs.schemas import CreateFineTuningJobRequest, Reinforcement
+from api.fine_tuning.jobs.schemas import (
+    MAX_METADATA_PAIRS,
+    CreateFineTuningJobRequest,
+    Reinforcement,
+)
 from storage.base_models import BaseModelSpec
 from storage.blob import BlobNotFound, BlobStore
 from storage.ids import new_id
-from storage.models import FineTuningJob, Project
+from storage.models import FineTuningJob, JobEvent, Project
 from storage.sharing import usable_model
 from training import evaluation_state, jobs
 from training.graders import GraderError, judge_models, parse_grader, validate_grader
@@ -260,3 +264,26 @@ def resume_job(session: Session, job: FineTuningJob) -> None:
         raise _conflict(job, "resumed")
     jobs.add_event(session, job.id, "Fine-tuning job resumed; moving job to "
                    + ("queued state" if validated else "validating files"))
+
+
+def project_jobs(project_id: str, metadata: list[tuple[str, str]]) -> Select[tuple[FineTuningJob]]:
+    """The project's jobs whose metadata holds every (key, value) of `metadata`."""
+    if len(metadata) > MAX_METADATA_PAIRS:
+        # No job has more keys; each filter is a JSON path in the query (SQLite refuses an
+        # expression some 1,000 deep).
+        raise APIError(400, f"At most {MAX_METADATA_PAIRS} metadata filters: a job has at "
+                       f"most {MAX_METADATA_PAIRS} metadata keys.", param="metadata",
+                       code="invalid_value")
+    query = select(FineTuningJob).where(FineTuningJob.project_id == project_id)
+    for key, value in metadata:
+        if '"' in key or "\\" in key:
+            # A JSON path cannot quote them on every database.
+            raise APIError(400, f"Cannot filter on the metadata key {key!r}: keys "
+                           "with '\"' or '\\' are not supported in filters.",
+                           param=f"metadata[{key}]", code="invalid_value")
+        query = query.where(FineTuningJob.user_metadata[key].as_string() == value)
+    return query
+
+
+def job_events(job_id: str) -> Select[tuple[JobEvent]]:
+    return select(JobEvent).where(JobEvent.job_id == job_id)
