@@ -4,6 +4,8 @@ from typing import Literal
 
 from pydantic import BaseModel
 
+from api.lists import ListObject
+
 
 class ModelObject(BaseModel):
     id: str
@@ -17,9 +19,8 @@ class ModelObject(BaseModel):
     parent: str | None = None
 
 
-class ModelList(BaseModel):
-    object: Literal["list"] = "list"
-    data: list[ModelObject]
+class ModelList(ListObject[ModelObject]):
+    pass
 
 
 class ModelDeleted(BaseModel):

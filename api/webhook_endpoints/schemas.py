@@ -4,6 +4,7 @@ from typing import Annotated, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from api.lists import CursorPage
 from storage.models import WebhookEndpoint
 
 # The events tuneserve emits (OpenAI has more kinds: batches, responses, evals...).
@@ -76,12 +77,8 @@ class WebhookEndpointWithSecret(WebhookEndpointObject):
         return cls(**WebhookEndpointObject.of(row).model_dump(), signing_secret=row.secret)
 
 
-class WebhookEndpointList(BaseModel):
-    object: Literal["list"] = "list"
-    data: list[WebhookEndpointObject]
-    first_id: str | None
-    last_id: str | None
-    has_more: bool
+class WebhookEndpointList(CursorPage[WebhookEndpointObject]):
+    pass
 
 
 class WebhookEndpointDeleted(BaseModel):

@@ -1,10 +1,9 @@
 """The list of webhook event types."""
 
-from typing import Literal
-
-from pydantic import BaseModel
 
 
-class WebhookEventTypeList(BaseModel):
-    object: Literal["list"] = "list"
-    data: list[str]
+from api.lists import ListObject
+
+
+class WebhookEventTypeList(ListObject[str]):
+    pass

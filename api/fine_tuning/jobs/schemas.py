@@ -4,6 +4,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from api.lists import Page
 from storage.models import FineTuningJob, JobEvent
 from training import evaluation_state
 
@@ -163,10 +164,8 @@ class FineTuningJobObject(BaseModel):
         )
 
 
-class FineTuningJobList(BaseModel):
-    object: Literal["list"] = "list"
-    data: list[FineTuningJobObject]
-    has_more: bool
+class FineTuningJobList(Page[FineTuningJobObject]):
+    pass
 
 
 class FineTuningJobEventObject(BaseModel):
@@ -184,7 +183,5 @@ class FineTuningJobEventObject(BaseModel):
                    type=e.type, data=e.data or {})
 
 
-class FineTuningJobEventList(BaseModel):
-    object: Literal["list"] = "list"
-    data: list[FineTuningJobEventObject]
-    has_more: bool
+class FineTuningJobEventList(Page[FineTuningJobEventObject]):
+    pass

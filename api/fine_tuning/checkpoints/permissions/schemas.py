@@ -5,6 +5,7 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
+from api.lists import Page
 from storage.models import CheckpointPermission
 
 
@@ -23,10 +24,8 @@ class PermissionObject(BaseModel):
         return cls(id=row.id, created_at=row.created_at, project_id=row.project_id)
 
 
-class PermissionList(BaseModel):
-    object: Literal["list"] = "list"
-    data: list[PermissionObject]
-    has_more: bool
+class PermissionList(Page[PermissionObject]):
+    # OpenAI's permission list has them after has_more, and optional.
     first_id: str | None = None
     last_id: str | None = None
 

@@ -4,6 +4,7 @@ from typing import Literal
 
 from pydantic import BaseModel
 
+from api.lists import CursorPage
 from storage.models import JobCheckpoint
 
 
@@ -24,10 +25,6 @@ class FineTuningJobCheckpointObject(BaseModel):
                    metrics={k: v for k, v in c.metrics.items() if v is not None})
 
 
-class FineTuningJobCheckpointList(BaseModel):
-    object: Literal["list"] = "list"
-    data: list[FineTuningJobCheckpointObject]
-    first_id: str | None
-    last_id: str | None
-    has_more: bool
+class FineTuningJobCheckpointList(CursorPage[FineTuningJobCheckpointObject]):
+    pass
 
