@@ -29,7 +29,8 @@ class BaseModelSpec:
     @property
     def config(self) -> dict[str, Any]:
         """The model's config.json (architecture, width, context)."""
-        return json.loads((self.path / "config.json").read_text())  # type: ignore[no-any-return]
+        config: dict[str, Any] = json.loads((self.path / "config.json").read_text())
+        return config
 
     @property
     def context_length(self) -> int:

@@ -4,11 +4,11 @@ import fcntl
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Engine, create_engine, event, text
+from sqlalchemy import CursorResult, Engine, Executable, create_engine, event, text
 from sqlalchemy.orm import Session, sessionmaker
 
 from storage.tombstones import record_deletions
@@ -41,6 +41,12 @@ def make_engine(url: str, connect_timeout: int = 5, statement_timeout: float = 6
     return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20,
                          pool_timeout=pool_timeout,
                          connect_args={"connect_timeout": connect_timeout, "options": options})
+
+
+def rows_affected(session: Session, statement: Executable) -> int:
+    """Runs an UPDATE or DELETE and returns how many rows it changed. Session.execute is typed
+    as returning a plain Result; for these statements it is a CursorResult, which counts."""
+    return cast("CursorResult[Any]", session.execute(statement)).rowcount
 
 
 def alembic_config(engine: Engine) -> Config:

@@ -4,7 +4,7 @@ download, grant) stays the owner's. A model trained from another project's model
 trainer's to use and manage, but its weights (practically the other project's) are not
 its trainer's to take away: see `foreign_ancestor`."""
 
-from sqlalchemy import exists, or_, select
+from sqlalchemy import Exists, exists, or_, select
 from sqlalchemy.orm import Session
 
 from storage.models import CheckpointPermission, FineTunedModel, FineTuningJob
@@ -13,7 +13,7 @@ from storage.models import CheckpointPermission, FineTunedModel, FineTuningJob
 CHECKPOINT_MARK = ":ckpt-step-"
 
 
-def granted_to(project_id: str):  # type: ignore[no-untyped-def]
+def granted_to(project_id: str) -> Exists:
     """A condition on FineTunedModel: another project granted it to `project_id`."""
     return exists().where(CheckpointPermission.model_id == FineTunedModel.id,
                           CheckpointPermission.project_id == project_id)

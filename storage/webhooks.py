@@ -21,6 +21,7 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from storage import states
+from storage.db import rows_affected
 from storage.ids import new_id
 from storage.models import WebhookDelivery, WebhookEndpoint
 
@@ -49,12 +50,13 @@ def advance(session: Session, delivery_id: str, at_attempt: int,
     are still `at_attempt`; False if not (it was delivered, given up, deleted with its
     endpoint, or another holder has a later attempt)."""
     states.check_transition(TRANSITIONS, [DeliveryStatus.PENDING], status)
-    return session.execute(
+    return rows_affected(
+        session,
         update(WebhookDelivery)
         .where(WebhookDelivery.id == delivery_id, WebhookDelivery.status == PENDING,
                WebhookDelivery.attempts == at_attempt)
-        .values(status=status, **values)
-    ).rowcount == 1
+        .values(status=status, **values),
+    ) == 1
 
 
 def event_payload(event_type: str, object_id: str, created_at: int) -> str:

@@ -2,6 +2,7 @@
 
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator
+from functools import partial
 from pathlib import Path
 from types import TracebackType
 from typing import Self
@@ -112,7 +113,7 @@ class BlobStore(ABC):
             rel = path.relative_to(local_dir).as_posix()
             if path.is_file() and (names is None or rel in names):
                 with open(path, "rb") as f:
-                    self.put(prefix + rel, iter(lambda f=f: f.read(READ_CHUNK), b""))
+                    self.put(prefix + rel, iter(partial(f.read, READ_CHUNK), b""))
 
     def download_prefix(self, prefix: str, local_dir: Path) -> list[Path]:
         """Copies every blob under `prefix` into `local_dir`, keeping relative paths."""

@@ -1,6 +1,7 @@
 """Blob store in a local directory (the embedded default)."""
 
 import contextlib
+import io
 import os
 import shutil
 from collections.abc import Iterator
@@ -59,7 +60,7 @@ class LocalBlobStore(BlobStore):
         return self._chunks(f, start, end)
 
     @staticmethod
-    def _chunks(f, start: int, end: int | None) -> Iterator[bytes]:  # type: ignore[no-untyped-def]
+    def _chunks(f: io.BufferedReader, start: int, end: int | None) -> Iterator[bytes]:
         with f:
             f.seek(start)
             left = None if end is None else max(0, end - start)

@@ -171,7 +171,10 @@ class S3BlobStore(BlobStore):
 
     def size(self, key: str) -> int:
         try:
-            return self.client.head_object(Bucket=self.bucket, Key=self.key(key))["ContentLength"]
+            # boto3 ships no types: the client's answers are Any.
+            size: int = self.client.head_object(Bucket=self.bucket,
+                                                Key=self.key(key))["ContentLength"]
+            return size
         except ClientError as err:
             if _missing(err):
                 raise BlobNotFound(key) from None
@@ -181,7 +184,7 @@ class S3BlobStore(BlobStore):
         self.client.delete_object(Bucket=self.bucket, Key=self.key(key))
 
     def list_objects(self, prefix: str) -> list[tuple[str, float]]:
-        found = []
+        found: list[tuple[str, float]] = []
         pages = self.client.get_paginator("list_objects_v2").paginate(
             Bucket=self.bucket, Prefix=self.key(prefix)
         )

@@ -13,7 +13,7 @@ branch_labels = None
 depends_on = None
 
 
-def _seq() -> sa.Column:  # type: ignore[type-arg]
+def _seq() -> sa.Column[int]:
     return sa.Column("seq", sa.BigInteger().with_variant(sa.Integer(), "sqlite"),
                      autoincrement=True, nullable=False)
 
