@@ -1,16 +1,26 @@
 """Which replica a request goes to: a pure function of what the replicas report, so the same
 code decides in the API and in the routing simulator (`bench/route_sim.py`).
 
-The rule is the one every multi-LoRA router publishes (llm-d's lora-affinity scorer, Ray Serve
-multiplexing): a replica that already holds the adapter, unless it is overloaded; then one with
-a free adapter slot; then the least loaded. What they lack, and this adds, is the spill: when
-every holder of a hot adapter is overloaded, the adapter is loaded on one more replica, and from
-then on its requests spread over all its holders."""
+Two rules. `choose` (policy `affinity`) is the one every multi-LoRA router publishes (llm-d's
+lora-affinity scorer, Ray Serve multiplexing): a replica that already holds the adapter,
+unless it is overloaded; then one with a free adapter slot; then the least loaded; when every
+holder of a hot adapter is overloaded, the adapter is loaded on one more replica (a spill).
+`ConsistentRouter` (policy `consistent`, see the comment above it) gives every adapter homes
+on a hash ring, as many as its demand needs, and bounds every replica's load; the simulator
+measures both against round robin, least loaded and plain hashing."""
 
+import bisect
 import hashlib
-from collections.abc import Sequence
+import itertools
+import math
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, Protocol
+
+# Where an adapter is on one replica, fastest first: in a GPU slot (vLLM's `--max-loras`), in
+# host memory (vLLM's CPU LoRA cache, `--max-cpu-loras`: a copy to the GPU away), or neither
+# (on the node's disk cache or only in the blob store: a load).
+TIER_GPU, TIER_HOST, TIER_COLD = 0, 1, 2
 
 # hit: the replica holds the adapter. load: no replica held it. spill: holders were overloaded,
 # so one more replica loads it. base: a request for the base model (no adapter).
@@ -30,6 +40,9 @@ class ReplicaLoad:
     slots: int
     # Adapters on it that requests still use: they cannot make room for another.
     pinned: int = 0
+    # Of `adapters`, those in GPU slots (vLLM's `--max-loras`, the most recently used); the
+    # rest are in host memory (vLLM's CPU LoRA cache), a copy away.
+    gpu: frozenset[str] = frozenset()
 
     @property
     def load(self) -> int:
@@ -42,6 +55,11 @@ class ReplicaLoad:
     @property
     def can_make_room(self) -> bool:
         return self.has_free_slot or self.pinned < len(self.adapters)
+
+    def tier(self, adapter: str) -> int:
+        if adapter in self.gpu:
+            return TIER_GPU
+        return TIER_HOST if adapter in self.adapters else TIER_COLD
 
 
 @dataclass(frozen=True)
@@ -96,13 +114,16 @@ def choose(replicas: Sequence[ReplicaLoad], adapter: str | None,
 
 # The policies the affinity router is measured against (bench/route.py, bench/route_sim.py);
 # an operator may pick one too (TUNESERVE_ROUTING_POLICY).
-Policy = Literal["affinity", "round_robin", "least_loaded", "adapter_hash"]
+# `consistent` is the consistent-hashing router below (`ConsistentRouter`: it keeps state).
+Policy = Literal["consistent", "affinity", "round_robin", "least_loaded", "adapter_hash"]
 
 
 def choose_with(policy: Policy, replicas: Sequence[ReplicaLoad], adapter: str | None,
                 tick: int, settings: RoutingPolicy = RoutingPolicy()) -> Decision | None:
     """`choose` for `affinity`; the baselines otherwise. `tick` counts requests (round robin
-    is the only one that needs it)."""
+    is the only one that needs it). `consistent` keeps state: `ConsistentRouter.choose`."""
+    if policy == "consistent":
+        raise ValueError("the consistent router keeps state: use ConsistentRouter.choose")
     if policy == "affinity":
         return choose(replicas, adapter, settings)
     if not replicas:
@@ -119,3 +140,209 @@ def choose_with(policy: Policy, replicas: Sequence[ReplicaLoad], adapter: str | 
     if adapter is None:
         return Decision(picked.name, "base")
     return Decision(picked.name, "hit" if adapter in picked.adapters else "load")
+
+
+# -- consistent hashing with bounded loads -------------------------------------------------
+#
+# Today's rule above keeps an adapter where it happens to be; it has no notion of where an
+# adapter belongs, so nothing can be prefetched and a replica that joins or leaves reshuffles
+# whatever the loads say. The rule below gives every adapter a home: its place on a hash ring
+# of the replicas (virtual nodes smooth the shares), the first k distinct replicas clockwise
+# from its hash, k growing with its demand (a hot adapter is replicated in proportion to its
+# traffic). Among its homes, and any other replica still holding it (live affinity), the
+# request goes to the one with the lowest queue plus the cost of the tier the adapter is in
+# there; a replica past c times the average load takes nothing (bounded loads, Mirrokni,
+# Thorup and Zadimoghaddam 2018, as HAProxy's `hash-balance-factor` and Vimeo's edge use it),
+# and when every home is past it the walk goes on clockwise to the first replica under it, so
+# an overflow lands on the same next replica each time. A replica joining or leaving moves
+# only the adapters whose arc it takes or gives: about 1/N of them.
+
+class ReplicaState(Protocol):
+    """What the consistent router reads of one replica (`ReplicaLoad` is one; the simulator's
+    replicas are others)."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def load(self) -> int: ...
+
+    def tier(self, adapter: str) -> int: ...
+
+
+@dataclass(frozen=True)
+class HashingPolicy:
+    # Points each replica has on the ring: more smooth the share of adapters each one is home
+    # to (with 100 the largest share is within ~20 % of the mean).
+    vnodes: int = 100
+    # c in "no replica takes more than c times the average load": closer to 1 balances
+    # better and keeps an adapter on its home less often.
+    load_factor: float = 1.5
+    # A replica with fewer requests than this is never full, whatever the average: it batches
+    # them together, and spreading an idle fleet's first requests would only cost loads.
+    min_capacity: int = 4
+    # An adapter gets one more home for every this much of one replica's share of traffic it
+    # draws: at 0.5, one with 10 % of the requests of 100 replicas has 20 homes.
+    replica_share: float = 0.5
+    # What the tier the adapter is in costs, in requests queued: a copy from host memory is
+    # almost free, a load from disk or the blob store is not.
+    tier_penalty: tuple[float, float, float] = (0.0, 0.5, 8.0)
+
+
+def _point(key: str) -> int:
+    return int.from_bytes(hashlib.blake2b(key.encode(), digest_size=8).digest(), "big")
+
+
+class HashRing:
+    """Replicas on a ring of 64-bit hashes, `vnodes` points each."""
+
+    def __init__(self, names: Iterable[str], vnodes: int = HashingPolicy.vnodes) -> None:
+        self.names = frozenset(names)
+        points = sorted((_point(f"{name}#{i}"), name) for name in self.names
+                        for i in range(vnodes))
+        self._points = [p for p, _ in points]
+        self._owners = [n for _, n in points]
+
+    def walk(self, key: str) -> Iterator[str]:
+        """Every replica once, clockwise from `key`'s hash: its homes first."""
+        if not self._points:
+            return
+        start = bisect.bisect(self._points, _point(key))
+        seen: set[str] = set()
+        size = len(self._points)
+        for i in range(size):
+            owner = self._owners[(start + i) % size]
+            if owner not in seen:
+                seen.add(owner)
+                yield owner
+                if len(seen) == len(self.names):
+                    return
+
+    def homes(self, key: str, k: int = 1) -> list[str]:
+        """`key`'s first `k` replicas."""
+        return list(itertools.islice(self.walk(key), k))
+
+
+def home_count(share: float, replicas: int, policy: HashingPolicy = HashingPolicy()) -> int:
+    """How many homes an adapter drawing `share` of the requests gets (at least one, at most
+    every replica)."""
+    return max(1, min(replicas, math.ceil(share * replicas / policy.replica_share)))
+
+
+class DemandTracker:
+    """Each adapter's share of recent requests, exponentially decayed (`half_life_s`), so a
+    tenant that goes quiet loses its extra homes. Shares stay small until `floor` requests
+    are seen (one request at start-up is not 100 % of the demand)."""
+
+    def __init__(self, half_life_s: float = 30.0, floor: float = 256.0,
+                 limit: int = 200_000) -> None:
+        self.half_life_s = half_life_s
+        self.floor = floor
+        self.limit = limit
+        self._counts: dict[str, float] = {}
+        self._total = 0.0
+        self._origin: float | None = None
+        self._weight = 1.0
+
+    def _advance(self, now: float) -> None:
+        if self._origin is None:
+            self._origin = now
+        # Later requests weigh more, rather than every count decaying: O(1) a request.
+        exponent = (now - self._origin) / self.half_life_s
+        if exponent > 40:  # rescale before the weights overflow
+            factor = 2.0 ** -min(exponent, 1000.0)
+            self._counts = {a: c * factor for a, c in self._counts.items() if c * factor > 0}
+            self._total *= factor
+            self._origin, exponent = now, 0.0
+        self._weight = 2.0 ** exponent
+
+    def record(self, adapter: str, now: float, requests: float = 1.0) -> None:
+        self._advance(now)
+        added = requests * self._weight
+        self._counts[adapter] = self._counts.get(adapter, 0.0) + added
+        self._total += added
+        if len(self._counts) > self.limit:  # forget the coldest half
+            keep = sorted(self._counts.items(), key=lambda item: item[1])[self.limit // 2:]
+            self._counts = dict(keep)
+
+    def share(self, adapter: str) -> float:
+        return self._counts.get(adapter, 0.0) / max(self._total, self.floor * self._weight)
+
+
+def choose_consistent(ring: HashRing, replicas: Mapping[str, ReplicaState], adapter: str,
+                      share: float, policy: HashingPolicy = HashingPolicy(), *,
+                      total_load: int | None = None,
+                      holders: Iterable[str] | None = None) -> Decision | None:
+    """The replica for one request for `adapter`, which draws `share` of the requests.
+    `replicas` are the live ones by name (the ring's names); `total_load` is the sum of their
+    loads and `holders` those with the adapter in GPU or host memory, each computed here when
+    not given (the simulator keeps both as it goes, for a thousand replicas)."""
+    if not replicas:
+        return None
+    if total_load is None:
+        total_load = sum(r.load for r in replicas.values())
+    if holders is None:
+        holders = [n for n, r in replicas.items() if r.tier(adapter) != TIER_COLD]
+    # A replica takes a request while under c times the average load, this one included.
+    capacity = max(policy.min_capacity,
+                   math.ceil(policy.load_factor * (total_load + 1) / len(replicas)))
+    penalty = policy.tier_penalty
+    best: tuple[float, int, str] | None = None
+    walk = ring.walk(adapter)
+    rank = 0
+    for rank, name in enumerate(itertools.islice(walk, home_count(share, len(replicas),
+                                                                   policy))):
+        replica = replicas.get(name)
+        if replica is not None and replica.load < capacity:
+            score = (replica.load + penalty[replica.tier(adapter)], rank, name)
+            best = score if best is None else min(best, score)
+    held = False
+    for name in holders:
+        held = True
+        replica = replicas.get(name)
+        if replica is not None and replica.load < capacity:
+            score = (replica.load + penalty[replica.tier(adapter)], rank + 1, name)
+            best = score if best is None else min(best, score)
+    if best is None:
+        # Every home and holder is full: the next replica clockwise under the bound, the
+        # same one for every overflowing request of this adapter while loads stay so.
+        name = next((n for n in walk if n in replicas and replicas[n].load < capacity), None)
+        if name is None:  # nobody under the bound (a stale total): the least loaded
+            name = min(replicas.values(), key=lambda r: (r.load, r.name)).name
+    else:
+        name = best[2]
+    if replicas[name].tier(adapter) != TIER_COLD:
+        return Decision(name, "hit")
+    return Decision(name, "spill" if held else "load")
+
+
+class ConsistentRouter:
+    """`choose_consistent` with its state, for the API: a ring per replica set (rebuilt when
+    replicas join or leave) and the adapters' demand."""
+
+    def __init__(self, policy: HashingPolicy = HashingPolicy(),
+                 demand: DemandTracker | None = None) -> None:
+        self.policy = policy
+        self.demand = demand or DemandTracker()
+        self._rings: dict[frozenset[str], HashRing] = {}
+
+    def ring(self, names: Iterable[str]) -> HashRing:
+        key = frozenset(names)
+        ring = self._rings.get(key)
+        if ring is None:
+            if len(self._rings) > 16:  # replica sets of the past
+                self._rings.clear()
+            ring = self._rings[key] = HashRing(key, self.policy.vnodes)
+        return ring
+
+    def choose(self, replicas: Sequence[ReplicaLoad], adapter: str | None,
+               now: float) -> Decision | None:
+        if not replicas:
+            return None
+        if adapter is None:
+            return Decision(_least_loaded(replicas).name, "base")
+        self.demand.record(adapter, now)
+        by_name = {r.name: r for r in replicas}
+        return choose_consistent(self.ring(by_name), by_name, adapter,
+                                 self.demand.share(adapter), self.policy)
+

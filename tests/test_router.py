@@ -1,5 +1,7 @@
 """The replica choice, as a table: the replicas' state in, the decision out."""
 
+from collections import Counter
+
 import pytest
 
 from serving.router import Decision, ReplicaLoad, RoutingPolicy, choose
@@ -80,3 +82,164 @@ def test_the_baselines_route_as_their_names_say() -> None:
     assert all(choose_with("adapter_hash", replicas[::-1], f"ad{i}", 9)
                == choose_with("adapter_hash", replicas, f"ad{i}", 0) for i in range(30))
     assert choose_with("affinity", replicas, "x", 0) == Decision("a", "hit")
+
+
+# -- the consistent-hashing router --------------------------------------------------------
+
+from serving.router import (  # noqa: E402
+    TIER_COLD,
+    TIER_GPU,
+    TIER_HOST,
+    ConsistentRouter,
+    DemandTracker,
+    HashingPolicy,
+    HashRing,
+    choose_consistent,
+    home_count,
+)
+
+NAMES = [f"r{i:02d}" for i in range(20)]
+ADAPTERS = [f"lora-{i}" for i in range(5000)]
+
+
+def homes(ring: HashRing) -> dict[str, str]:
+    return {a: ring.homes(a)[0] for a in ADAPTERS}
+
+
+def test_a_replica_leaving_moves_only_its_own_adapters_about_one_in_n() -> None:
+    before = homes(HashRing(NAMES))
+    after = homes(HashRing(NAMES[:-1]))
+    moved = {a for a in ADAPTERS if before[a] != after[a]}
+    assert moved == {a for a in ADAPTERS if before[a] == NAMES[-1]}
+    assert 0.5 / 20 <= len(moved) / len(ADAPTERS) <= 1.6 / 20
+
+
+def test_a_replica_joining_takes_about_one_in_n_and_nothing_else_moves() -> None:
+    before = homes(HashRing(NAMES))
+    after = homes(HashRing([*NAMES, "r20"]))
+    moved = {a for a in ADAPTERS if before[a] != after[a]}
+    assert all(after[a] == "r20" for a in moved)
+    assert 0.5 / 21 <= len(moved) / len(ADAPTERS) <= 1.6 / 21
+
+
+def test_virtual_nodes_spread_adapters_evenly() -> None:
+    counts = Counter(homes(HashRing(NAMES)).values())
+    assert set(counts) == set(NAMES)
+    assert max(counts.values()) <= 1.4 * len(ADAPTERS) / len(NAMES)
+
+
+def test_the_ring_does_not_depend_on_the_order_replicas_are_listed() -> None:
+    assert homes(HashRing(NAMES)) == homes(HashRing(NAMES[::-1]))
+
+
+def fleet(*replicas: ReplicaLoad) -> dict[str, ReplicaLoad]:
+    return {r.name: r for r in replicas}
+
+
+def test_an_adapter_goes_to_its_home_and_stays_there_while_under_the_bound() -> None:
+    ring = HashRing(NAMES[:4])
+    home = ring.homes("x")[0]
+    replicas = fleet(*(replica(n, running=2) for n in NAMES[:4]))
+    assert choose_consistent(ring, replicas, "x", 0.0) == Decision(home, "load")
+    replicas[home] = replica(home, "x", running=2)
+    assert choose_consistent(ring, replicas, "x", 0.0) == Decision(home, "hit")
+
+
+def test_an_overloaded_home_overflows_clockwise_to_the_same_next_replica() -> None:
+    """Bounded loads: past c x the average, the next replica on the ring that is under it, so
+    an overflowing adapter's requests land together rather than everywhere."""
+    ring = HashRing(NAMES[:4])
+    order = list(ring.walk("x"))
+    replicas = fleet(*(replica(n, running=2) for n in NAMES[:4]))
+    replicas[order[0]] = replica(order[0], "x", running=20)
+    replicas[order[1]] = replica(order[1], running=20)  # 1.5 x (44 + 1) / 4: 17 at most
+    for _ in range(3):
+        assert choose_consistent(ring, replicas, "x", 0.0) == Decision(order[2], "spill")
+
+
+def test_a_hot_adapter_is_replicated_in_proportion_to_its_demand() -> None:
+    assert home_count(0.0001, 100) == 1
+    assert home_count(0.1, 100) == 20  # 10 replicas' worth of traffic, 0.5 each
+    assert home_count(0.9, 100) == 100
+    ring = HashRing(NAMES)
+    share = 0.25  # 5 replicas' worth of 20: 10 homes
+    its_homes = ring.homes("hot", home_count(share, len(NAMES)))
+    assert len(its_homes) == 10
+    for prefetched in (False, True):
+        state = fleet(*(replica(n, running=5) for n in NAMES))
+        if prefetched:  # into its homes' host memory, as the simulator does
+            state.update(fleet(*(replica(n, "hot", running=5) for n in its_homes)))
+        picked: Counter[str] = Counter()
+        for _ in range(40):
+            decision = choose_consistent(ring, state, "hot", share)
+            assert decision is not None
+            picked[decision.replica] += 1
+            r = state[decision.replica]
+            state[r.name] = replica(r.name, "hot", running=r.running + 1)
+        assert set(picked) <= set(its_homes)  # only its homes
+        if prefetched:  # evenly over all of them
+            assert set(picked) == set(its_homes)
+            assert max(picked.values()) - min(picked.values()) <= 1
+        else:  # one more home loads it when the queues differ by more than a load costs
+            assert len(picked) > 1
+
+
+def test_a_replica_holding_it_beats_a_cold_home_and_gpu_beats_host() -> None:
+    ring = HashRing(NAMES[:4])
+    order = list(ring.walk("x"))
+    # A holder off its homes (an earlier overflow) at the same load: live affinity wins.
+    replicas = fleet(*(replica(n, running=2) for n in NAMES[:4]))
+    replicas[order[3]] = replica(order[3], "x", running=2)
+    assert choose_consistent(ring, replicas, "x", 0.0) == Decision(order[3], "hit")
+    # Two homes holding it, one in a GPU slot: that one, the other a copy away.
+    share = 1.5 / 4  # three homes
+    replicas[order[0]] = replica(order[0], "x", running=2)
+    replicas[order[1]] = ReplicaLoad(order[1], 2, 0, frozenset({"x"}), 2, gpu=frozenset({"x"}))
+    assert replicas[order[1]].tier("x") == TIER_GPU
+    assert replicas[order[0]].tier("x") == TIER_HOST
+    assert replicas[order[2]].tier("x") == TIER_COLD
+    assert choose_consistent(ring, replicas, "x", share) == Decision(order[1], "hit")
+    # ... unless it has a queue.
+    replicas[order[1]] = ReplicaLoad(order[1], 2, 3, frozenset({"x"}), 2, gpu=frozenset({"x"}))
+    assert choose_consistent(ring, replicas, "x", share) == Decision(order[0], "hit")
+
+
+def test_an_idle_fleet_keeps_an_adapter_s_burst_on_its_home() -> None:
+    ring = HashRing(NAMES)
+    replicas = fleet(*(replica(n) for n in NAMES))
+    home = ring.homes("x")[0]
+    for running in range(HashingPolicy().min_capacity):
+        replicas[home] = replica(home, "x", running=running)
+        assert choose_consistent(ring, replicas, "x", 0.0) == Decision(home, "hit")
+
+
+def test_a_stale_total_falls_back_to_the_least_loaded() -> None:
+    ring = HashRing(NAMES[:3])
+    replicas = fleet(replica("r00", running=9), replica("r01", running=5),
+                     replica("r02", running=7))
+    assert choose_consistent(ring, replicas, "x", 0.0, total_load=0) == Decision("r01", "load")
+
+
+def test_demand_decays_and_starts_small() -> None:
+    demand = DemandTracker(half_life_s=10, floor=100)
+    demand.record("x", 0.0)
+    assert demand.share("x") == 1 / 100  # one request is not all of the demand
+    for i in range(300):
+        demand.record("x", i / 10)
+    assert demand.share("x") > 0.99
+    for i in range(300):
+        demand.record("y", 30 + i / 10)
+    assert demand.share("x") < 0.2 < 0.8 < demand.share("y")
+    demand.record("z", 1e6)  # weights rescale rather than overflow
+    assert 0 < demand.share("z") < 1
+
+
+def test_the_api_s_router_keeps_a_ring_per_replica_set_and_sends_the_base_to_the_least_loaded(
+) -> None:
+    router = ConsistentRouter(HashingPolicy())
+    replicas = [replica(n, running=i) for i, n in enumerate(NAMES[:3])]
+    assert router.choose(replicas, None, 0.0) == Decision("r00", "base")
+    first = router.choose(replicas, "x", 0.0)
+    assert first is not None and first.replica == HashRing(NAMES[:3]).homes("x")[0]
+    assert router.ring(NAMES[:3]) is router.ring(NAMES[2::-1])
+    assert router.choose([], "x", 0.0) is None
