@@ -48,8 +48,9 @@ def sft_conversation_row(record: dict[str, Any], tokenizer: Any) -> dict[str, An
     tools = record.get("tools")
 
     def render(upto: int, generation_prompt: bool) -> str:
-        return tokenizer.apply_chat_template(messages[:upto], tools=tools, tokenize=False,
-                                             add_generation_prompt=generation_prompt)
+        text: str = tokenizer.apply_chat_template(messages[:upto], tools=tools, tokenize=False,
+                                                  add_generation_prompt=generation_prompt)
+        return text
 
     text = render(len(messages), False)
     spans = []

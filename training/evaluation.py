@@ -11,7 +11,7 @@ Graders, per example, against the example's last assistant message:
 """
 
 import json
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -160,7 +160,7 @@ class Evaluation:
 
 
 def evaluate(model: Any, tokenizer: Any, examples: list[EvalExample],
-             checkpoints: dict[str, Callable[[], dict[str, Any] | None]], batch_size: int,
+             checkpoints: Mapping[str, Callable[[], dict[str, Any] | None]], batch_size: int,
              should_stop: Callable[[], bool]) -> Evaluation | None:
     """Answers of the base (the adapter disabled), of the trained adapter as it is, then of
     each checkpoint (its adapter weights loaded in turn: call this after the final adapter

@@ -148,10 +148,17 @@ def claim(session: Session, job_id: str, token: str, now: float,
 
 
 def _held(session: Session, job_id: str, token: str) -> FineTuningJob | None:
+    """The job, locked, if this claim still holds its evaluation (which is then set)."""
     job = _locked(session, job_id)
     if job is None or not job.evaluation or job.evaluation.get("_claim") != token:
         return None
     return job
+
+
+def _claimed(job: FineTuningJob) -> dict[str, Any]:
+    """A held job's evaluation (`_held` checked that it is set)."""
+    assert job.evaluation is not None
+    return job.evaluation
 
 
 def renew(session: Session, job_id: str, token: str, now: float) -> bool:
@@ -159,7 +166,7 @@ def renew(session: Session, job_id: str, token: str, now: float) -> bool:
     job = _held(session, job_id, token)
     if job is None:
         return False
-    _write(job, {**job.evaluation, "_claimed_at": now})  # type: ignore[dict-item]
+    _write(job, {**_claimed(job), "_claimed_at": now})
     return True
 
 
@@ -182,7 +189,7 @@ def give_up(session: Session, job_id: str, token: str, error: str, max_attempts:
     job = _held(session, job_id, token)
     if job is None:
         return None
-    attempts = int(job.evaluation.get("_attempts", 0)) + 1  # type: ignore[union-attr]
+    attempts = int(_claimed(job).get("_attempts", 0)) + 1
     if final or attempts >= max_attempts:
         _write(job, {"status": FAILED, "error": error})
         return FAILED
@@ -195,7 +202,7 @@ def release(session: Session, job_id: str, token: str) -> None:
     job = _held(session, job_id, token)
     if job is not None:
         _write(job, {"status": PENDING,
-                     "_attempts": job.evaluation.get("_attempts", 0)})  # type: ignore[union-attr]
+                     "_attempts": _claimed(job).get("_attempts", 0)})
 
 
 def drop(session: Session, job_id: str, token: str) -> None:

@@ -61,7 +61,8 @@ def parse_formula(text: str, names: Collection[str]) -> Formula:
 
 def _depth(tree: ast.expr) -> int:
     """The tree's depth, walked without recursion."""
-    deepest, stack = 0, [(tree, 1)]
+    deepest = 0
+    stack: list[tuple[ast.AST, int]] = [(tree, 1)]
     while stack:
         node, depth = stack.pop()
         deepest = max(deepest, depth)
@@ -97,6 +98,7 @@ def _check(node: ast.expr, names: Collection[str]) -> None:
 def _evaluate(node: ast.expr, scores: Mapping[str, float]) -> float:
     # Only the shapes `_check` let through reach here.
     if isinstance(node, ast.Constant):
+        assert isinstance(node.value, int | float)
         return float(node.value)
     if isinstance(node, ast.Name):
         return scores[node.id]

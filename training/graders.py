@@ -136,7 +136,7 @@ class MultiGrader(_Strict):
 AnyGrader = StringCheckGrader | TextSimilarityGrader | ScoreModelGrader | MultiGrader
 Grader = Annotated[AnyGrader, Field(discriminator="type")]
 
-_MODELS: dict[str, type[BaseModel]] = {
+_MODELS: dict[str, type[AnyGrader]] = {
     "string_check": StringCheckGrader, "text_similarity": TextSimilarityGrader,
     "score_model": ScoreModelGrader, "multi": MultiGrader,
 }
@@ -167,7 +167,7 @@ def parse_grader(data: Any, param: str = "grader") -> AnyGrader:
     """The grader object as a model, or a GraderError naming the field it cannot take. A multi
     grader's formula is checked where it runs (`run_grader` flags it) or by
     `validate_grader`."""
-    return _parse(data, param, nested=False)  # type: ignore[return-value]
+    return _parse(data, param, nested=False)
 
 
 def validate_grader(data: Any, param: str = "grader") -> AnyGrader:
@@ -183,7 +183,7 @@ def validate_grader(data: Any, param: str = "grader") -> AnyGrader:
     return grader
 
 
-def _parse(data: Any, param: str, nested: bool) -> BaseModel:
+def _parse(data: Any, param: str, nested: bool) -> AnyGrader:
     if not isinstance(data, dict):
         raise GraderError(param, f"Invalid type for '{param}': expected a grader object.",
                           "invalid_type")
@@ -214,7 +214,7 @@ def _parse(data: Any, param: str, nested: bool) -> BaseModel:
         raise _field_error(exc, param) from None
 
 
-def _sub_graders(graders: dict[str, Any], param: str) -> dict[str, BaseModel]:
+def _sub_graders(graders: dict[str, Any], param: str) -> dict[str, AnyGrader]:
     if isinstance(graders.get("type"), str):
         raise GraderError(param, f"'{param}' maps names to graders, e.g. {{\"accuracy\": "
                           "{\"type\": \"string_check\", ...}}; calculate_output uses the names.")
@@ -518,10 +518,11 @@ async def _multi(run: _Run, grader: MultiGrader, param: str) -> tuple[float | No
     scores = await asyncio.gather(*(_score(run, g, f"{param}.graders.{name}")
                                     for name, g in grader.graders.items()),
                                   return_exceptions=True)
-    failure = next((s for s in scores if isinstance(s, BaseException)), None)
-    if failure is not None:
-        raise failure
-    named = dict(zip(grader.graders, scores, strict=True))
+    named: dict[str, float | None] = {}
+    for name, score in zip(grader.graders, scores, strict=True):
+        if isinstance(score, BaseException):
+            raise score
+        named[name] = score
     sub_rewards = {name: 0.0 if s is None else s for name, s in named.items()}
     try:
         formula = parse_formula(grader.calculate_output, grader.graders)

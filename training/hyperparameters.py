@@ -79,7 +79,8 @@ class ModelShape:
 def reference_learning_rate(method: str, shape: ModelShape, lora_alpha: int) -> float:
     """The rate a multiplier of 1 means for this model, method and alpha (the rule above)."""
     exponent = WIDTH_EXPONENT.get(shape.model_type, LLAMA_WIDTH_EXPONENT)
-    rate = RATE_AT_REFERENCE * (RATE_REFERENCE_WIDTH / shape.hidden_size) ** exponent
+    # float ** float is typed Any (a negative base gives a complex); this base is positive.
+    rate: float = RATE_AT_REFERENCE * (RATE_REFERENCE_WIDTH / shape.hidden_size) ** exponent
     return rate * (RULE_ALPHA / lora_alpha) * METHOD_RATE_FACTOR[method]
 
 

@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session
 
 from storage import api_keys, states, webhooks
 from storage.blob import BlobStore
+from storage.db import rows_affected
 from storage.ids import new_id, random_token
 from storage.keys import job_prefix
 from storage.models import FineTunedModel, FineTuningJob, JobCheckpoint, JobEvent
@@ -96,7 +97,7 @@ def transition(session: Session, job_id: str, expect: tuple[str, ...],
         query = query.where(FineTuningJob.attempt == attempt)
     query = query.values(**values)
     if values.get("status") not in TERMINAL:
-        return session.execute(query).rowcount == 1
+        return rows_affected(session, query) == 1
     # The outcome's webhooks are queued in the transaction that commits the outcome; the
     # keys its workers minted end with it (one whose worker was lost is revoked here).
     ended = session.execute(query.returning(FineTuningJob.project_id)).first()

@@ -44,7 +44,7 @@ RESULT_COLUMNS = ["step", "train_loss", "train_accuracy", "valid_loss",
                   "valid_mean_token_accuracy"]
 
 
-def _rows(method: str, records: list[dict], tokenizer: Any) -> list[dict]:  # type: ignore[type-arg]
+def _rows(method: str, records: list[dict[str, Any]], tokenizer: Any) -> list[dict[str, Any]]:
     if method == "dpo":
         return [dpo_row(r) for r in records]
     if method == "reinforcement":
@@ -222,13 +222,13 @@ def _full_validation(ctx: JobContext, trainer: Any) -> None:
             jobs.add_event(s, ctx.job_id, message, type="metrics", data=data)
 
 
-def _finish(ctx: JobContext, job: FineTuningJob, trainer: object, tokenizer: object,
+def _finish(ctx: JobContext, job: FineTuningJob, trainer: Any, tokenizer: Any,
             workdir: Path, evaluator: Evaluator) -> None:
     db, store = ctx.db, ctx.store
-    step = trainer.state.global_step  # type: ignore[attr-defined]
+    step = trainer.state.global_step
     final_dir = workdir / "final"
-    trainer.save_model(str(final_dir))  # type: ignore[attr-defined]
-    tokenizer.save_pretrained(str(final_dir))  # type: ignore[attr-defined]
+    trainer.save_model(str(final_dir))
+    tokenizer.save_pretrained(str(final_dir))
     prefix = adapter_prefix(job.project_id, jobs.model_key(job.id, ctx.attempt))
     store.upload_dir(final_dir, prefix, names=ADAPTER_FILES + TOKENIZER_FILES)
 

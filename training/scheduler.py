@@ -340,9 +340,9 @@ class Scheduler:
                 jobs.discard_state(s, self.store, job)
 
     @staticmethod
-    def _add_log_tail(s: object, job_id: str, tail: str) -> None:
+    def _add_log_tail(s: Session, job_id: str, tail: str) -> None:
         if tail.strip():
-            jobs.add_event(s, job_id, "Last output of the worker:\n" + redact(tail.strip()),  # type: ignore[arg-type]
+            jobs.add_event(s, job_id, "Last output of the worker:\n" + redact(tail.strip()),
                            level="error")
 
     # queued -> running: round-robin across projects, bounded

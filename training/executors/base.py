@@ -32,9 +32,13 @@ class ExecutorUnavailable(RuntimeError):
 
 class Executor(Protocol):
     name: str
-    # Running workers' `worker` descriptions on this node start with this; the scheduler
-    # counts them against `max_concurrent_jobs`. None: the cluster decides how many run.
-    node_prefix: str | None
+
+    # Read-only here, so an executor whose prefix is always a str (or always None) fits.
+    @property
+    def node_prefix(self) -> str | None:
+        """Running workers' `worker` descriptions on this node start with this; the scheduler
+        counts them against `max_concurrent_jobs`. None: the cluster decides how many run."""
+        ...
 
     def start(self, job_id: str, attempt: int) -> str:
         """Launches `python -m training.worker JOB_ID ATTEMPT` somewhere; returns a

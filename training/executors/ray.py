@@ -9,10 +9,13 @@ HTTP client of the Ray dashboard; a restarted API finds its jobs by their ids.""
 
 import logging
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from training.executors.base import ExecutorUnavailable, WorkerInfo, WorkerState
 from training.settings import TrainingSettings
+
+if TYPE_CHECKING:
+    from ray.job_submission import JobSubmissionClient
 
 log = logging.getLogger("tuneserve.scheduler")
 
@@ -35,13 +38,13 @@ class RayExecutor:
 
     def __init__(self, settings: TrainingSettings) -> None:
         self.settings = settings
-        self._client: Any = None
+        self._client: JobSubmissionClient | None = None
         # Records to delete: submission id -> when (monotonic); retried at every housekeeping.
         self._deletions: dict[str, float] = {}
         self._capacity: tuple[int, float] | None = None  # (workers at once, when measured)
 
     @property
-    def client(self) -> Any:
+    def client(self) -> "JobSubmissionClient":
         if self._client is None:
             from ray.job_submission import JobSubmissionClient
 
