@@ -349,7 +349,9 @@ class VLLMEngine:
         if self.host is None or self._proc is None:
             return True  # a unix socket in a 0700 directory
         for conn in psutil.net_connections(kind="tcp"):
-            if conn.status == psutil.CONN_LISTEN and conn.laddr.port == self.port and conn.pid:
+            # laddr is an empty tuple only for sockets without an address (not a listener).
+            if (conn.status == psutil.CONN_LISTEN and conn.laddr and conn.laddr.port == self.port
+                    and conn.pid):
                 with contextlib.suppress(ProcessLookupError):
                     return os.getpgid(conn.pid) == self._proc.pid
         return False

@@ -16,7 +16,7 @@ from typing import Any
 import httpx
 
 from serving.adapters import Lease
-from serving.engine import EngineTimeout, EngineUnavailable, VLLMEngine, send_with_retry
+from serving.engine import EngineTimeout, EngineUnavailable, Replica, send_with_retry
 from storage.redact import redact
 
 log = logging.getLogger("tuneserve.proxy")
@@ -163,7 +163,7 @@ _STALLED = ("data: " + json.dumps({"error": {
 
 
 async def _events(response: httpx.Response, rename: tuple[bytes, bytes] | None,
-                  engine: VLLMEngine) -> AsyncIterator[bytes]:
+                  engine: Replica) -> AsyncIterator[bytes]:
     pending = b""
     try:
         async for chunk in response.aiter_raw():

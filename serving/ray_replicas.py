@@ -65,7 +65,9 @@ class ReplicaHost:
         self.beats = 0
         self.loop = asyncio.new_event_loop()
         self.engine = VLLMEngine(
-            settings, base_models(settings)[base], host=ray.util.get_node_ip_address(),
+            settings, base_models(settings)[base],
+            # Ray leaves get_node_ip_address unannotated.
+            host=ray.util.get_node_ip_address(),  # type: ignore[no-untyped-call]
             name=name, on_healthy=self._beat,
             extra_args=REPLICA_VLLM_ARGS,
             # What that middleware reads: adapters go to this replica's own cache.
@@ -110,7 +112,9 @@ class ReplicaHost:
 def replica_actor() -> Any:
     import ray
 
-    return ray.remote(max_restarts=-1, max_task_retries=-1, max_concurrency=4)(ReplicaHost)
+    # Ray's overloads of remote() describe task options only; actors take max_concurrency.
+    return ray.remote(  # type: ignore[call-overload]
+        max_restarts=-1, max_task_retries=-1, max_concurrency=4)(ReplicaHost)
 
 
 class Controller:

@@ -206,7 +206,8 @@ def ensure_controller(settings: ServingSettings) -> None:
     ours = job["submission_id"]
     status = None
     for info in client.list_jobs():
-        if (info.metadata or {}).get("tuneserve") != "serving":
+        # Ours are all submitted with an id (jobs without one are drivers started by hand).
+        if (info.metadata or {}).get("tuneserve") != "serving" or info.submission_id is None:
             continue
         if info.submission_id == ours:
             status = info.status

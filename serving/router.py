@@ -306,9 +306,10 @@ def choose_consistent(ring: HashRing, replicas: Mapping[str, ReplicaState], adap
     if best is None:
         # Every home and holder is full: the next replica clockwise under the bound, the
         # same one for every overflowing request of this adapter while loads stay so.
-        name = next((n for n in walk if n in replicas and replicas[n].load < capacity), None)
-        if name is None:  # nobody under the bound (a stale total): the least loaded
-            name = min(replicas.values(), key=lambda r: (r.load, r.name)).name
+        spill = next((n for n in walk if n in replicas and replicas[n].load < capacity), None)
+        # Nobody under the bound (a stale total): the least loaded.
+        name = spill if spill is not None else min(replicas.values(),
+                                                    key=lambda r: (r.load, r.name)).name
     else:
         name = best[2]
     if replicas[name].tier(adapter) != TIER_COLD:
