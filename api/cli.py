@@ -16,7 +16,7 @@ from storage.api_keys import add_api_key, list_keys, revoke_key
 from storage.base_models import base_models, default_model_dir
 from storage.blob import open_blob_store
 from storage.db import Database
-from storage.models import FineTunedModel, Project
+from storage.models import FineTunedModel, Project, max_chars
 from storage.sharing import foreign_ancestor
 
 # The app (FastAPI, the serving and training layers) is imported by the commands that run
@@ -62,7 +62,7 @@ def _open_database() -> Database:
 
 def _project_name(value: str) -> str:
     """A project's name as `projects.name` holds it (PostgreSQL refuses longer ones)."""
-    most = Project.__table__.c.name.type.length
+    most = max_chars(Project.name)
     if not 1 <= len(value) <= most or "\x00" in value:
         raise argparse.ArgumentTypeError(
             f"a project's name has 1 to {most} characters, none of them NUL "

@@ -211,4 +211,4 @@ def install_error_handlers(app: FastAPI) -> None:
     # The storage and DB libraries' errors are answered inside the app, so the connection
     # stays usable; Starlette's last-resort handler for any other exception closes it.
     for kind in (*OUTAGE_ERRORS, OSError, Exception):
-        app.add_exception_handler(kind, _unexpected)  # type: ignore[arg-type]
+        app.add_exception_handler(kind, _unexpected)

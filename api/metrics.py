@@ -166,8 +166,8 @@ class _JobsCollector:
 def install_metrics(app: FastAPI, services: Callable[[], "Services"]) -> None:
     """`/metrics`, reading the serving and job figures from `services()` at scrape time."""
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(_ServingCollector(lambda: services().serving))  # type: ignore[arg-type]
-    registry.register(_JobsCollector(lambda: services().db))  # type: ignore[arg-type]
+    registry.register(_ServingCollector(lambda: services().serving))
+    registry.register(_JobsCollector(lambda: services().db))
 
     @app.get("/metrics", tags=["health"], include_in_schema=False)
     def metrics() -> Response:

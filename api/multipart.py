@@ -140,7 +140,8 @@ async def read_form(
                                    param=payload.name)
                 await sink.start(payload, dict(fields))
             elif kind == "data" and sink is not None:
-                await sink.feed(payload)  # type: ignore[arg-type]
+                assert isinstance(payload, bytes)
+                await sink.feed(payload)
             elif kind == "end" and sink is not None:
                 await sink.end()
                 sink = None

@@ -13,7 +13,7 @@ Row = TypeVar("Row", bound=Any)
 
 def page(
     session: Session,
-    query: Select[tuple[Row]],
+    query: Select[Row],
     model: type[Row],
     *,
     after: str | None,

@@ -29,7 +29,7 @@ from starlette.responses import Response
 
 from api.errors import APIError
 from api.settings import Settings
-from storage.db import Database
+from storage.db import Database, rows_affected
 from storage.models import File, Project, RateWindow, Upload, UploadPart
 
 WINDOW_SECONDS = 60
@@ -53,9 +53,9 @@ def count(session: Session, project_id: str, window: int, tokens: int, max_reque
     if tokens > tpm:  # could never fit
         return False, *_counts(session, project_id, window)
     insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
-    statement = insert(RateWindow).values(project_id=project_id, window=window, requests=1,
-                                          tokens=tokens)
-    statement = statement.on_conflict_do_update(
+    values = insert(RateWindow).values(project_id=project_id, window=window, requests=1,
+                                       tokens=tokens)
+    statement = values.on_conflict_do_update(
         index_elements=[RateWindow.project_id, RateWindow.window],
         set_={"requests": RateWindow.requests + 1, "tokens": RateWindow.tokens + tokens},
         where=(RateWindow.requests + 1 <= rpm) & (RateWindow.tokens + tokens <= tpm),
@@ -122,7 +122,7 @@ async def rate_limited(settings: Settings, db: Database, project_id: str, tokens
 def forget_old_windows(session: Session, now: float) -> int:
     """Drops windows that have ended (the reaper calls this)."""
     current = int(now // WINDOW_SECONDS)
-    return session.execute(delete(RateWindow).where(RateWindow.window < current)).rowcount
+    return rows_affected(session, delete(RateWindow).where(RateWindow.window < current))
 
 
 def lock_project_storage(session: Session, project_id: str) -> None:

@@ -68,7 +68,8 @@ class Api:
     def call(self, method: str, path: str, **kwargs: Any) -> Json:
         response = self.http.request(method, path, **kwargs)
         raise_for_error(response)
-        return response.json()  # type: ignore[no-any-return]
+        body: Json = response.json()
+        return body
 
 
 def raise_for_error(response: httpx.Response) -> None:
@@ -285,7 +286,8 @@ class Sse:
 
 def read_sse(lines: Iterator[str]) -> Iterator[Sse]:
     """The events of a `text/event-stream` body, from its lines."""
-    event, data, last_id = "message", [], None
+    event, last_id = "message", None
+    data: list[str] = []
     for line in lines:
         if not line:
             if data:
@@ -319,7 +321,8 @@ def follow_events(api: Api, job_id: str, on_event: Callable[[Json], None]) -> Js
                 lost_since = None
                 for message in read_sse(response.iter_lines()):
                     if message.event == "done":
-                        return json.loads(message.data)  # type: ignore[no-any-return]
+                        job: Json = json.loads(message.data)
+                        return job
                     event = json.loads(message.data)
                     after = message.id or event["id"]
                     on_event(event)

@@ -13,7 +13,7 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
 )
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.orm import DeclarativeBase, InstrumentedAttribute, Mapped, mapped_column
 
 from storage.states import EnumString, JobStatus
 
@@ -23,6 +23,13 @@ SeqType = BigInteger().with_variant(Integer(), "sqlite")
 
 class Base(DeclarativeBase):
     pass
+
+
+def max_chars(column: InstrumentedAttribute[str]) -> int:
+    """The most characters a `String(n)` column holds (PostgreSQL refuses longer values)."""
+    kind = column.type
+    assert isinstance(kind, String) and kind.length is not None, f"{column} has no length"
+    return kind.length
 
 
 class Project(Base):

@@ -55,9 +55,8 @@ def claim_due(db: Database, now: float, lease: float, limit: int = BATCH) -> lis
         claims = []
         for row in rows:
             endpoint, attempt = endpoints.get(row.endpoint_id), row.attempts + 1
-            taken = endpoint is not None and advance(
-                s, row.id, attempt - 1, attempts=attempt, next_attempt_at=now + lease)
-            if taken:
+            if endpoint is not None and advance(
+                    s, row.id, attempt - 1, attempts=attempt, next_attempt_at=now + lease):
                 claims.append(Claim(id=row.id, endpoint_id=endpoint.id, attempt=attempt,
                                     created_at=row.created_at, payload=row.payload,
                                     url=endpoint.url, secrets=signing_secrets(endpoint, now)))
@@ -68,12 +67,14 @@ def record(db: Database, claim: Claim, outcome: Outcome, delays: list[float],
            max_age: float) -> None:
     """The attempt, and what follows it: done, a retry after the next delay, or given up."""
     now = time.time()
-    status, values = DeliveryStatus.DELIVERED, {"finished_at": int(now)}
+    status = DeliveryStatus.DELIVERED
+    values: dict[str, float] = {"finished_at": int(now)}
     if not outcome.ok:
         delay = delays[min(claim.attempt, len(delays)) - 1]
-        status, values = ((DeliveryStatus.FAILED, {"finished_at": int(now)})
-                          if now + delay - claim.created_at > max_age
-                          else (DeliveryStatus.PENDING, {"next_attempt_at": now + delay}))
+        if now + delay - claim.created_at > max_age:
+            status, values = DeliveryStatus.FAILED, {"finished_at": int(now)}
+        else:
+            status, values = DeliveryStatus.PENDING, {"next_attempt_at": now + delay}
     with db.session() as s:
         if not advance(s, claim.id, claim.attempt, status, **values):
             return  # its endpoint was deleted, or the claim outlived its lease

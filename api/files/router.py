@@ -21,7 +21,7 @@ from storage.blob import BlobNotFound
 from storage.db import Database
 from storage.ids import new_id
 from storage.keys import file_key
-from storage.models import File
+from storage.models import File, max_chars
 
 router = APIRouter(prefix="/files", tags=["files"], responses=error_responses(403, 404, 507))
 
@@ -38,7 +38,7 @@ _UPLOAD_BODY = multipart_body(["file", "purpose"], {
 
 
 # What `files.filename` holds (characters).
-MAX_FILENAME_CHARS: int = File.__table__.c.filename.type.length
+MAX_FILENAME_CHARS = max_chars(File.filename)
 
 
 class _FileSink(BlobSink):
@@ -101,6 +101,7 @@ async def create_file(
     except BaseException:
         await sink.abort()
         raise
+    filename = sink.part.filename  # a form without the file part was refused above
 
     def record() -> File:
         with db.session() as session:
@@ -112,7 +113,7 @@ async def create_file(
                 if full is not None:
                     raise full
             return service.add_file(
-                session, file_id=file_id, project_id=project.id, filename=sink.part.filename,
+                session, file_id=file_id, project_id=project.id, filename=filename,
                 purpose=form.purpose, size=sink.size,
                 expires_after=form.expires_after.seconds if form.expires_after else None,
             )

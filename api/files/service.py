@@ -14,7 +14,7 @@ from storage.models import File
 __all__ = ["add_file", "delete_file", "get_file", "visible_files"]
 
 
-def visible_files(project_id: str, purpose: str | None = None) -> Select[tuple[File]]:
+def visible_files(project_id: str, purpose: str | None = None) -> Select[File]:
     """The project's files that have not expired (the reaper deletes those soon after), of
     `purpose` only where given."""
     now = int(time.time())

@@ -28,7 +28,7 @@ log = logging.getLogger("tuneserve.webhooks")
 OLD_SECRET_SECONDS = 24 * 3600
 
 
-def project_endpoints(project_id: str) -> Select[tuple[WebhookEndpoint]]:
+def project_endpoints(project_id: str) -> Select[WebhookEndpoint]:
     return select(WebhookEndpoint).where(WebhookEndpoint.project_id == project_id)
 
 

@@ -1,7 +1,7 @@
 """`/v1/fine_tuning/jobs`: create, list, retrieve, cancel, pause, resume, events (a job's
 checkpoints are `checkpoints/`)."""
 
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Query, Request
 from fastapi.responses import StreamingResponse
@@ -84,10 +84,10 @@ def resume_job(fine_tuning_job_id: str, project: CurrentProject,
     return _fresh(session, project.id, fine_tuning_job_id)
 
 
-_EVENT_STREAM = {200: {"description": "With `stream=true`: the job's events as server-sent "
-                       "events, oldest first, then `event: done` with the job object once "
-                       "it is terminal.",
-                       "content": {"text/event-stream": {"schema": {"type": "string"}}}}}
+_EVENT_STREAM: dict[int | str, dict[str, Any]] = {
+    200: {"description": "With `stream=true`: the job's events as server-sent events, oldest "
+                         "first, then `event: done` with the job object once it is terminal.",
+          "content": {"text/event-stream": {"schema": {"type": "string"}}}}}
 
 
 @router.get("/{fine_tuning_job_id}/events", response_model=FineTuningJobEventList,

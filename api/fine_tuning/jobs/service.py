@@ -266,7 +266,7 @@ def resume_job(session: Session, job: FineTuningJob) -> None:
                    + ("queued state" if validated else "validating files"))
 
 
-def project_jobs(project_id: str, metadata: list[tuple[str, str]]) -> Select[tuple[FineTuningJob]]:
+def project_jobs(project_id: str, metadata: list[tuple[str, str]]) -> Select[FineTuningJob]:
     """The project's jobs whose metadata holds every (key, value) of `metadata`."""
     if len(metadata) > MAX_METADATA_PAIRS:
         # No job has more keys; each filter is a JSON path in the query (SQLite refuses an
@@ -285,5 +285,5 @@ def project_jobs(project_id: str, metadata: list[tuple[str, str]]) -> Select[tup
     return query
 
 
-def job_events(job_id: str) -> Select[tuple[JobEvent]]:
+def job_events(job_id: str) -> Select[JobEvent]:
     return select(JobEvent).where(JobEvent.job_id == job_id)

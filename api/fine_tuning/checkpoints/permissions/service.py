@@ -46,7 +46,7 @@ def grant(session: Session, project: Project, model: FineTunedModel,
 
 
 def model_permissions(model: FineTunedModel,
-                      project_id: str | None) -> Select[tuple[CheckpointPermission]]:
+                      project_id: str | None) -> Select[CheckpointPermission]:
     """The model's grants (to `project_id` only, where given)."""
     query = select(CheckpointPermission).where(CheckpointPermission.model_id == model.id)
     if project_id is not None:

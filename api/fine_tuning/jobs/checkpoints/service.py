@@ -5,5 +5,5 @@ from sqlalchemy import Select, select
 from storage.models import JobCheckpoint
 
 
-def job_checkpoints(job_id: str) -> Select[tuple[JobCheckpoint]]:
+def job_checkpoints(job_id: str) -> Select[JobCheckpoint]:
     return select(JobCheckpoint).where(JobCheckpoint.job_id == job_id)
