@@ -67,8 +67,10 @@ check-gpu-deps:
 		[print("  %-20s %s" % (n, got.get(n, "-"))) for n in sys.argv[2:]]' \
 		"$$tmp/report.json" $(GPU_KEY_PACKAGES)
 
+# ruff, then mypy over api, training, serving and storage ([tool.mypy] in pyproject.toml).
 lint: install
 	$(BIN)/ruff check .
+	$(BIN)/mypy
 
 openapi: install
 	$(BIN)/tuneserve openapi --out openapi.yaml
