@@ -14,6 +14,7 @@ import contextlib
 import hashlib
 import hmac
 import logging
+import time
 from collections import Counter
 from collections.abc import Coroutine, Sequence
 from dataclasses import dataclass
@@ -24,7 +25,7 @@ from serving.adapter_errors import AdapterLoadError, ModelNotFound, ModelNotServ
 from serving.adapter_registry import AdapterRegistry, Lease, ReplicaAdapters
 from serving.engine import EngineUnavailable, Replica
 from serving.load_watcher import watch_loads
-from serving.router import ReplicaLoad, RoutingPolicy, choose_with
+from serving.router import ConsistentRouter, Decision, ReplicaLoad, RoutingPolicy, choose_with
 from serving.settings import ServingSettings
 from storage.base_models import base_models
 from storage.blob import BlobStore
@@ -63,6 +64,8 @@ class AdapterManager:
         self.base_names = set(base_models(settings))
         self.deployed = set(settings.served_bases() or [])
         self.policy = RoutingPolicy(overload_waiting=settings.routing_overload_waiting)
+        # Keeps the adapters' demand and a hash ring per replica set (policy `consistent`).
+        self.router = ConsistentRouter()
         for engine in engines:
             self.add_replica(engine)
         # What routing decided: the figures /metrics shows (with the registry's).
@@ -131,10 +134,7 @@ class AdapterManager:
             await _first_ready([r.engine for r in group])
             ready = [r for r in group if r.engine.ready.is_set()]
         adapter = target.served if target.prefix is not None else None
-        self._tick += 1
-        decision = choose_with(self.settings.routing_policy, [self._view(r) for r in ready],
-                               adapter, self._tick, self.policy)
-        assert decision is not None  # `ready` is not empty
+        decision = self._choose([self._view(r) for r in ready], adapter)
         replica = next(r for r in ready if r.engine.name == decision.replica)
         self.decisions[(target.base, decision.action)] += 1
         replica.in_flight += 1
@@ -165,15 +165,30 @@ class AdapterManager:
         await self.registry.forget(name)
         await asyncio.to_thread(self.cache.drop, name)
 
+    def _choose(self, replicas: list[ReplicaLoad], adapter: str | None) -> Decision:
+        self._tick += 1
+        if self.settings.routing_policy == "consistent":
+            decision = self.router.choose(replicas, adapter, time.monotonic())
+        else:
+            decision = choose_with(self.settings.routing_policy, replicas, adapter,
+                                   self._tick, self.policy)
+        assert decision is not None  # `replicas` is not empty
+        return decision
+
     def _view(self, replica: ReplicaAdapters) -> ReplicaLoad:
         current = self.registry.current(replica)
         # Its metrics see every API node's requests, a moment late: the requests this node
         # sent it since they were read (and still has in flight) are taken as waiting.
         waiting = replica.waiting + min(replica.routed_since_read, replica.in_flight)
+        # The tiers as this node knows them: what it registered is in vLLM's CPU LoRA cache
+        # (host memory, `max_cpu_loras`); of those, the most recently used `max_loras` are
+        # taken as in GPU slots (vLLM fills them least recently used first, as requests ask).
+        registered = list(current)
         return ReplicaLoad(
             name=replica.engine.name, running=replica.running, waiting=waiting,
-            adapters=frozenset(current), slots=self.settings.max_loaded_adapters,
-            pinned=sum(1 for reg in current.values() if reg.leases))
+            adapters=frozenset(registered), slots=self.settings.max_loaded_adapters,
+            pinned=sum(1 for reg in current.values() if reg.leases),
+            gpu=frozenset(registered[-self.settings.max_loras:]))
 
     async def _resolve(self, project_id: str, model: str) -> _Target:
         groups = self.registry.groups

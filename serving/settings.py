@@ -219,18 +219,20 @@ class ServingSettings(StorageSettings):
     routing_overload_waiting: int = Field(
         4,
         description=(
-            "With several replicas of a base: a replica holding an adapter with more requests than "
-            "this waiting is overloaded, so the adapter's next request loads it on another replica "
-            "too (a spill)."
+            "`affinity` routing, with several replicas of a base: a replica holding an adapter "
+            "with more requests than this waiting is overloaded, so the adapter's next request "
+            "loads it on another replica too (a spill)."
         ),
     )
     routing_policy: Policy = Field(
-        "affinity",
+        "consistent",
         description=(
-            "How a request's replica is chosen: `affinity` (the replica holding its adapter unless "
-            "overloaded, then one with a free slot, then the least loaded; see "
-            "`serving/router.py`), or a baseline to compare it with: `round_robin`, "
-            "`least_loaded`, `adapter_hash`."
+            "How a request's replica is chosen: `consistent` (each adapter has homes on a hash "
+            "ring of the replicas, more for an adapter in demand; the one with the shortest queue "
+            "plus the cost of where the adapter is there (GPU slot, host memory, neither), never "
+            "past 1.5x the average load; see `serving/router.py`), `affinity` (the replica holding "
+            "its adapter unless overloaded, then one with a free slot, then the least loaded), or "
+            "a baseline to compare them with: `round_robin`, `least_loaded`, `adapter_hash`."
         ),
     )
     routing_metrics_interval: float = Field(

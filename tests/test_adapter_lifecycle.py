@@ -20,6 +20,7 @@ from serving.adapters import (
     served_name,
 )
 from serving.engine import EngineUnavailable
+from serving.router import TIER_COLD, TIER_GPU, TIER_HOST, HashRing
 from serving.settings import ServingSettings
 from storage.base_models import DEFAULT_BASE_MODEL
 from storage.blob import LocalBlobStore
@@ -108,8 +109,8 @@ def models(tmp_path: Path) -> tuple[Database, LocalBlobStore]:
 def manager(tmp_path: Path, models: tuple[Database, LocalBlobStore], *engines: StandInEngine,
             **settings: object) -> AdapterManager:
     db, store = models
-    config = ServingSettings(data_dir=tmp_path, max_loaded_adapters=2,
-                             adapter_failure_ttl_seconds=0.3, **settings)  # type: ignore[arg-type]
+    config = ServingSettings(**{"data_dir": tmp_path, "max_loaded_adapters": 2,  # type: ignore[arg-type]
+                                "adapter_failure_ttl_seconds": 0.3, **settings})
     return AdapterManager(config, db, store, list(engines) or [StandInEngine()])  # type: ignore[list-item]
 
 
@@ -194,10 +195,11 @@ async def test_another_project_s_model_is_not_found(tmp_path: Path, models) -> N
 
 
 @pytest.mark.anyio
+@pytest.mark.parametrize("policy", ["consistent", "affinity"])
 async def test_an_adapter_s_requests_stay_on_the_replica_that_has_it(tmp_path: Path,  # type: ignore[no-untyped-def]
-                                                                     models) -> None:
+                                                                     models, policy: str) -> None:
     a, b = StandInEngine("a"), StandInEngine("b")
-    adapters = manager(tmp_path, models, a, b)
+    adapters = manager(tmp_path, models, a, b, routing_policy=policy)
     first = await adapters.acquire(PROJECT, "x")
     held = [await adapters.acquire(PROJECT, "x") for _ in range(3)]
     assert {lease.engine.name for lease in held} == {first.engine.name}
@@ -208,6 +210,47 @@ async def test_an_adapter_s_requests_stay_on_the_replica_that_has_it(tmp_path: P
     assert "spill" in {lease.action for lease in more}
     assert {lease.engine.name for lease in more} == {"a", "b"}
     assert adapters.decisions[(DEFAULT_BASE_MODEL, "spill")] == 1
+
+
+@pytest.mark.anyio
+async def test_each_adapter_goes_to_its_home_on_the_ring_and_a_lost_replica_moves_only_its_own(  # type: ignore[no-untyped-def]
+    tmp_path: Path, models
+) -> None:
+    engines = [StandInEngine(name) for name in "abcde"]
+    adapters = manager(tmp_path, models, *engines, max_loaded_adapters=8)
+    names = ("x", "y", "z", "w")
+
+    async def placed() -> dict[str, str]:
+        where = {}
+        for model in names:
+            lease = await adapters.acquire(PROJECT, model)
+            where[model] = lease.engine.name
+            lease.release()
+        return where
+
+    before = await placed()
+    ring = HashRing("abcde")
+    assert before == {m: ring.homes(served_name(m))[0] for m in names}
+    assert await placed() == before  # and they stay
+    lost = next(e for e in engines if e.name == before["x"])
+    adapters.remove_replica(lost)  # type: ignore[arg-type]
+    after = await placed()
+    assert {m for m in names if after[m] != before[m]} == {
+        m for m in names if before[m] == lost.name}
+
+
+@pytest.mark.anyio
+async def test_the_router_sees_the_most_recently_used_adapters_in_gpu_slots(  # type: ignore[no-untyped-def]
+    tmp_path: Path, models
+) -> None:
+    adapters = manager(tmp_path, models, max_loaded_adapters=4, max_loras=2)
+    for model in ("x", "y", "z"):
+        (await adapters.acquire(PROJECT, model)).release()
+    view = adapters._view(adapters.registry.groups[DEFAULT_BASE_MODEL][0])
+    assert view.adapters == {served_name(m) for m in ("x", "y", "z")}  # host memory
+    assert view.gpu == {served_name(m) for m in ("y", "z")}
+    assert (view.tier(served_name("z")), view.tier(served_name("x")),
+            view.tier(served_name("w"))) == (TIER_GPU, TIER_HOST, TIER_COLD)
 
 
 def test_the_disk_cache_never_deletes_a_registered_adapter(tmp_path: Path, models) -> None:  # type: ignore[no-untyped-def]
