@@ -111,7 +111,7 @@ def manager(tmp_path: Path, models: tuple[Database, LocalBlobStore], *engines: S
     db, store = models
     config = ServingSettings(**{"data_dir": tmp_path, "max_loaded_adapters": 2,  # type: ignore[arg-type]
                                 "adapter_failure_ttl_seconds": 0.3, **settings})
-    return AdapterManager(config, db, store, list(engines) or [StandInEngine()])  # type: ignore[list-item]
+    return AdapterManager(config, db, store, list(engines) or [StandInEngine()])
 
 
 @pytest.mark.anyio
@@ -233,7 +233,7 @@ async def test_each_adapter_goes_to_its_home_on_the_ring_and_a_lost_replica_move
     assert before == {m: ring.homes(served_name(m))[0] for m in names}
     assert await placed() == before  # and they stay
     lost = next(e for e in engines if e.name == before["x"])
-    adapters.remove_replica(lost)  # type: ignore[arg-type]
+    adapters.remove_replica(lost)
     after = await placed()
     assert {m for m in names if after[m] != before[m]} == {
         m for m in names if before[m] == lost.name}
@@ -290,7 +290,7 @@ async def test_replicas_that_join_later_are_routed_by_their_own_load(tmp_path: P
     adapters.start()
     a, b = StandInEngine("a"), StandInEngine("b")
     for engine in (a, b):
-        adapters.add_replica(engine)  # type: ignore[arg-type]
+        adapters.add_replica(engine)
     try:
         for busy, idle in ((a, b), (b, a)):
             busy.running, idle.running = 12, 0
@@ -367,7 +367,7 @@ async def test_a_stream_that_stalls_says_so_and_keeps_the_engine(tmp_path: Path,
 
 @pytest.mark.parametrize("source", list(AdapterState))
 def test_every_adapter_transition_is_allowed_or_refused_by_the_table(
-        tmp_path: Path, models, source: AdapterState) -> None:  # type: ignore[no-untyped-def]
+        tmp_path: Path, models: tuple[Database, LocalBlobStore], source: AdapterState) -> None:
     registry = manager(tmp_path, models).registry
     for target in AdapterState:
         registration = Registration(source, generation=1)
@@ -423,11 +423,8 @@ async def test_an_adapter_another_node_evicted_is_reloaded_on_404(  # type: igno
     # The rule for a replica shared by API nodes (serving/adapter_registry.py): each node
     # keeps its own LRU and leases, so node A may evict what node B still uses; B's next
     # request meets a 404, loads the adapter again under its lease, and is answered.
-    try:
-        from serving.send import send
-    except ImportError:  # before the send path moved out of api/
-        from api.inference import send  # type: ignore[attr-defined,no-redef]
     from serving.proxy import Answer, Proxy
+    from serving.send import send
 
     replica = SharedReplica()
     node_a = manager(tmp_path / "a", models, replica)

@@ -53,7 +53,7 @@ def test_two_workers_for_one_job_leave_one_adapter_and_a_model_that_serves(
     assert len(finals) == 1 and (finals[0] / "adapter_config.json").is_file()
     assert client.models.retrieve(done.fine_tuned_model).id == done.fine_tuned_model  # type: ignore[arg-type]
     reply = client.chat.completions.create(
-        model=done.fine_tuned_model, max_tokens=8,  # type: ignore[arg-type]
+        model=done.fine_tuned_model, max_tokens=8,
         messages=[{"role": "user", "content": "What is 5 plus 5?"}])
     assert reply.choices[0].message.content
 

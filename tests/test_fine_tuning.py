@@ -420,7 +420,7 @@ def test_list_paginates_filters_by_metadata_and_is_per_project(
 
 
 def test_finished_jobs_cannot_be_cancelled_paused_or_resumed(
-    sft_job, local_server: TuneserveServer  # type: ignore[no-untyped-def]
+    sft_job: FineTuningJob, local_server: TuneserveServer
 ) -> None:
     client = local_server.client()
     for call in (client.fine_tuning.jobs.cancel, client.fine_tuning.jobs.pause,

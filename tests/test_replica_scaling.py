@@ -1,5 +1,7 @@
 """How many replicas the controller wants for a base, from what its replicas report."""
 
+from pathlib import Path
+
 import pytest
 
 from serving.ray_replicas import Controller, replica_name
@@ -48,7 +50,7 @@ def test_replica_names_are_safe_actor_names() -> None:
 
 
 def test_the_controller_job_carries_no_secret_and_its_id_follows_the_config(
-    tmp_path, monkeypatch: pytest.MonkeyPatch  # type: ignore[no-untyped-def]
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from serving.remote import controller_job
 
