@@ -219,6 +219,7 @@ class Simulation:
         self.rate = scenario.utilization * scenario.replicas * profile.replica_requests_per_s
         self.demand = DemandTracker()
         self.prefetched: dict[str, int] = {}  # adapter -> homes it was prefetched to
+        self.hashed: dict[str, str] = {}  # adapter -> its replica under `adapter_hash`
         self.settings = RoutingPolicy()
         self.events: list[tuple[float, int, int, object]] = []
         self.seq = itertools.count()
@@ -287,6 +288,11 @@ class Simulation:
                                          total_load=self.total_load,
                                          holders=self.where.get(adapter, ()))
             self._prefetch_for_demand(now, adapter, share)
+        elif self.policy == "adapter_hash":  # its choice, kept: a thousand hashes a request
+            if adapter not in self.hashed:
+                self.hashed[adapter] = self._rendezvous(adapter)
+            self._dispatch(now, self.alive[self.hashed[adapter]], request)
+            return
         else:
             decision = choose_with(self.policy, self.views, adapter,  # type: ignore[arg-type]
                                    next(self.tick), self.settings)
@@ -529,6 +535,7 @@ class Simulation:
             for requests in replica.finishing.values():
                 lost.extend(requests)
         self.views = [r for r in self.replicas if r.alive]
+        self.hashed.clear()
         self.ring = HashRing(self.alive, self.hashing.vnodes)
         sample = self.ranks[:2000]
         self.result.moved = sum(before.homes(a)[0] != self.ring.homes(a)[0]

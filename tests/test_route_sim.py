@@ -64,3 +64,14 @@ def test_losing_replicas_moves_about_their_share_of_adapters_and_prefetches_them
     assert 0.05 <= result.moved <= 0.16  # 2 of 20 replicas: 10 % of the homes
     assert result.prefetches > 0
     assert result.hits / result.requests >= 0.95
+
+
+def test_the_simulator_s_adapter_hash_is_the_router_s() -> None:
+    from route_sim import Simulation
+
+    from serving.router import choose_with
+
+    simulation = Simulation(Profile.load("h100-llama-8b"), Scenario(20, 100), "adapter_hash")
+    for i in range(50):
+        assert simulation._rendezvous(f"t{i}") == choose_with(
+            "adapter_hash", simulation.replicas, f"t{i}", 0).replica  # type: ignore[arg-type, union-attr]
