@@ -155,6 +155,25 @@ def test_the_status_column_is_typed_by_the_enum(database: Database) -> None:
     assert _get(database, job_id).status == JobStatus.QUEUED
 
 
+def test_a_refused_cancel_names_the_status_the_job_has_now(
+        database: Database, tmp_path: Path) -> None:
+    from api.errors import APIError
+    from api.fine_tuning.jobs.service import cancel_job
+
+    job_id = _job(database, _project(database))
+    with database.session() as s:
+        job = jobs.get_job(s, job_id)  # read as queued, as the route reads it
+        assert job is not None
+        with database.session() as other:  # its validation fails meanwhile
+            other.execute(update(FineTuningJob).where(FineTuningJob.id == job_id)
+                          .values(status=JobStatus.FAILED))
+        with pytest.raises(APIError) as refused:
+            cancel_job(s, LocalBlobStore(tmp_path), job)
+    assert refused.value.status == 409
+    assert f"Job {job_id} is failed; it cannot be cancelled." == refused.value.message
+    assert _get(database, job_id).status == JobStatus.FAILED
+
+
 def test_a_stale_attempt_cannot_write(database: Database) -> None:
     job_id = _job(database, _project(database))
     with database.session() as s:

@@ -226,7 +226,11 @@ def create_job(session: Session, store: BlobStore, project: Project,
     return job
 
 
-def _conflict(job: FineTuningJob, action: str) -> APIError:
+def _conflict(session: Session, job: FineTuningJob, action: str) -> APIError:
+    # The status the job has now: the refused UPDATE may have set the loaded object's status
+    # in memory (the ORM evaluates the statement's criteria on it), and the job may have moved
+    # on since it was read (a validation that failed meanwhile).
+    session.refresh(job)
     return APIError(409, f"Job {job.id} is {job.status}; it cannot be {action}.",
                     param="fine_tuning_job_id", code=f"job_not_{action.replace(' ', '_')}")
 
@@ -234,7 +238,7 @@ def _conflict(job: FineTuningJob, action: str) -> APIError:
 def cancel_job(session: Session, store: BlobStore, job: FineTuningJob) -> None:
     if not jobs.transition(session, job.id, jobs.ACTIVE, status=JobStatus.CANCELLED,
                            finished_at=int(time.time()), estimated_finish=None):
-        raise _conflict(job, "cancelled")
+        raise _conflict(session, job, "cancelled")
     jobs.add_event(session, job.id, "Fine-tuning job cancelled")
     if job.worker is None:
         # No worker holds it: its outputs (a paused job's state) go now. A worker's go once
@@ -252,7 +256,7 @@ def pause_job(session: Session, job: FineTuningJob) -> None:
                        status=JobStatus.PAUSED, heartbeat_at=None):
         jobs.add_event(session, job.id, "Fine-tuning job paused")
         return
-    raise _conflict(job, "paused")
+    raise _conflict(session, job, "paused")
 
 
 def resume_job(session: Session, job: FineTuningJob) -> None:
@@ -261,7 +265,7 @@ def resume_job(session: Session, job: FineTuningJob) -> None:
     target = JobStatus.QUEUED if validated else JobStatus.VALIDATING_FILES
     if not jobs.transition(session, job.id, (JobStatus.PAUSED,), status=target,
                            heartbeat_at=None):
-        raise _conflict(job, "resumed")
+        raise _conflict(session, job, "resumed")
     jobs.add_event(session, job.id, "Fine-tuning job resumed; moving job to "
                    + ("queued state" if validated else "validating files"))
 
