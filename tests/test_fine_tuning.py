@@ -1,5 +1,6 @@
 """Fine-tuning jobs through the official openai client, on the real model with real training."""
 
+import contextlib
 import csv
 import io
 import json
@@ -372,7 +373,10 @@ def test_top_level_hyperparameters_stand_for_the_method_s_own(
         model=BASE, training_file=upload(client, GOOD), hyperparameters={"n_epochs": 2},
         method={"type": "dpo", "dpo": {"hyperparameters": {}}})
     assert job.method.dpo.hyperparameters.n_epochs == 2  # type: ignore[union-attr]
-    client.fine_tuning.jobs.cancel(job.id)
+    # Its rows are SFT's, so its validation fails soon: the cancel only keeps it from waiting
+    # for that, and may come after it.
+    with contextlib.suppress(openai.ConflictError):
+        client.fine_tuning.jobs.cancel(job.id)
 
 
 def test_training_file_must_be_fine_tune_and_the_projects_own(
