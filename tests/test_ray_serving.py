@@ -261,6 +261,7 @@ def test_a_killed_replica_is_routed_around_and_ray_brings_it_back(
 
 
 def _running(row: ServingReplica) -> float:
-    text = httpx.get(row.url + "/metrics", timeout=10).text
+    text = httpx.get(row.url + "/metrics", timeout=10,
+                     headers={"Authorization": f"Bearer {row.api_key}"}).text
     return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
                if line.startswith("vllm:num_requests_running"))
