@@ -2,49 +2,25 @@
 is logged (security review L6): whoever reads the server's log must not get the secret. The
 log names the endpoint and the URL's scheme and host only."""
 
-import threading
 import time
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
 
 from tests.adversarial.conftest import start_control_plane, stop_control_plane
+from tests.support.receivers import CountingReceiver
 from tests.support.server import TuneserveServer
 from tests.support.training import BASE, sft_example, upload
 
 SECRET = "SECRETtoken9f3b2c"
 
 
-class FailingReceiver:
-    """Answers every POST 500, and counts them."""
-
-    def __init__(self) -> None:
-        self.posts = 0
-        receiver = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                self.rfile.read(int(self.headers.get("content-length") or 0))
-                receiver.posts += 1
-                self.send_response(500)
-                self.send_header("content-length", "0")
-                self.end_headers()
-
-            def log_message(self, *_: object) -> None:
-                pass
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
-
-
 @pytest.fixture
-def receiver() -> Iterator[FailingReceiver]:
-    r = FailingReceiver()
-    yield r
-    r.httpd.shutdown()
-    r.httpd.server_close()
+def receiver() -> Iterator[CountingReceiver]:
+    """Answers every POST 500, and counts them."""
+    with CountingReceiver(status=500) as r:
+        yield r
 
 
 @pytest.fixture
@@ -63,10 +39,10 @@ def server(tmp_path: Path, models_dir: Path) -> Iterator[TuneserveServer]:
     stop_control_plane(srv, name)
 
 
-def test_failed_deliveries_do_not_log_the_urls_secret(receiver: FailingReceiver,
+def test_failed_deliveries_do_not_log_the_urls_secret(receiver: CountingReceiver,
                                                       server: TuneserveServer) -> None:
     client = server.client()
-    url = (f"http://hook:{SECRET}@127.0.0.1:{receiver.httpd.server_port}"
+    url = (f"http://hook:{SECRET}@127.0.0.1:{receiver.port}"
            f"/services/T000/B000/{SECRET}?token={SECRET}")
     hook = client.webhooks.create(name="slack", url=url,
                                   event_types=["fine_tuning.job.cancelled"])

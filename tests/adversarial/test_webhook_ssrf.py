@@ -5,10 +5,8 @@ address when it is checked and to 127.0.0.1 when it is connected to (DNS rebindi
 `test` as a port scanner, reading the receiver's status, the connect error or the timing."""
 
 import socket
-import threading
 import time
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +21,7 @@ from api.webhook_endpoints import service
 from storage.models import WebhookEndpoint
 from tests.adversarial.conftest import start_control_plane, stop_control_plane
 from tests.support.ports import free_port
+from tests.support.receivers import CountingReceiver
 from tests.support.server import TuneserveServer
 
 SUCCEEDED = "fine_tuning.job.succeeded"
@@ -45,35 +44,10 @@ PRIVATE_URLS = [
 PUBLIC = "192.0.43.10"
 
 
-class Receiver:
-    """Answers every POST with `status` and counts them."""
-
-    def __init__(self, status: int = 200) -> None:
-        self.posts = 0
-        receiver = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                self.rfile.read(int(self.headers.get("content-length") or 0))
-                receiver.posts += 1
-                self.send_response(status)
-                self.send_header("content-length", "0")
-                self.end_headers()
-
-            def log_message(self, *_: object) -> None:
-                pass
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.port = self.httpd.server_port
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
-
-
 @pytest.fixture
-def receiver() -> Iterator[Receiver]:
-    r = Receiver()
-    yield r
-    r.httpd.shutdown()
-    r.httpd.server_close()
+def receiver() -> Iterator[CountingReceiver]:
+    with CountingReceiver() as r:
+        yield r
 
 
 @pytest.mark.parametrize("url", PRIVATE_URLS)
@@ -109,7 +83,7 @@ def test_addresses_inside_ipv6_are_judged_by_the_ipv4_they_carry() -> None:
 
 
 def test_a_name_that_rebinds_to_loopback_is_not_posted_to(
-    monkeypatch: pytest.MonkeyPatch, receiver: Receiver,
+    monkeypatch: pytest.MonkeyPatch, receiver: CountingReceiver,
 ) -> None:
     """The name answers a public address to the first lookup and 127.0.0.1 to every later
     one: the POST may go to the public address (which was checked) or nowhere, never to the
@@ -171,15 +145,11 @@ def _test_answer(server: TuneserveServer, url: str) -> tuple[httpx.Response, flo
 def test_test_says_nothing_a_port_scan_could_use(opted_in: TuneserveServer,
                                                  tmp_path: Path) -> None:
     closed_port = free_port()
-    not_found = Receiver(status=404)
-    try:
+    with CountingReceiver(status=404) as not_found:
         answers = {
             "closed port": _test_answer(opted_in, f"http://127.0.0.1:{closed_port}/"),
             "HTTP 404": _test_answer(opted_in, f"http://127.0.0.1:{not_found.port}/admin"),
         }
-    finally:
-        not_found.httpd.shutdown()
-        not_found.httpd.server_close()
     errors = set()
     for what, (answer, seconds) in answers.items():
         assert answer.status_code == 400, (what, answer.text)
