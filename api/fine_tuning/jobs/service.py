@@ -227,11 +227,12 @@ def create_job(session: Session, store: BlobStore, project: Project,
 
 
 def _conflict(session: Session, job: FineTuningJob, action: str) -> APIError:
-    # The status the job has now: the refused UPDATE may have set the loaded object's status
-    # in memory (the ORM evaluates the statement's criteria on it), and the job may have moved
-    # on since it was read (a validation that failed meanwhile).
-    session.refresh(job)
-    return APIError(409, f"Job {job.id} is {job.status}; it cannot be {action}.",
+    # The status the job has in the DB now, read as a column (not through the loaded object:
+    # the refused UPDATE may have set its status in memory, the ORM evaluating the statement's
+    # criteria on it), since the job may have moved on after it was read (a validation that
+    # failed meanwhile).
+    status = session.scalar(select(FineTuningJob.status).where(FineTuningJob.id == job.id))
+    return APIError(409, f"Job {job.id} is {status}; it cannot be {action}.",
                     param="fine_tuning_job_id", code=f"job_not_{action.replace(' ', '_')}")
 
 
