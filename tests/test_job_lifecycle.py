@@ -97,12 +97,17 @@ def test_pause_then_resume_continues_from_the_checkpoint(local_server: Tuneserve
     assert any(f"resumed from step {at}" in m for m in messages)
 
 
-def test_killed_worker_resumes_from_its_last_checkpoint(local_server: TuneserveServer) -> None:
+def test_killed_worker_resumes_from_its_last_checkpoint(
+    local_server: TuneserveServer, sft_job: object,
+) -> None:
     client = local_server.client()
     job_id = _start(client, n_epochs=3, batch_size=4)  # 18 steps, checkpoints at 6 and 12
     wait_for_event(client, job_id, "Checkpoint created at step 6")
     worker = _worker(job_id)
     assert worker is not None
+    # After the node's first job (`sft_job`), workers are forked from the preloaded launcher,
+    # which hears of their exit (here a kill) for the scheduler.
+    assert "training.executors.preloaded" in worker.parent().cmdline()
     worker.send_signal(signal.SIGKILL)
     done = wait_for(client, job_id)
     assert done.status == "succeeded", done.error

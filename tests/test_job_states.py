@@ -64,6 +64,9 @@ class FakeExecutor:
         self.forgotten.append((job_id, attempt))
         return not self.refuse_forget
 
+    def close(self) -> None:
+        pass
+
     def housekeep(self) -> None:
         pass
 

@@ -71,6 +71,7 @@ class Scheduler:
         if self._thread.is_alive():
             self._thread.join(timeout=30)
         self._validations.shutdown(wait=False, cancel_futures=True)
+        self.executor.close()
 
     def _loop(self) -> None:
         while not self._stop.is_set():

@@ -66,6 +66,16 @@ class TrainingSettings(StorageSettings):
             "worker costs at most this much training."
         ),
     )
+    worker_preload: bool = Field(
+        True,
+        description=(
+            "Local executor: after the first job, workers are forked from a launcher that has "
+            "imported the training libraries once, so a job starts training at once instead of "
+            "after 10+ s of imports. Only on nodes without CUDA (CUDA does not survive a fork): "
+            "there workers always start cold. The launcher holds about 1 GiB of memory while "
+            "this API node runs."
+        ),
+    )
     scheduler_interval: float = Field(1.0, description="Seconds between scheduler ticks.")
     cancel_grace_seconds: float = Field(
         5.0,

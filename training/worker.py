@@ -37,7 +37,9 @@ def remove_stale_workdirs(job_id: str, attempt: int, root: Path) -> list[Path]:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    # `force`: a worker forked from the preloaded launcher inherits the handlers its imports set.
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s",
+                        force=True)
     job_id, attempt = argv[0], int(argv[1])
     settings = TrainingSettings()
     os.umask(0o077)  # what it writes locally (work dir, blobs on a local store) is private

@@ -65,6 +65,9 @@ class FakeExecutor:
     def forget(self, job_id: str, attempt: int) -> bool:
         return True
 
+    def close(self) -> None:
+        pass
+
     def housekeep(self) -> None:
         pass
 

@@ -72,3 +72,7 @@ class Executor(Protocol):
     def log_tail(self, job_id: str, attempt: int, max_chars: int = 2000) -> str:
         """The end of the worker's output, for a failure's event."""
         ...
+
+    def close(self) -> None:
+        """The API node stops: releases what the executor holds; running workers go on."""
+        ...

@@ -9,7 +9,34 @@ import sys
 from pathlib import Path
 
 from training.executors.base import WorkerInfo, WorkerState
+from training.executors.preloaded import PreloadedLauncher
 from training.settings import TrainingSettings
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+class ForkedWorker:
+    """A worker the preloaded launcher forked: not a child of this process, so its exit is
+    heard from the launcher (the subset of Popen the executor uses)."""
+
+    def __init__(self, pid: int, launcher: PreloadedLauncher) -> None:
+        self.pid, self._launcher = pid, launcher
+
+    def poll(self) -> int | None:
+        code = self._launcher.exit_codes.get(self.pid)
+        if code is not None or self._launcher.alive:
+            return code
+        # The launcher is gone, and with it the exit code: only whether it still runs.
+        try:
+            os.kill(self.pid, 0)
+        except ProcessLookupError:
+            return -1
+        except PermissionError:
+            pass
+        return None
+
+
+Worker = subprocess.Popen[bytes] | ForkedWorker
 
 
 class LocalExecutor:
@@ -19,10 +46,12 @@ class LocalExecutor:
         self.settings = settings
         self.log_dir = settings.data_dir.resolve() / "logs"
         self.node_prefix = f"local:{socket.gethostname()}:"
-        self._procs: dict[tuple[str, int], subprocess.Popen[bytes]] = {}
+        self._procs: dict[tuple[str, int], Worker] = {}
         # Workers of attempts that were superseded (they stop themselves once they notice):
         # reaped here, since nobody asks about their attempts any more.
-        self._superseded: list[subprocess.Popen[bytes]] = []
+        self._superseded: list[Worker] = []
+        self._launcher = (PreloadedLauncher(self._env(), REPO_ROOT, self.log_dir / "launcher.log")
+                          if settings.worker_preload else None)
 
     def _env(self) -> dict[str, str]:
         s = self.settings
@@ -47,18 +76,31 @@ class LocalExecutor:
 
     def start(self, job_id: str, attempt: int) -> str:
         self.log_dir.mkdir(parents=True, exist_ok=True)
-        with open(self._log_path(job_id, attempt), "ab") as log:
-            # Its own session: a signal to the API's process group does not hit training,
-            # and an API restart leaves a running worker to finish.
-            proc = subprocess.Popen(
-                [sys.executable, "-m", "training.worker", job_id, str(attempt)],
-                env=self._env(), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                start_new_session=True, cwd=Path(__file__).resolve().parents[2],
-            )
+        log_path = self._log_path(job_id, attempt)
+        proc: Worker | None = None
+        if self._launcher is not None:
+            pid = self._launcher.start(job_id, attempt, log_path)
+            proc = ForkedWorker(pid, self._launcher) if pid is not None else None
+            # The first job on this node starts cold while the launcher imports, for the next.
+            self._launcher.warm()
+        if proc is None:
+            with open(log_path, "ab") as log:
+                # Its own session: a signal to the API's process group does not hit training,
+                # and an API restart leaves a running worker to finish.
+                proc = subprocess.Popen(
+                    [sys.executable, "-m", "training.worker", job_id, str(attempt)],
+                    env=self._env(), stdout=log, stderr=subprocess.STDOUT,
+                    stdin=subprocess.DEVNULL, start_new_session=True, cwd=REPO_ROOT,
+                )
         for key in [k for k in self._procs if k[0] == job_id]:
             self._superseded.append(self._procs.pop(key))
         self._procs[(job_id, attempt)] = proc
         return f"{self.node_prefix}{proc.pid}"
+
+    def close(self) -> None:
+        """Stops the launcher; the workers it started train on."""
+        if self._launcher is not None:
+            self._launcher.close()
 
     def housekeep(self) -> None:
         self._superseded = [p for p in self._superseded if p.poll() is None]

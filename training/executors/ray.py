@@ -96,6 +96,9 @@ class RayExecutor:
     def housekeep(self) -> None:
         self._delete_due()
 
+    def close(self) -> None:
+        pass  # the cluster's jobs are Ray's; nothing here to release
+
     def state(self, job_id: str, attempt: int) -> WorkerInfo:
         info = self._info(job_id, attempt)
         if info is None:
