@@ -107,7 +107,7 @@ def test_killed_worker_resumes_from_its_last_checkpoint(
     assert worker is not None
     # After the node's first job (`sft_job`), workers are forked from the preloaded launcher,
     # which hears of their exit (here a kill) for the scheduler.
-    assert "training.executors.preloaded" in worker.parent().cmdline()
+    assert "training.launcher" in worker.parent().cmdline()
     worker.send_signal(signal.SIGKILL)
     done = wait_for(client, job_id)
     assert done.status == "succeeded", done.error
