@@ -13,6 +13,7 @@ import os
 import selectors
 import signal
 import sys
+import time
 import traceback
 from typing import IO, Any
 
@@ -80,6 +81,7 @@ def main() -> int:
     # The protocol keeps the stdout the API gave; whatever else is printed goes to stderr.
     protocol = os.fdopen(os.dup(1), "w")
     os.dup2(2, 1)
+    started = time.monotonic()
     # Before any import of torch: its CUDA check through NVML leaves CUDA uninitialised.
     os.environ.setdefault("PYTORCH_NVML_BASED_CUDA_CHECK", "1")
     import torch
@@ -95,6 +97,9 @@ def main() -> int:
     import training.run  # noqa: F401  - what a worker imports next
     import training.worker  # noqa: F401
 
+    # For operators (and bench/worker_start.py): what each forked worker no longer pays.
+    print(f"preloaded launcher ready: imports took {time.monotonic() - started:.1f} s",
+          file=sys.stderr, flush=True)
     _send(protocol, ready=True)
     selector = selectors.DefaultSelector()
     selector.register(0, selectors.EVENT_READ)
