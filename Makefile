@@ -7,7 +7,7 @@ EXTRA := $(shell command -v nvidia-smi >/dev/null 2>&1 && echo gpu || echo cpu)
 STAMP := $(VENV)/.installed-$(EXTRA)
 
 .PHONY: install model run test test-fast lint openapi docs bench-upload bench-train bench-serve bench-queue postgres \
-	chromium \
+	chromium node-clients \
 	bench-route bench-route-sim bench-load \
 	check-gpu-deps
 
@@ -41,7 +41,15 @@ chromium:
 	@test -x /usr/bin/chromium || { SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
 		$$SUDO apt-get update -q && $$SUDO apt-get install -y -q chromium; }
 
-test: model postgres chromium
+# tests/clients/ runs the official Node SDK from its own lock file; npm ci installs exactly that,
+# again only when the lock changed (it empties node_modules first, stamp included).
+NODE_CLIENTS := tests/clients/node
+node-clients: $(NODE_CLIENTS)/node_modules/.installed
+$(NODE_CLIENTS)/node_modules/.installed: $(NODE_CLIENTS)/package-lock.json
+	npm ci --prefix $(NODE_CLIENTS) --no-audit --no-fund
+	touch $@
+
+test: model postgres chromium node-clients
 	$(BIN)/pytest -q
 
 # The tests that start nothing heavy (no server, training, Ray cluster or browser; see
