@@ -1,9 +1,14 @@
 """The dashboard at `/`, end to end in a real browser (Debian's Chromium, headless, driven by
 Playwright): sign in, upload, train, watch the curves grow live, then chat with the new model
-beside its base. `TUNESERVE_DASHBOARD_SCREENSHOTS=DIR` also saves the screenshots the docs
-show."""
+beside its base, and a reinforcement job with its grader tried on a sample. An error
+the API answers is shown in the API's words.
+`TUNESERVE_DASHBOARD_SCREENSHOTS=DIR` also saves the screenshots the docs show.
+
+The API has no route for a project's keys (operators manage them with `tuneserve keys`), so
+the dashboard has no keys page."""
 
 import contextlib
+import json
 import os
 import re
 import time
@@ -14,7 +19,15 @@ from types import TracebackType
 
 import httpx
 import pytest
-from playwright.sync_api import Browser, ConsoleMessage, Page, expect, sync_playwright
+from playwright.sync_api import (
+    Browser,
+    ConsoleMessage,
+    Locator,
+    Page,
+    Response,
+    expect,
+    sync_playwright,
+)
 
 from tests.support.chat import wait_for_engine
 from tests.support.server import TuneserveServer
@@ -26,6 +39,10 @@ SCREENSHOTS = os.environ.get("TUNESERVE_DASHBOARD_SCREENSHOTS")
 EPOCHS, BATCH_SIZE, STEPS = 2, 8, 6
 TRAINING_TIMEOUT_S = 600
 MS = 1000
+SAYS_YES = {"type": "string_check", "name": "says_yes", "operation": "ilike",
+            "input": "{{sample.output_text}}", "reference": "{{item.answer}}"}
+RFT_ROWS = [{"messages": [{"role": "user", "content": f"{q} Answer yes or no."}], "answer": "yes"}
+            for q in ("Is the sky blue?", "Is fire hot?", "Is ice cold?", "Do fish swim?")]
 
 pytestmark = [pytest.mark.browser, pytest.mark.training]
 
@@ -93,6 +110,19 @@ class Dashboard:
     def sign_in(self, key: str) -> None:
         self.page.get_by_test_id("api-key-input").fill(key)
         self.page.get_by_test_id("sign-in").click()
+
+    def enter(self) -> None:
+        """Opens the dashboard signed in with the server's key."""
+        self.open()
+        self.sign_in(self.server.api_key)
+        expect(self.page.get_by_test_id("app")).to_be_visible()
+
+    def api_error(self, path_end: str, click: Locator) -> str:
+        """Clicks, and returns the message of the API's error answer to the request it made to
+        a URL ending in `path_end`."""
+        with self.page.expect_response(lambda r: r.url.endswith(path_end)) as answer:
+            click.click()
+        return _error_message(answer.value)
 
     def upload(self, name: str, records: list) -> str:  # type: ignore[type-arg]
         """Uploads through the file input; returns the new file's id from the list."""
@@ -252,3 +282,80 @@ def _delete_model(page: Page, model: str) -> None:
     page.once("dialog", lambda dialog: dialog.accept())
     row.get_by_test_id("delete-model").click()
     expect(row).to_have_count(0)
+
+
+def _error_message(response: Response) -> str:
+    assert response.status >= 400, f"{response.url} answered {response.status}"
+    message = response.json()["error"]["message"]
+    assert isinstance(message, str) and message
+    return message
+
+
+@needs_browser
+def test_a_reinforcement_job_with_a_grader_tried_on_a_sample(
+        local_server: TuneserveServer, browser: Browser, tmp_path: Path) -> None:
+    client = local_server.client()
+    with Dashboard(browser, local_server, tmp_path) as ui:
+        page = ui.page
+        ui.enter()
+        page.get_by_test_id("nav-files").click()
+        training = ui.upload("dash-rft.jsonl", RFT_ROWS)
+        page.get_by_test_id("nav-jobs").click()
+        page.get_by_test_id("new-job").click()
+        form = page.get_by_test_id("job-form")
+        expect(form.locator(f'[data-testid="job-training-file"] option[value="{training}"]')
+               ).to_have_count(1)
+        editor = form.get_by_test_id("grader-editor")
+        expect(editor).to_be_hidden()
+        form.get_by_test_id("job-method").select_option("reinforcement")
+        expect(editor).to_be_visible()
+
+        # A grader this server cannot run: the API's 400, in its words.
+        editor.get_by_test_id("grader-json").fill(json.dumps({**SAYS_YES, "operation": "has"}))
+        editor.get_by_test_id("grader-sample").fill("Yes")
+        editor.get_by_test_id("grader-item").fill(json.dumps({"answer": "yes"}))
+        refusal = ui.api_error("/graders/run", editor.get_by_test_id("preview-grader"))
+        assert "operation" in refusal
+        expect(editor.get_by_test_id("grader-error")).to_have_text(refusal)
+        expect(editor.get_by_test_id("grader-result")).to_be_hidden()
+
+        # The grader the job trains with, tried on an answer that earns the reward and one
+        # that does not.
+        editor.get_by_test_id("grader-json").fill(json.dumps(SAYS_YES, indent=2))
+        result = editor.get_by_test_id("grader-result")
+        score = editor.get_by_test_id("grader-score")
+        for sample, reward in (("YES", "1"), ("No", "0")):
+            editor.get_by_test_id("grader-sample").fill(sample)
+            editor.get_by_test_id("preview-grader").click()
+            expect(result).to_have_attribute("data-score", reward)
+            expect(score).to_have_text(reward)
+        expect(editor.get_by_test_id("grader-error")).to_be_hidden()
+        ui.save("dashboard-grader.png", full_page=True)
+
+        form.get_by_test_id("job-model").select_option(BASE)
+        form.get_by_test_id("job-training-file").select_option(training)
+        form.get_by_test_id("job-epochs").fill("1")
+        form.get_by_test_id("job-generations").fill("2")
+        form.get_by_test_id("job-completion-tokens").fill("4")
+        form.get_by_test_id("create-job").click()
+        expect(page.get_by_test_id("job-page")).to_be_visible()
+        match = re.search(r"#/jobs/(ftjob-[\w-]+)", page.url)
+        assert match, page.url
+        job_id = match.group(1)
+        expect(page.get_by_test_id("job-method-name")).to_have_text("Reinforcement (RFT)")
+        expect(page.get_by_test_id("job-grader")).to_contain_text('"says_yes"')
+
+        # Not trained here: cancelled as soon as it exists.
+        page.once("dialog", lambda dialog: dialog.accept())
+        page.get_by_test_id("cancel-job").click()
+        expect(page.get_by_test_id("job-status")).to_have_attribute("data-status", "cancelled")
+
+        job = client.fine_tuning.jobs.retrieve(job_id)
+        assert job.method is not None and job.method.reinforcement is not None
+        assert job.method.type == "reinforcement"
+        assert job.method.reinforcement.grader.model_dump(exclude_none=True) == SAYS_YES
+        hyperparameters = job.method.model_dump()["reinforcement"]["hyperparameters"]
+        assert (hyperparameters["n_epochs"], hyperparameters["num_generations"],
+                hyperparameters["max_completion_tokens"]) == (1, 2, 4)
+        page.get_by_test_id("nav-jobs").click()
+        expect(page.locator(f'[data-testid="job-row"][data-id="{job_id}"]')).to_contain_text("RFT")

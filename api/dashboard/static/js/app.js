@@ -6,6 +6,7 @@ import Alpine from '../vendor/alpinejs-csp/module.esm.min.js';
 import { ApiError, api, session } from './api.js';
 import * as format from './format.js';
 import { filesPage } from './pages/files.js';
+import { graderEditor } from './pages/grader-editor.js';
 import { jobPage } from './pages/job.js';
 import { jobsPage } from './pages/jobs.js';
 import { modelsPage } from './pages/models.js';
@@ -106,6 +107,7 @@ function shell() {
 Alpine.data('shell', shell);
 Alpine.data('filesPage', filesPage);
 Alpine.data('jobsPage', jobsPage);
+Alpine.data('graderEditor', graderEditor);
 Alpine.data('jobPage', jobPage);
 Alpine.data('modelsPage', modelsPage);
 Alpine.data('playground', playground);

@@ -12,6 +12,15 @@ export const canCancel = (job) => Boolean(job) && !TERMINAL.includes(job.status)
 export const canPause = (job) => Boolean(job) && PAUSABLE.includes(job.status);
 export const canResume = (job) => Boolean(job) && job.status === 'paused';
 
+// A job's method, shortly (lists) and in full (its page); a job without one is supervised.
+const METHODS = {
+  supervised: ['SFT', 'Supervised (SFT)'], dpo: ['DPO', 'Preference (DPO)'],
+  reinforcement: ['RFT', 'Reinforcement (RFT)'],
+};
+const methodNames = (job) => METHODS[job?.method?.type] || METHODS.supervised;
+export const methodShort = (job) => methodNames(job)[0];
+export const methodLong = (job) => methodNames(job)[1];
+
 // The playground with these models in its left (a) and right (b) panes.
 export function playgroundLink(panes) {
   const params = new URLSearchParams(Object.entries(panes).filter(([, model]) => model));

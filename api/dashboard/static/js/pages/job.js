@@ -4,7 +4,7 @@
 import { api, downloadFile, stream } from '../api.js';
 import { TrainingCharts } from '../charts.js';
 import {
-  POLL_MS, TERMINAL, canCancel, canPause, canResume, playgroundLink, sleep,
+  POLL_MS, TERMINAL, canCancel, canPause, canResume, methodLong, playgroundLink, sleep,
 } from '../domain.js';
 import { label, number } from '../format.js';
 
@@ -167,7 +167,12 @@ export function jobPage() {
     },
 
     methodName() {
-      return this.job?.method?.type === 'dpo' ? 'DPO' : 'Supervised (SFT)';
+      return methodLong(this.job);
+    },
+
+    graderJson() {
+      const grader = this.job?.method?.reinforcement?.grader;
+      return grader ? JSON.stringify(grader, null, 2) : '';
     },
 
     hyperparameterRows() {

@@ -1,7 +1,9 @@
-// Jobs: the list (polled while shown) and the form that creates an SFT or DPO job.
+// Jobs: the list (polled while shown) and the form that creates an SFT, DPO or
+// reinforcement job (its grader edited and tried in the form: grader-editor.js).
 
 import { api } from '../api.js';
-import { POLL_MS, isBase } from '../domain.js';
+import { POLL_MS, isBase, methodShort } from '../domain.js';
+import { graderText, parseJson } from './grader-editor.js';
 
 const LIST_LIMIT = 50;
 // Form field -> how its text becomes the API's value; an empty field is left out ("auto").
@@ -10,19 +12,25 @@ const HYPERPARAMETERS = {
   batch_size: parseInt,
   learning_rate_multiplier: parseFloat,
   beta: parseFloat,
+  num_generations: parseInt,
+  max_completion_tokens: parseInt,
 };
+// The hyperparameters one method only has.
+const METHOD_OF = { beta: 'dpo', num_generations: 'reinforcement',
+  max_completion_tokens: 'reinforcement' };
 
 function blankForm() {
   return {
     method: 'supervised', model: '', training_file: '', validation_file: '', suffix: '',
-    n_epochs: '', batch_size: '', learning_rate_multiplier: '', beta: '',
+    n_epochs: '', batch_size: '', learning_rate_multiplier: '', beta: '', num_generations: '',
+    max_completion_tokens: '', grader: graderText(),
   };
 }
 
 function hyperparameters(form) {
   const out = {};
   for (const [name, parse] of Object.entries(HYPERPARAMETERS)) {
-    if (name === 'beta' && form.method !== 'dpo') continue;
+    if (METHOD_OF[name] && METHOD_OF[name] !== form.method) continue;
     const text = String(form[name]).trim();
     if (!text) continue;
     const value = parse(text);
@@ -33,10 +41,12 @@ function hyperparameters(form) {
 }
 
 function jobRequest(form) {
+  const settings = { hyperparameters: hyperparameters(form) };
+  if (form.method === 'reinforcement') settings.grader = parseJson(form.grader, 'grader');
   const body = {
     model: form.model,
     training_file: form.training_file,
-    method: { type: form.method, [form.method]: { hyperparameters: hyperparameters(form) } },
+    method: { type: form.method, [form.method]: settings },
   };
   if (form.validation_file) body.validation_file = form.validation_file;
   if (form.suffix.trim()) body.suffix = form.suffix.trim();
@@ -125,7 +135,7 @@ export function jobsPage() {
     },
 
     methodOf(job) {
-      return job.method?.type === 'dpo' ? 'DPO' : 'SFT';
+      return methodShort(job);
     },
   };
 }
