@@ -1,7 +1,7 @@
 """The dashboard at `/`, end to end in a real browser (Debian's Chromium, headless, driven by
 Playwright): sign in, upload, train, watch the curves grow live, then chat with the new model
-beside its base, and a reinforcement job with its grader tried on a sample. An error
-the API answers is shown in the API's words.
+beside its base; a reinforcement job with its grader tried on a sample, and webhook
+endpoints. An error the API answers is shown in the API's words.
 `TUNESERVE_DASHBOARD_SCREENSHOTS=DIR` also saves the screenshots the docs show.
 
 The API has no route for a project's keys (operators manage them with `tuneserve keys`), so
@@ -43,6 +43,10 @@ SAYS_YES = {"type": "string_check", "name": "says_yes", "operation": "ilike",
             "input": "{{sample.output_text}}", "reference": "{{item.answer}}"}
 RFT_ROWS = [{"messages": [{"role": "user", "content": f"{q} Answer yes or no."}], "answer": "yes"}
             for q in ("Is the sky blue?", "Is fire hot?", "Is ice cold?", "Do fish swim?")]
+SUCCEEDED, FAILED, CANCELLED = ("fine_tuning.job.succeeded", "fine_tuning.job.failed",
+                                "fine_tuning.job.cancelled")
+# A public name that resolves nowhere: saved (each delivery checks it again), never reached.
+UNREACHABLE_HOOK = "https://hooks.tuneserve.invalid/dashboard"
 
 pytestmark = [pytest.mark.browser, pytest.mark.training]
 
@@ -359,3 +363,75 @@ def test_a_reinforcement_job_with_a_grader_tried_on_a_sample(
                 hyperparameters["max_completion_tokens"]) == (1, 2, 4)
         page.get_by_test_id("nav-jobs").click()
         expect(page.locator(f'[data-testid="job-row"][data-id="{job_id}"]')).to_contain_text("RFT")
+
+
+@needs_browser
+def test_webhook_endpoints_from_the_dashboard(local_server: TuneserveServer, browser: Browser,
+                                              tmp_path: Path) -> None:
+    with Dashboard(browser, local_server, tmp_path) as ui, local_server.http() as http:
+        page = ui.page
+        ui.enter()
+        page.get_by_test_id("nav-webhooks").click()
+        page.get_by_test_id("new-webhook").click()
+        form = page.get_by_test_id("webhook-form")
+        boxes = form.get_by_test_id("webhook-event-type")
+        expect(boxes).to_have_count(3)
+        for box in boxes.all():  # every event to start with
+            expect(box).to_be_checked()
+        form.locator(f'[data-testid="webhook-event-type"][value="{SUCCEEDED}"]').uncheck()
+        form.get_by_test_id("webhook-name").fill("dash-hook")
+
+        # This server sends to public addresses only: the refusal in the API's words.
+        form.get_by_test_id("webhook-url").fill("http://127.0.0.1:9/hook")
+        refusal = ui.api_error("/webhook_endpoints", form.get_by_test_id("create-webhook"))
+        assert "public addresses only" in refusal
+        expect(form.get_by_test_id("webhook-form-error")).to_have_text(refusal)
+
+        form.get_by_test_id("webhook-url").fill(UNREACHABLE_HOOK)
+        form.get_by_test_id("create-webhook").click()
+        secret_box = page.get_by_test_id("signing-secret-box")
+        expect(secret_box).to_contain_text("dash-hook")
+        secret = page.get_by_test_id("signing-secret").inner_text()
+        assert secret.startswith("whsec_")
+        row = page.get_by_test_id("webhook-row").filter(has_text="dash-hook")
+        expect(row).to_have_count(1)
+        endpoint_id = row.get_attribute("data-id")
+        expect(row.get_by_test_id("webhook-secret-hint")).to_have_text(f"whsec_...{secret[-4:]}")
+        saved = http.get(f"/webhook_endpoints/{endpoint_id}").json()
+        assert (saved["url"], saved["event_types"]) == (UNREACHABLE_HOOK, [FAILED, CANCELLED])
+        page.get_by_test_id("dismiss-secret").click()
+        expect(secret_box).to_be_hidden()
+
+        # A test event the endpoint cannot receive: a failed attempt, in the API's words.
+        detail = page.get_by_test_id("webhook-detail")
+        expect(detail).to_have_attribute("data-id", endpoint_id or "")
+        detail.get_by_test_id("test-event-type").select_option(CANCELLED)
+        with page.expect_response(lambda r: r.url.endswith("/test"), timeout=60 * MS) as answer:
+            detail.get_by_test_id("send-test").click()
+        attempt = detail.get_by_test_id("webhook-attempt")
+        expect(attempt).to_have_count(1)
+        expect(attempt).to_have_attribute("data-outcome", "failed")
+        expect(attempt).to_contain_text(CANCELLED)
+        expect(attempt.get_by_test_id("webhook-attempt-outcome")).to_have_text(
+            _error_message(answer.value))
+
+        # A new secret, shown once; the old one kept signing for a day.
+        detail.get_by_test_id("keep-old-secret").check()
+        page.once("dialog", lambda dialog: dialog.accept())
+        with page.expect_response(lambda r: r.url.endswith("/rotate_secret")) as rotated:
+            detail.get_by_test_id("rotate-secret").click()
+        assert rotated.value.request.post_data_json == {
+            "keep_old_secret_active_for_24_hours": True}
+        expect(page.get_by_test_id("signing-secret")).not_to_have_text(secret)
+        new_secret = page.get_by_test_id("signing-secret").inner_text()
+        assert new_secret.startswith("whsec_")
+        hint = http.get(f"/webhook_endpoints/{endpoint_id}").json()["signing_secret_hint"]
+        assert hint == f"whsec_...{new_secret[-4:]}"
+        expect(row.get_by_test_id("webhook-secret-hint")).to_have_text(hint)
+        ui.save("dashboard-webhooks.png", full_page=True)
+
+        page.once("dialog", lambda dialog: dialog.accept())
+        detail.get_by_test_id("delete-webhook").click()
+        expect(row).to_have_count(0)
+        expect(detail).to_have_count(0)
+        assert http.get(f"/webhook_endpoints/{endpoint_id}").status_code == 404

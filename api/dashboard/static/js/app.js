@@ -11,8 +11,9 @@ import { jobPage } from './pages/job.js';
 import { jobsPage } from './pages/jobs.js';
 import { modelsPage } from './pages/models.js';
 import { playground } from './pages/playground.js';
+import { webhooksPage } from './pages/webhooks.js';
 
-const PAGES = ['files', 'jobs', 'job', 'models', 'playground'];
+const PAGES = ['files', 'jobs', 'job', 'models', 'playground', 'webhooks'];
 const HEALTH_MS = 10_000;
 
 // `#/jobs/ftjob-1` -> {page: 'job', id: 'ftjob-1'}; `#/playground?a=X` -> params {a: 'X'}.
@@ -111,4 +112,5 @@ Alpine.data('graderEditor', graderEditor);
 Alpine.data('jobPage', jobPage);
 Alpine.data('modelsPage', modelsPage);
 Alpine.data('playground', playground);
+Alpine.data('webhooksPage', webhooksPage);
 Alpine.start();
