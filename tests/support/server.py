@@ -17,7 +17,33 @@ from tests.support.tiers import refuse_in_fast_tier
 ROOT = Path(__file__).resolve().parents[2]
 
 
-class TuneserveServer:
+class KeysFromCli:
+    """The keys of a tuneserve as its operator sees them, through `tuneserve keys` (`cli`):
+    a process's, or one in the test's process (tests/support/in_process.py)."""
+
+    def cli(self, *args: str) -> str:
+        raise NotImplementedError
+
+    def api_keys(self) -> list[dict[str, str]]:
+        """`tuneserve keys list` as rows: id, project_id, project, key (redacted), revoked
+        ("yes" or "no") and job (its id, or "-")."""
+        rows = []
+        for line in self.cli("keys", "list").splitlines()[1:]:
+            # CREATED and a REVOKED time are two words each: the JOB column is the last.
+            words = line.split()
+            rows.append({**dict(zip(("id", "project_id", "project", "key"), words[:4],
+                                    strict=True)),
+                         "revoked": "no" if words[6] == "-" else "yes", "job": words[-1]})
+        return rows
+
+    def other_key(self) -> str:
+        """A key of a second project (made once per tuneserve)."""
+        if not hasattr(self, "_other_key"):
+            self._other_key = self.cli("keys", "create", "--project", "other-team").strip()
+        return self._other_key
+
+
+class TuneserveServer(KeysFromCli):
     def __init__(self, data_dir: Path, env: dict[str, str] | None = None,
                  api_key: str | None = None) -> None:
         self.data_dir = data_dir
@@ -43,29 +69,11 @@ class TuneserveServer:
             raise RuntimeError(f"tuneserve {' '.join(args)} failed:\n{out.stderr}")
         return out.stdout
 
-    def api_keys(self) -> list[dict[str, str]]:
-        """`tuneserve keys list` as rows: id, project_id, project, key (redacted), revoked
-        ("yes" or "no") and job (its id, or "-")."""
-        rows = []
-        for line in self.cli("keys", "list").splitlines()[1:]:
-            # CREATED and a REVOKED time are two words each: the JOB column is the last.
-            words = line.split()
-            rows.append({**dict(zip(("id", "project_id", "project", "key"), words[:4],
-                                    strict=True)),
-                         "revoked": "no" if words[6] == "-" else "yes", "job": words[-1]})
-        return rows
-
     def metrics(self) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
         """The samples of its /metrics, by name and labels (see `metric`)."""
         text = httpx.get(self.base_url.removesuffix("/v1") + "/metrics").text
         return {(s.name, tuple(sorted(s.labels.items()))): s.value
                 for family in text_string_to_metric_families(text) for s in family.samples}
-
-    def other_key(self) -> str:
-        """A key of a second project (made once per server)."""
-        if not hasattr(self, "_other_key"):
-            self._other_key = self.cli("keys", "create", "--project", "other-team").strip()
-        return self._other_key
 
     def start(self, timeout: float = 60) -> "TuneserveServer":
         refuse_in_fast_tier("tuneserve server", "server")
