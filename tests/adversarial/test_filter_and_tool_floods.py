@@ -8,14 +8,14 @@ from typing import Any
 
 import pytest
 
-from tests.support.server import TuneserveServer
+from tests.support.in_process import InProcessControlPlane
 
 TOOLS_ALLOWED = 128
 
 
 @pytest.mark.parametrize("filters", [17, 1_100])
 def test_more_metadata_filters_than_a_job_has_keys_are_a_400(
-        control_plane: TuneserveServer, filters: int) -> None:
+        control_plane: InProcessControlPlane, filters: int) -> None:
     query = "&".join(f"metadata[k{i}]=v" for i in range(filters))
     with control_plane.http() as http:
         listed = http.get(f"/fine_tuning/jobs?{query}")
@@ -35,7 +35,7 @@ def _tools(count: int) -> list[dict[str, Any]]:
     ("/responses", {"model": "m", "input": "hi"}),
 ])
 def test_more_tools_than_openai_allows_are_a_400_naming_tools(
-        control_plane: TuneserveServer, path: str, body: dict[str, Any]) -> None:
+        control_plane: InProcessControlPlane, path: str, body: dict[str, Any]) -> None:
     with control_plane.http() as http:
         flooded = http.post(path, json=body | {"tools": _tools(100_000)})
         assert flooded.status_code == 400, flooded.text[:500]

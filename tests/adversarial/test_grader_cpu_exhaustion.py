@@ -12,26 +12,26 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.support.server import ROOT, TuneserveServer
+from tests.support.in_process import InProcessControlPlane
+from tests.support.server import ROOT
 
 # Each answer comes in this long; before, each took the node from tens of seconds to hours.
 ANSWERED_WITHIN_SECONDS = 5.0
 
 
-def _run(server: TuneserveServer, grader: dict[str, Any], sample: str = "x",
+def _run(server: InProcessControlPlane, grader: dict[str, Any], sample: str = "x",
          item: dict[str, Any] | None = None) -> httpx.Response:
     with server.http() as http:
         started = time.monotonic()
         answer = http.post("/fine_tuning/alpha/graders/run", timeout=ANSWERED_WITHIN_SECONDS * 4,
                            json={"grader": grader, "model_sample": sample, "item": item or {}})
-    assert time.monotonic() - started < ANSWERED_WITHIN_SECONDS
-    assert httpx.get(server.base_url.removesuffix("/v1") + "/health",
-                     timeout=10).status_code == 200
+        assert time.monotonic() - started < ANSWERED_WITHIN_SECONDS
+        assert http.get(server.root_url + "/health", timeout=10).status_code == 200
     return answer
 
 
 def test_a_template_that_made_the_pattern_backtrack_is_graded_at_once(
-        control_plane: TuneserveServer) -> None:
+        control_plane: InProcessControlPlane) -> None:
     # 4,000 spaces took the old pattern about 50 s on this suite's machines.
     template = "{{" + " " * 4_000 + "x"
     grader = {"type": "string_check", "name": "c", "input": template, "reference": template,
@@ -77,7 +77,7 @@ def test_templates_are_graded_in_linear_time() -> None:
 
 
 def test_a_fuzzy_match_of_long_texts_is_a_400_naming_the_longer(
-        control_plane: TuneserveServer) -> None:
+        control_plane: InProcessControlPlane) -> None:
     sample = "abcdefghij" * 45_000  # 450,000 characters: quadratic work of about 10 s
     grader = {"type": "text_similarity", "name": "s", "input": "{{sample.output_text}}",
               "reference": "{{item.answer}}", "evaluation_metric": "fuzzy_match"}

@@ -12,11 +12,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import httpx
 import psutil
 import pytest
 
-from tests.support.server import TuneserveServer
+from tests.support.in_process import InProcessControlPlane
 from training import graders
 from training.rewards import ERROR_RATE_METRIC, reward_functions
 
@@ -64,22 +63,21 @@ AMPLIFIED = "{{item.a}}" * REPEATS
      "grader.input[1].content"),
 ])
 def test_an_amplifying_template_is_a_400_naming_it_and_the_node_keeps_its_memory(
-        control_plane: TuneserveServer, grader: dict[str, Any], param: str) -> None:
-    assert control_plane.proc is not None
+        control_plane: InProcessControlPlane, grader: dict[str, Any], param: str) -> None:
     body = {"grader": grader, "model_sample": "x", "item": {"a": LARGE_VALUE}}
     with control_plane.http() as http:
         growth, answer = _peak_growth(
-            control_plane.proc.pid, lambda: http.post("/fine_tuning/alpha/graders/run",
-                                                      json=body))
+            control_plane.pid, lambda: http.post("/fine_tuning/alpha/graders/run", json=body))
+        health = http.get(control_plane.root_url + "/health", timeout=10)
     assert growth < MEMORY_GROWTH, f"the node grew by {growth / MiB:.0f} MiB"
     assert answer.status_code == 400, answer.text[:500]
     error = answer.json()["error"]
     assert (error["param"], error["code"]) == (param, "template_too_large")
-    health = httpx.get(control_plane.base_url.removesuffix("/v1") + "/health", timeout=10)
     assert health.status_code == 200
 
 
-def test_a_large_grading_under_the_cap_is_answered(control_plane: TuneserveServer) -> None:
+def test_a_large_grading_under_the_cap_is_answered(
+        control_plane: InProcessControlPlane) -> None:
     # A sample and an answer of 450,000 characters each, graded thrice by a multi grader:
     # 2.7 M characters rendered, under the cap, in a request under the 1 MiB body cap.
     answer = "the answer " * 40_000 + "x" * 10_000

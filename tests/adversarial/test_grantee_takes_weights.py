@@ -18,13 +18,13 @@ from storage.db import Database
 from storage.ids import new_id, random_token
 from storage.keys import adapter_prefix
 from storage.models import CheckpointPermission, FineTunedModel, FineTuningJob, JobCheckpoint
-from tests.support.server import TuneserveServer
+from tests.support.in_process import InProcessControlPlane
 from training.jobs import fine_tuned_model_name, model_key
 
 BASE = "SmolLM2-135M-Instruct"
 
 
-def _project_id(server: TuneserveServer, name: str) -> str:
+def _project_id(server: InProcessControlPlane, name: str) -> str:
     return next(row["project_id"] for row in server.api_keys() if row["project"] == name)
 
 
@@ -40,10 +40,8 @@ class Lineage:
 class Rows:
     """Writes what finished jobs leave behind into the control plane's DB and blobs."""
 
-    def __init__(self, server: TuneserveServer) -> None:
-        url = server.env.get("TUNESERVE_DATABASE_URL",
-                             f"sqlite:///{server.data_dir / 'tuneserve.db'}")
-        self.db = Database(url)
+    def __init__(self, server: InProcessControlPlane) -> None:
+        self.db = Database(server.database_url)
         self.store = LocalBlobStore(server.data_dir / "blobs")
 
     def job(self, project_id: str, project: str, parent: str | None) -> tuple[str, str]:
@@ -72,7 +70,7 @@ class Rows:
 
 
 @pytest.fixture(scope="module")
-def lineage(control_plane: TuneserveServer, attacker_key: str) -> Iterator[Lineage]:
+def lineage(control_plane: InProcessControlPlane, attacker_key: str) -> Iterator[Lineage]:
     rows = Rows(control_plane)
     owner_id = _project_id(control_plane, "default")
     grantee_id = _project_id(control_plane, "other-team")
@@ -93,13 +91,13 @@ def lineage(control_plane: TuneserveServer, attacker_key: str) -> Iterator[Linea
     rows.db.dispose()
 
 
-def _download(server: TuneserveServer, key: str, model: str):  # type: ignore[no-untyped-def]
+def _download(server: InProcessControlPlane, key: str, model: str):  # type: ignore[no-untyped-def]
     with server.http(key) as http:
         return http.get(f"/models/{model}/adapter")
 
 
 def test_the_grantee_cannot_download_a_model_trained_from_the_shared_one(
-        control_plane: TuneserveServer, attacker_key: str, lineage: Lineage) -> None:
+        control_plane: InProcessControlPlane, attacker_key: str, lineage: Lineage) -> None:
     for model in (lineage.child, lineage.grandchild):  # at any remove
         response = _download(control_plane, attacker_key, model)
         assert response.status_code == 403, (model, response.text)
@@ -113,7 +111,7 @@ def test_the_grantee_cannot_download_a_model_trained_from_the_shared_one(
 
 
 def test_weights_of_ones_own_line_still_download(
-        control_plane: TuneserveServer, attacker_key: str, lineage: Lineage) -> None:
+        control_plane: InProcessControlPlane, attacker_key: str, lineage: Lineage) -> None:
     for key, model in ((control_plane.api_key, lineage.owner_model),
                        (control_plane.api_key, lineage.shared),
                        (attacker_key, lineage.own)):
@@ -123,13 +121,13 @@ def test_weights_of_ones_own_line_still_download(
 
 
 def test_the_operator_export_refuses_it_too(
-        control_plane: TuneserveServer, lineage: Lineage) -> None:
+        control_plane: InProcessControlPlane, lineage: Lineage) -> None:
     with pytest.raises(RuntimeError, match="another project owns"):
         control_plane.cli("export", lineage.child)
 
 
 def test_deleting_the_shared_checkpoint_does_not_free_the_child(
-        control_plane: TuneserveServer, attacker_key: str, lineage: Lineage) -> None:
+        control_plane: InProcessControlPlane, attacker_key: str, lineage: Lineage) -> None:
     """Once the owner deletes its checkpoint no model row says whose it was: its job's does."""
     assert control_plane.client().models.delete(lineage.shared).deleted
     response = _download(control_plane, attacker_key, lineage.child)

@@ -16,6 +16,8 @@ from sqlalchemy import select
 from storage.db import Database
 from storage.ids import new_id, random_token
 from storage.models import FineTunedModel
+from tests.adversarial.conftest import start_control_plane, stop_control_plane
+from tests.support.in_process import InProcessControlPlane
 from tests.support.server import TuneserveServer
 
 BASE = "SmolLM2-135M-Instruct"
@@ -32,7 +34,7 @@ def _refused(answer: httpx.Response, param: str | None) -> None:
 
 
 @pytest.fixture
-def http(control_plane: TuneserveServer) -> Iterator[httpx.Client]:
+def http(control_plane: InProcessControlPlane) -> Iterator[httpx.Client]:
     with control_plane.http() as client:
         yield client
     # Whatever it was sent, the server still answers.
@@ -53,23 +55,37 @@ def _read_answer(sock: socket.socket) -> str:
     return (head + b"\r\n\r\n" + body).decode()
 
 
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def served(request: pytest.FixtureRequest,
+           tmp_path_factory: pytest.TempPathFactory) -> Iterator[TuneserveServer]:
+    """A `tuneserve serve` on each database: a request that stops half-way through its body
+    is one a socket carries."""
+    server, name = start_control_plane(tmp_path_factory.mktemp(f"overlong-{request.param}"),
+                                       request.param)
+    yield server
+    stop_control_plane(server, name)
+
+
+@pytest.mark.server
 def test_an_overlong_filename_is_refused_before_the_file_streams(
-        control_plane: TuneserveServer, http: httpx.Client) -> None:
+        served: TuneserveServer) -> None:
     boundary = "b-" + random_token(8)
     head = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"purpose\"\r\n\r\n"
             f"user_data\r\n--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; "
             f"filename=\"{'n' * 600}\"\r\nContent-Type: text/plain\r\n\r\n").encode()
     promised = len(head) + (8 << 20)  # 8 MiB of file that never comes
     request = (f"POST /v1/files HTTP/1.1\r\nHost: 127.0.0.1\r\n"
-               f"Authorization: Bearer {control_plane.api_key}\r\n"
+               f"Authorization: Bearer {served.api_key}\r\n"
                f"Content-Type: multipart/form-data; boundary={boundary}\r\n"
                f"Content-Length: {promised}\r\n\r\n").encode() + head
-    with socket.create_connection(("127.0.0.1", control_plane.port), timeout=10) as sock:
+    with socket.create_connection(("127.0.0.1", served.port), timeout=10) as sock:
         sock.sendall(request)
         answer = _read_answer(sock)
     status, _, body = answer.partition("\r\n\r\n")
     assert status.startswith("HTTP/1.1 400"), answer
     assert json.loads(body)["error"]["param"] == "file", body
+    with served.http() as http:  # and it still serves
+        assert http.get("/files").status_code == 200
 
 
 @pytest.mark.parametrize(("filename", "why"), [("n" * 513, "long"), ("a\x00b", "nul")])
@@ -129,18 +145,18 @@ def test_a_nul_in_the_url_is_refused(http: httpx.Client, method: str, path: str,
     _refused(http.request(method, path), param)
 
 
-def test_a_project_name_the_table_cannot_hold_is_refused(control_plane: TuneserveServer) -> None:
+def test_a_project_name_the_table_cannot_hold_is_refused(
+        control_plane: InProcessControlPlane) -> None:
     with pytest.raises(RuntimeError, match="a project's name has 1 to 128 characters"):
         control_plane.cli("keys", "create", "--project", "p" * 129)
 
 
 @pytest.fixture
-def long_named_model(control_plane: TuneserveServer) -> Iterator[str]:
+def long_named_model(control_plane: InProcessControlPlane) -> Iterator[str]:
     """A fine-tuned model of the default project whose name is 300 characters long (a long
     base name and suffix make one), written straight into the control plane's database,
     with its adapter's config in the blob store."""
-    db = Database(control_plane.env.get("TUNESERVE_DATABASE_URL",
-                                        f"sqlite:///{control_plane.data_dir / 'tuneserve.db'}"))
+    db = Database(control_plane.database_url)
     name = f"ft:{BASE}:default:{'s' * 64}:{random_token(8)}:" + "x" * 200
     name = name[:300]
     owner = next(row["project_id"] for row in control_plane.api_keys()

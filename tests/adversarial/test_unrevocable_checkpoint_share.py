@@ -17,7 +17,7 @@ from storage.db import Database
 from storage.ids import new_id, random_token
 from storage.models import CheckpointPermission, CursorTombstone, FineTunedModel
 from storage.tombstones import SCOPES, deleted_position
-from tests.support.server import TuneserveServer
+from tests.support.in_process import InProcessControlPlane
 
 BASE = "SmolLM2-135M-Instruct"
 
@@ -67,15 +67,14 @@ def test_every_tombstone_fits_the_rows_it_buries() -> None:
         assert len(model.__tablename__) <= columns.kind.type.length
 
 
-def _project_id(server: TuneserveServer, name: str) -> str:
+def _project_id(server: InProcessControlPlane, name: str) -> str:
     return next(row["project_id"] for row in server.api_keys() if row["project"] == name)
 
 
 @pytest.fixture
-def shared_model(control_plane: TuneserveServer) -> Iterator[str]:
+def shared_model(control_plane: InProcessControlPlane) -> Iterator[str]:
     """A model of the control plane's default project with a 66-character name."""
-    db = Database(control_plane.env.get("TUNESERVE_DATABASE_URL",
-                                        f"sqlite:///{control_plane.data_dir / 'tuneserve.db'}"))
+    db = Database(control_plane.database_url)
     name = _checkpoint_name()
     _add_model(db, _project_id(control_plane, "default"), name)
     yield name
@@ -85,7 +84,7 @@ def shared_model(control_plane: TuneserveServer) -> Iterator[str]:
 
 
 def test_the_owner_revokes_a_grant_and_the_grantee_loses_the_model(
-        control_plane: TuneserveServer, attacker_key: str, shared_model: str) -> None:
+        control_plane: InProcessControlPlane, attacker_key: str, shared_model: str) -> None:
     owner, grantee = control_plane.http(), control_plane.http(attacker_key)
     permissions = f"/fine_tuning/checkpoints/{shared_model}/permissions"
     granted = owner.post(permissions, json={

@@ -19,10 +19,9 @@ from api.errors import APIError
 from api.settings import Settings
 from api.webhook_endpoints import service
 from storage.models import WebhookEndpoint
-from tests.adversarial.conftest import start_control_plane, stop_control_plane
+from tests.support.in_process import InProcessControlPlane, control_plane_in_process
 from tests.support.ports import free_port
 from tests.support.receivers import CountingReceiver
-from tests.support.server import TuneserveServer
 
 SUCCEEDED = "fine_tuning.job.succeeded"
 PRIVATE_URLS = [
@@ -51,7 +50,7 @@ def receiver() -> Iterator[CountingReceiver]:
 
 
 @pytest.mark.parametrize("url", PRIVATE_URLS)
-def test_private_addresses_are_refused_when_saved(control_plane: TuneserveServer,
+def test_private_addresses_are_refused_when_saved(control_plane: InProcessControlPlane,
                                                   attacker_key: str, url: str) -> None:
     attacker = control_plane.client(attacker_key)
     with pytest.raises(openai.BadRequestError) as err:
@@ -120,17 +119,16 @@ def test_a_name_that_rebinds_to_loopback_is_not_posted_to(
 
 
 @pytest.fixture(scope="module")
-def opted_in(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TuneserveServer]:
-    """A server whose operator lets webhooks reach private addresses."""
-    server, name = start_control_plane(
-        tmp_path_factory.mktemp("webhooks-private"), "sqlite",
-        {"TUNESERVE_WEBHOOK_ALLOW_PRIVATE_URLS": "true",
-         "TUNESERVE_WEBHOOK_TIMEOUT_SECONDS": "1"})
-    yield server
-    stop_control_plane(server, name)
+def opted_in(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+             ) -> Iterator[InProcessControlPlane]:
+    """A control plane whose operator lets webhooks reach private addresses."""
+    with control_plane_in_process(request, "sqlite", tmp_path_factory.mktemp("webhooks-private"),
+                                  webhook_allow_private_urls=True,
+                                  webhook_timeout_seconds=1) as plane:
+        yield plane
 
 
-def _test_answer(server: TuneserveServer, url: str) -> tuple[httpx.Response, float]:
+def _test_answer(server: InProcessControlPlane, url: str) -> tuple[httpx.Response, float]:
     with server.http() as http:
         made = http.post("/webhook_endpoints", json={"name": "probe", "url": url,
                                                      "event_types": [SUCCEEDED]})
@@ -141,8 +139,7 @@ def _test_answer(server: TuneserveServer, url: str) -> tuple[httpx.Response, flo
         return answer, time.monotonic() - started
 
 
-@pytest.mark.server
-def test_test_says_nothing_a_port_scan_could_use(opted_in: TuneserveServer,
+def test_test_says_nothing_a_port_scan_could_use(opted_in: InProcessControlPlane,
                                                  tmp_path: Path) -> None:
     closed_port = free_port()
     with CountingReceiver(status=404) as not_found:

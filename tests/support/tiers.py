@@ -1,7 +1,8 @@
 """The suite's tiers: what a test starts, as a mark. `make test-fast` runs the tests that start
 nothing heavy (no `tuneserve serve`, no training worker, no Ray cluster, no browser), and in that
 run each heavy part refuses to start, so a test that starts one unmarked fails there at once
-instead of slowing the fast tier down."""
+instead of slowing the fast tier down. A control plane in the test's own process
+(tests/support/in_process.py) is no heavy part: its tests are in the fast tier."""
 
 import os
 
@@ -17,9 +18,8 @@ MARKS = {
 # `pytestmark`.
 FIXTURE_MARKS = {
     "local_server": ("server",), "s3_server": ("server",), "server": ("server",),
-    "control_plane": ("server",), "sft_job": ("server", "training"),
-    "tool_job": ("server", "training"), "ray_cluster": ("cluster",),
-    "ray_servers": ("cluster", "server"),
+    "sft_job": ("server", "training"), "tool_job": ("server", "training"),
+    "ray_cluster": ("cluster",), "ray_servers": ("cluster", "server"),
 }
 # Set by `make test-fast`.
 FAST_TIER = "TUNESERVE_TEST_FAST"
