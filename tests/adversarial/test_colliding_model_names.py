@@ -19,8 +19,7 @@ from storage.db import Database
 from storage.ids import new_id
 from storage.keys import adapter_prefix
 from storage.models import FineTunedModel, FineTuningJob
-from tests.adversarial.conftest import start_control_plane, stop_control_plane
-from tests.support.server import TuneserveServer
+from tests.support.in_process import InProcessControlPlane, control_plane_in_process
 from tests.support.training import jsonl, sft_example
 from training import jobs
 from training.heartbeat import Heartbeat
@@ -116,22 +115,21 @@ def test_the_sweeper_keeps_every_active_job_s_adapters(database: Database,
 
 @pytest.fixture(scope="module", params=["sqlite", "postgresql"])
 def aliased(request: pytest.FixtureRequest,
-            tmp_path_factory: pytest.TempPathFactory) -> Iterator[TuneserveServer]:
+            tmp_path_factory: pytest.TempPathFactory) -> Iterator[InProcessControlPlane]:
     """A control plane offering `qwen2.5:7b` (a folder with a config.json is a prepared
     base; nothing here loads it)."""
     data = tmp_path_factory.mktemp(f"colliding-{request.param}")
     model_dir = data / "qwen2.5-7b"
     model_dir.mkdir()
     (model_dir / "config.json").write_text(json.dumps({"max_position_embeddings": 4096}))
-    env = {"TUNESERVE_BASE_MODELS": json.dumps([{"name": ALIAS, "path": str(model_dir)}])}
-    server, name = start_control_plane(data / "server", request.param, env)
-    yield server
-    stop_control_plane(server, name)
+    offered = json.dumps([{"name": ALIAS, "path": str(model_dir)}])
+    with control_plane_in_process(request, request.param, data / "server",
+                                  base_models=offered) as plane:
+        yield plane
 
 
-@pytest.mark.server
 def test_a_base_alias_and_a_project_with_colons_work_end_to_end(
-        aliased: TuneserveServer) -> None:
+        aliased: InProcessControlPlane) -> None:
     key = aliased.cli("keys", "create", "--project", "acme:prod").strip()
     assert "acme:prod" in {row["project"] for row in aliased.api_keys()}
     for client in (aliased.client(), aliased.client(key)):

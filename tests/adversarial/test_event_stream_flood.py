@@ -11,25 +11,24 @@ from contextlib import ExitStack
 import httpx
 import pytest
 
-from tests.adversarial.conftest import start_control_plane, stop_control_plane
-from tests.support.server import TuneserveServer
+from tests.support.in_process import InProcessControlPlane, control_plane_in_process
 from tests.support.training import BASE, sft_example, upload, wait_for
 
 STREAMS = 2
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TuneserveServer]:
-    srv, name = start_control_plane(tmp_path_factory.mktemp("streams"), "sqlite", {
-        "TUNESERVE_MAX_EVENT_STREAMS_PER_PROJECT": str(STREAMS),
-        "TUNESERVE_EVENT_STREAM_PAUSED_IDLE_SECONDS": "2",
-        "TUNESERVE_MAX_CONCURRENT_JOBS": "0"})  # jobs wait queued: nothing trains here
-    yield srv
-    stop_control_plane(srv, name)
+def plane(request: pytest.FixtureRequest,
+           tmp_path_factory: pytest.TempPathFactory) -> Iterator[InProcessControlPlane]:
+    with control_plane_in_process(request, "sqlite", tmp_path_factory.mktemp("streams"),
+                                  max_event_streams_per_project=STREAMS,
+                                  event_stream_paused_idle_seconds=2,
+                                  max_concurrent_jobs=0) as plane:  # jobs wait: nothing trains
+        yield plane
 
 
-def _paused_job(server: TuneserveServer, key: str | None = None) -> str:
-    client = server.client(key)
+def _paused_job(plane: InProcessControlPlane, key: str | None = None) -> str:
+    client = plane.client(key)
     job = client.fine_tuning.jobs.create(
         model=BASE, training_file=upload(client, [sft_example(i) for i in range(10)]))
     client.fine_tuning.jobs.pause(job.id)
@@ -42,10 +41,10 @@ def _stream(http: httpx.Client, job_id: str) -> httpx.Response:
                        params={"stream": "true"}, timeout=30)
 
 
-def test_a_project_s_open_streams_are_capped(server: TuneserveServer) -> None:
-    job_id = _paused_job(server)
-    other_job = _paused_job(server, server.other_key())
-    with ExitStack() as held, server.http() as http, server.http(server.other_key()) as other:
+def test_a_project_s_open_streams_are_capped(plane: InProcessControlPlane) -> None:
+    job_id = _paused_job(plane)
+    other_job = _paused_job(plane, plane.other_key())
+    with ExitStack() as held, plane.http() as http, plane.http(plane.other_key()) as other:
         for _ in range(STREAMS):
             assert held.enter_context(_stream(http, job_id)).status_code == 200
         with _stream(http, job_id) as refused:
@@ -57,14 +56,14 @@ def test_a_project_s_open_streams_are_capped(server: TuneserveServer) -> None:
         with _stream(other, other_job) as theirs:
             assert theirs.status_code == 200
     # Closed streams give their places back.
-    with server.http() as http, _stream(http, job_id) as again:
+    with plane.http() as http, _stream(http, job_id) as again:
         assert again.status_code == 200
 
 
-def test_a_paused_job_s_stream_ends_once_idle(server: TuneserveServer) -> None:
-    job_id = _paused_job(server)
+def test_a_paused_job_s_stream_ends_once_idle(plane: InProcessControlPlane) -> None:
+    job_id = _paused_job(plane)
     started = time.monotonic()
-    with server.http() as http, _stream(http, job_id) as stream:
+    with plane.http() as http, _stream(http, job_id) as stream:
         assert stream.status_code == 200
         lines = []
         for line in stream.iter_lines():  # ends only when the server ends the stream

@@ -22,8 +22,7 @@ from storage.blob import LocalBlobStore
 from storage.db import Database
 from storage.ids import new_id
 from storage.models import FineTuningJob, Project
-from tests.adversarial.conftest import start_control_plane, stop_control_plane
-from tests.support.server import TuneserveServer
+from tests.support.in_process import InProcessControlPlane, control_plane_in_process
 from tests.support.training import BASE, sft_example, upload
 from training import jobs
 from training.executors import WorkerInfo, WorkerState
@@ -226,19 +225,18 @@ def test_a_project_holding_every_validation_slot_gives_the_next_free_one_up(
 
 @pytest.fixture(scope="module", params=["sqlite", "postgresql"])
 def small_queue(request: pytest.FixtureRequest,
-                tmp_path_factory: pytest.TempPathFactory) -> Iterator[TuneserveServer]:
+                tmp_path_factory: pytest.TempPathFactory) -> Iterator[InProcessControlPlane]:
     """A control plane whose projects may each have QUEUE_LIMIT jobs waiting. Its scheduler
     ticks once, at start: the jobs made here stay `validating_files` (waiting) throughout."""
-    server, name = start_control_plane(
-        tmp_path_factory.mktemp(f"queue-{request.param}"), request.param,
-        {"TUNESERVE_MAX_QUEUED_JOBS_PER_PROJECT": str(QUEUE_LIMIT),
-         "TUNESERVE_SCHEDULER_INTERVAL": "3600"})
-    yield server
-    stop_control_plane(server, name)
+    with control_plane_in_process(request, request.param,
+                                  tmp_path_factory.mktemp(f"queue-{request.param}"),
+                                  max_queued_jobs_per_project=QUEUE_LIMIT,
+                                  scheduler_interval=3600) as plane:
+        yield plane
 
 
-@pytest.mark.server
-def test_a_project_cannot_queue_more_jobs_than_the_limit(small_queue: TuneserveServer) -> None:
+def test_a_project_cannot_queue_more_jobs_than_the_limit(
+        small_queue: InProcessControlPlane) -> None:
     flooder = small_queue.client()
     training = upload(flooder, [sft_example(i) for i in range(10)])
     waiting = [flooder.fine_tuning.jobs.create(model=BASE, training_file=training)

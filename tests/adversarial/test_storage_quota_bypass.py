@@ -12,10 +12,7 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from tests.adversarial.conftest import start_control_plane, stop_control_plane
-from tests.support.server import TuneserveServer
-
-pytestmark = pytest.mark.server
+from tests.support.in_process import InProcessControlPlane, control_plane_in_process
 
 QUOTA = 1000
 MAX_PENDING_UPLOADS = 4
@@ -23,17 +20,16 @@ MAX_PENDING_UPLOADS = 4
 
 @pytest.fixture(scope="module", params=["sqlite", "postgresql"])
 def quota_server(request: pytest.FixtureRequest,
-                 tmp_path_factory: pytest.TempPathFactory) -> Iterator[TuneserveServer]:
-    server, name = start_control_plane(
-        tmp_path_factory.mktemp(f"quota-{request.param}"), request.param,
-        {"TUNESERVE_MAX_PROJECT_STORED_BYTES": str(QUOTA),
-         "TUNESERVE_MAX_PENDING_UPLOADS_PER_PROJECT": str(MAX_PENDING_UPLOADS)})
-    yield server
-    stop_control_plane(server, name)
+                 tmp_path_factory: pytest.TempPathFactory) -> Iterator[InProcessControlPlane]:
+    with control_plane_in_process(request, request.param,
+                                  tmp_path_factory.mktemp(f"quota-{request.param}"),
+                                  max_project_stored_bytes=QUOTA,
+                                  max_pending_uploads_per_project=MAX_PENDING_UPLOADS) as plane:
+        yield plane
 
 
 @pytest.fixture
-def tenant(quota_server: TuneserveServer) -> Iterator[httpx.Client]:
+def tenant(quota_server: InProcessControlPlane) -> Iterator[httpx.Client]:
     """A project of its own, with nothing stored yet."""
     key = quota_server.cli("keys", "create", "--project", "q-" + secrets.token_hex(4)).strip()
     with quota_server.http(key) as http:
