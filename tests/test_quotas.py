@@ -8,32 +8,25 @@ from pathlib import Path
 import openai
 import pytest
 
-from tests.support import postgres
-from tests.support.server import TuneserveServer
+from tests.support.in_process import InProcessControlPlane, fresh_database
 
-pytestmark = pytest.mark.server
-
-LIMITS = {"TUNESERVE_RATE_LIMIT_REQUESTS_PER_MINUTE": "3",
-          "TUNESERVE_RATE_LIMIT_TOKENS_PER_MINUTE": "2000",
-          "TUNESERVE_MAX_PROJECT_STORED_BYTES": "1000"}
+LIMITS = {"rate_limit_requests_per_minute": 3, "rate_limit_tokens_per_minute": 2000,
+          "max_project_stored_bytes": 1000}
 
 
 @pytest.fixture(scope="module")
-def two_nodes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[
-        tuple[TuneserveServer, TuneserveServer]]:
+def two_nodes(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+              ) -> Iterator[tuple[InProcessControlPlane, InProcessControlPlane]]:
     """Two API nodes on one PostgreSQL with the same limits (no model engine: admitted
-    requests answer 503, and still count)."""
-    name, url = postgres.create_database()
-    env = LIMITS | {"TUNESERVE_DATABASE_URL": url}
-    a = TuneserveServer(tmp_path_factory.mktemp("quota-a"), env).start()
-    b = TuneserveServer(tmp_path_factory.mktemp("quota-b"), env, api_key=a.api_key).start()
-    yield a, b
-    a.stop()
-    b.stop()
-    postgres.drop_database(name)
+    requests answer 503, and still count), in this process."""
+    a_dir, b_dir = tmp_path_factory.mktemp("quota-a"), tmp_path_factory.mktemp("quota-b")
+    with (fresh_database(request, "postgresql", a_dir) as url,
+          InProcessControlPlane(a_dir, url, **LIMITS) as a,
+          InProcessControlPlane(b_dir, url, api_key=a.api_key, **LIMITS) as b):
+        yield a, b
 
 
-def _chat(server: TuneserveServer, max_tokens: int) -> tuple[int, dict[str, str], dict]:  # type: ignore[type-arg]
+def _chat(server: InProcessControlPlane, max_tokens: int) -> tuple[int, dict[str, str], dict]:  # type: ignore[type-arg]
     with server.http() as http:
         answer = http.post("/chat/completions", json={
             "model": "any", "max_tokens": max_tokens,
@@ -42,7 +35,7 @@ def _chat(server: TuneserveServer, max_tokens: int) -> tuple[int, dict[str, str]
 
 
 def test_rate_limits_hold_across_api_nodes(
-        two_nodes: tuple[TuneserveServer, TuneserveServer]) -> None:
+        two_nodes: tuple[InProcessControlPlane, InProcessControlPlane]) -> None:
     a, b = two_nodes
     if time.time() % 60 > 45:  # all in one minute's window
         time.sleep(61 - time.time() % 60)
@@ -71,7 +64,7 @@ def test_rate_limits_hold_across_api_nodes(
 
 
 def test_stored_bytes_stay_within_the_projects_quota(
-        two_nodes: tuple[TuneserveServer, TuneserveServer], tmp_path: Path) -> None:
+        two_nodes: tuple[InProcessControlPlane, InProcessControlPlane], tmp_path: Path) -> None:
     client = two_nodes[0].client()
     kept = client.files.create(file=("a.jsonl", b'{"x": 1}\n' * 60), purpose="fine-tune")
     assert kept.bytes == 540
