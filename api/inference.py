@@ -5,7 +5,7 @@ lease is held until the response's last byte, so the adapter cannot be unloaded 
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from functools import partial
 from typing import Any
 
@@ -24,6 +24,9 @@ from serving.proxy import Answer, Stream
 from serving.send import SERVING_ERRORS, send
 
 RETRY_AFTER_SECONDS = "5"
+
+# Puts a non-streamed answer together from the engine's SSE bytes (see `forward`).
+Collector = Callable[[AsyncIterator[bytes]], Awaitable[dict[str, Any]]]
 
 
 def unavailable() -> APIError:
@@ -113,23 +116,34 @@ def _count_usage(answer: Answer, base: str, started: float) -> None:
 
 
 async def forward(request: Request, serving: Serving | None, project_id: str, model: str,
-                  path: str, payload: dict[str, Any], stream: bool) -> Response:
+                  path: str, payload: dict[str, Any], stream: bool,
+                  collect: Collector | None = None) -> Response:
     """The project's request for `model`, answered by the replica that serves it (a 503 with
-    serving turned off here)."""
+    serving turned off here). With `collect`, an answer the client wants whole is generated
+    streamed (`payload` asks for that) and `collect` puts it together from the stream."""
     serving = _serving(serving)
     started = time.perf_counter()
     try:
         out, lease = await send(serving.adapters, serving.proxy, project_id, model, path,
-                                payload, stream,
+                                payload, stream or collect is not None,
                                 partial(_unless_disconnected, request),
                                 request_context.request_id.get())
     except SERVING_ERRORS as exc:
         raise _as_api_error(exc, model) from None
     if isinstance(out, Stream):
-        return _LeasedStream(out, lease, started)
-    lease.release()
-    _count_usage(out, lease.engine.base, started)
-    return JSONResponse(out.body, status_code=out.status)
+        if stream:
+            return _LeasedStream(out, lease, started)
+        try:
+            assert collect is not None  # only a request to collect is streamed unasked
+            answer = Answer(200, await _unless_disconnected(request, collect(out.chunks)))
+        finally:
+            lease.release()
+            await out.aclose()
+    else:
+        lease.release()
+        answer = out
+    _count_usage(answer, lease.engine.base, started)
+    return JSONResponse(answer.body, status_code=answer.status)
 
 
 async def _unless_disconnected(request: Request, work: Any) -> Any:
