@@ -10,6 +10,7 @@ from api.errors import error_responses
 from api.inference import check_token_budget, forward
 from api.quotas import estimate_tokens, rate_limited
 from api.responses.schemas import FORWARDED_FIELDS, ResponseRequest
+from api.tool_calls import responses_request
 
 router = APIRouter(tags=["responses"], responses=error_responses(404, 429, 504))
 
@@ -22,9 +23,9 @@ async def create_response(body: ResponseRequest, request: Request, project: Curr
                        settings.max_request_tokens, tokens_param="max_output_tokens")
     sent: dict[str, Any] = await request.json()
     tokens = estimate_tokens(sent.get("input"), 1, body.max_output_tokens)
-    payload = {k: v for k, v in sent.items() if k in FORWARDED_FIELDS}
     # Nothing is kept on the replica (see the schemas).
-    payload["store"] = False
+    payload, collect = responses_request(
+        {k: v for k, v in sent.items() if k in FORWARDED_FIELDS} | {"store": False})
     return await rate_limited(settings, services.db, project.id, tokens, lambda: forward(
         request, services.serving, project.id, body.model, "/v1/responses", payload,
-        bool(body.stream)))
+        bool(body.stream), collect))

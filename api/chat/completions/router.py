@@ -10,6 +10,7 @@ from api.deps import AppServices, CurrentProject
 from api.errors import error_responses
 from api.inference import check_token_budget, forward
 from api.quotas import estimate_tokens, rate_limited
+from api.tool_calls import chat_request
 
 router = APIRouter(tags=["chat"], responses=error_responses(404, 429, 504))
 
@@ -23,7 +24,7 @@ async def create_chat_completion(body: ChatCompletionRequest, request: Request,
     # Forward what the client sent, not our re-serialization of it.
     sent: dict[str, Any] = await request.json()
     tokens = estimate_tokens(sent.get("messages"), body.n, max_tokens)
-    payload = {k: v for k, v in sent.items() if k in FORWARDED_FIELDS}
+    payload, collect = chat_request({k: v for k, v in sent.items() if k in FORWARDED_FIELDS})
     return await rate_limited(settings, services.db, project.id, tokens, lambda: forward(
         request, services.serving, project.id, body.model, "/v1/chat/completions", payload,
-        bool(body.stream)))
+        bool(body.stream), collect))
