@@ -12,7 +12,9 @@ together here from the stream: vLLM's streaming parser hands over a call cut off
 `max_tokens` as the partial call it is, where its whole-answer parser fails on it and answers
 the raw call markup as text. Streamed or not, the client gets the same call.
 
-`auto` and `none` go on as sent."""
+`strict: true` is checked as OpenAI checks it (every object closed with `additionalProperties:
+false`, every property required) and then enforced by vLLM whatever the choice. `auto` and
+`none` go on as sent."""
 
 import json
 import logging
@@ -53,8 +55,52 @@ def _pinned(tool: Any, responses: bool) -> Any:
     return pinned if responses else {**tool, "function": pinned}
 
 
+def _object_rule_broken(schema: object, context: tuple[str, ...]) -> str | None:
+    """The first of OpenAI's strict-mode rules that `schema` breaks, in its words."""
+    if not isinstance(schema, dict):
+        return None
+    kind = schema.get("type")
+    if kind == "object" or (isinstance(kind, list) and "object" in kind) or "properties" in schema:
+        if schema.get("additionalProperties") is not False:
+            return (f"In context={context}, 'additionalProperties' is required to be supplied "
+                    "and to be false.")
+        required = schema.get("required")
+        required = required if isinstance(required, list) else []
+        properties = schema.get("properties")
+        for name in properties if isinstance(properties, dict) else ():
+            if name not in required:
+                return (f"In context={context}, 'required' is required to be supplied and to "
+                        f"be an array including every key in properties. Missing '{name}'.")
+    for key in ("properties", "$defs", "definitions"):
+        named = schema.get(key)
+        for name, sub in named.items() if isinstance(named, dict) else ():
+            if broken := _object_rule_broken(sub, (*context, key, name)):
+                return broken
+    for key in ("anyOf", "oneOf", "allOf", "prefixItems"):
+        listed = schema.get(key)
+        for i, sub in enumerate(listed if isinstance(listed, list) else ()):
+            if broken := _object_rule_broken(sub, (*context, key, str(i))):
+                return broken
+    return _object_rule_broken(schema.get("items"), (*context, "items"))
+
+
+def check_strict_functions(tools: list[Any] | None, responses: bool) -> None:
+    """A 400 naming the first `strict: true` function whose schema strict mode cannot take."""
+    for i, tool in enumerate(tools or ()):
+        function = _function(tool, responses)
+        if function is None or function.get("strict") is not True:
+            continue
+        parameters = function.get("parameters")
+        broken = _object_rule_broken(NO_PARAMETERS if parameters is None else parameters, ())
+        if broken:
+            param = f"tools[{i}].parameters" if responses else f"tools[{i}].function.parameters"
+            raise APIError(400, f"Invalid schema for function '{function.get('name')}': "
+                           f"{broken}", param=param, code="invalid_function_parameters")
+
+
 def _prepared(payload: dict[str, Any], responses: bool, collect: Collector,
               stream_fields: dict[str, Any]) -> tuple[dict[str, Any], Collector | None]:
+    check_strict_functions(payload.get("tools"), responses)
     tools = payload.get("tools")
     if not tools or not forces_a_call(payload.get("tool_choice")):
         return payload, None

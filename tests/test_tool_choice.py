@@ -172,6 +172,25 @@ def test_a_forced_responses_tool_is_a_function_call_that_fits(client: openai.Ope
     assert name == "get_weather" and arguments.startswith("{")
 
 
+def test_a_strict_function_needs_a_schema_strict_mode_takes(client: openai.OpenAI) -> None:
+    """As OpenAI checks it, before anything is generated: every object closed, every
+    property required."""
+    open_schema = {**WEATHER["function"], "strict": True}
+    with pytest.raises(openai.BadRequestError) as info:
+        client.chat.completions.create(model=BASE, messages=QUESTION, tools=[
+            TIME, {"type": "function", "function": open_schema}])
+    assert info.value.body["param"] == "tools[1].function.parameters"
+    assert info.value.body["code"] == "invalid_function_parameters"
+    optional = {**TIME["function"], "parameters": {
+        **SCHEMAS["get_time"], "properties": {"city": {"type": "string"},
+                                              "zone": {"type": "string"}}}}
+    with pytest.raises(openai.BadRequestError) as info:
+        client.responses.create(model=BASE, input="hi",
+                                tools=[{"type": "function", **optional}])
+    assert info.value.body["param"] == "tools[0].parameters"
+    assert "Missing 'zone'" in info.value.body["message"]
+
+
 def test_a_collected_answer_that_breaks_off_is_an_error() -> None:
     """A forced answer the client does not stream is collected from the engine's stream: one
     the engine's replica ended with an error event (it died under it) answers that error, and
