@@ -4,7 +4,6 @@ official openai client."""
 import json
 import threading
 import time
-from typing import Any
 
 import httpx
 import openai
@@ -421,29 +420,6 @@ def test_a_base_model_takes_tools(client: openai.OpenAI) -> None:
         message = answer.choices[0].message
         assert message.content or message.tool_calls
     assert not message.tool_calls and message.content
-
-
-@pytest.mark.parametrize("choice", [{"type": "function", "function": {"name": "get_weather"}},
-                                    "required"])
-def test_a_named_or_required_tool_choice_answers_with_a_call(client: openai.OpenAI,
-                                                             choice: Any) -> None:
-    """vLLM constrains the answer to the hermes call format (a structural tag): the base
-    model calls the tool though it was never trained to, streamed or not."""
-    from tests.support.training import WEATHER_TOOL
-
-    question = [{"role": "user", "content": "What is the weather in Nice?"}]
-    answer = client.chat.completions.create(model=BASE, messages=question, max_tokens=80,
-                                            temperature=0, tools=[WEATHER_TOOL],
-                                            tool_choice=choice)
-    (call,) = answer.choices[0].message.tool_calls or []
-    assert call.function.name == "get_weather" and call.id
-    assert isinstance(json.loads(call.function.arguments), dict)
-    chunks = list(client.chat.completions.create(
-        model=BASE, messages=question, max_tokens=80, temperature=0, tools=[WEATHER_TOOL],
-        tool_choice=choice, stream=True))
-    names = [d.function.name for c in chunks if c.choices
-             for d in c.choices[0].delta.tool_calls or [] if d.function and d.function.name]
-    assert names == ["get_weather"], chunks
 
 
 def test_a_model_trained_on_tool_calls_serves_them(tool_job, client: openai.OpenAI) -> None:  # type: ignore[no-untyped-def]
