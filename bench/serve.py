@@ -4,16 +4,21 @@ P1  aggregate output tokens/s with requests spread over 16 distinct adapters (mo
     `max_loras`, so adapters swap) vs the same load on one adapter (goal >= 0.90); also one
     adapter vs the base model alone, for the record.
 P2  the same load through tuneserve vs straight to the vLLM subprocess: throughput ratio
-    (goal >= 0.97) and added median time to first token (goal <= 3 ms).
+    (goal >= 0.97) and added median time to first token (goal <= 3 ms), against what a bare
+    ASGI pass-through (bench/passthrough.py) adds in front of the same engine in the same run
+    (goal: tuneserve's added TTFT <= 1.5x the pass-through's). `--database postgresql` runs
+    tuneserve on PostgreSQL (where the 3 ms goal is set) instead of SQLite.
 P3  seconds from a job's `succeeded` to the first token from its model (goal <= 2 s).
 
 Usage: `python bench/serve.py [--requests 32] [--concurrency 8] [--tokens 48]
-[--ttft-samples 20] [--only p2]`.
+[--ttft-samples 20] [--only p2] [--database postgresql]`.
 """
 
 import argparse
 import asyncio
+import os
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -34,7 +39,9 @@ from storage.blob import LocalBlobStore  # noqa: E402
 from storage.db import Database  # noqa: E402
 from storage.keys import adapter_prefix  # noqa: E402
 from storage.models import FineTunedModel  # noqa: E402
+from tests.support import postgres  # noqa: E402
 from tests.support.chat import engine_socket, wait_for_engine  # noqa: E402
+from tests.support.ports import free_port  # noqa: E402
 from tests.support.server import TuneserveServer  # noqa: E402
 from tests.support.training import sft_example, upload, wait_for  # noqa: E402
 from training.prepare import prepare_default_model  # noqa: E402
@@ -77,12 +84,32 @@ async def load(client: openai.AsyncOpenAI, models: list[str], requests: int, con
     return sum(n for n, _ in results) / elapsed, [f for _, f in results]
 
 
+def start_passthrough(socket: str, engine_key: str) -> tuple[subprocess.Popen[bytes], str]:
+    """bench/passthrough.py under uvicorn, in front of the engine; returns it and its URL."""
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "uvicorn", "bench.passthrough:app", "--host", "127.0.0.1",
+         "--port", str(port), "--log-level", "warning", "--no-access-log"],
+        cwd=ROOT, env=os.environ | {"PASSTHROUGH_UDS": socket, "PASSTHROUGH_KEY": engine_key})
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            httpx.get(f"http://127.0.0.1:{port}/health", timeout=2)
+            return proc, f"http://127.0.0.1:{port}/v1"
+        except httpx.HTTPError:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                proc.kill()
+                raise RuntimeError("the pass-through did not start") from None
+            time.sleep(0.2)
+
+
 def clone_adapters(server: TuneserveServer, source: str, project_id: str, n: int) -> list[str]:
     """`n` distinct adapters made from a trained one by perturbing its LoRA B matrices, and
     registered as the project's models (a benchmark fixture: training 16 jobs on a CPU would
     take most of the run)."""
     store = LocalBlobStore(server.data_dir / "blobs")
-    db = Database(f"sqlite:///{server.data_dir / 'tuneserve.db'}")
+    db = Database(server.env.get("TUNESERVE_DATABASE_URL")
+                  or f"sqlite:///{server.data_dir / 'tuneserve.db'}")
     with db.session() as s:
         src_prefix = s.scalar(select(FineTunedModel.adapter_prefix).where(
             FineTunedModel.id == source))
@@ -119,8 +146,12 @@ async def main_async(args: argparse.Namespace) -> None:
     models = ROOT / "data" / "models"
     prepare_default_model(models / BASE)
     work = Path(tempfile.mkdtemp(prefix="tuneserve-bench-serve-"))
-    server = TuneserveServer(work / "tuneserve", {
-        "TUNESERVE_MODELS_DIR": str(models), "TUNESERVE_SERVING_ENABLED": "true"}).start()
+    env = {"TUNESERVE_MODELS_DIR": str(models), "TUNESERVE_SERVING_ENABLED": "true"}
+    db_name = None
+    if args.database == "postgresql":
+        db_name, env["TUNESERVE_DATABASE_URL"] = postgres.create_database()
+    server = TuneserveServer(work / "tuneserve", env).start()
+    passthrough_proc = None
     try:
         wait_for_engine(server)
         sync = server.client()
@@ -131,10 +162,14 @@ async def main_async(args: argparse.Namespace) -> None:
                                     http_client=httpx.AsyncClient(
                                         transport=httpx.AsyncHTTPTransport(uds=socket)),
                                     max_retries=0, timeout=600)
+        passthrough_proc, passthrough_url = start_passthrough(socket, engine_key)
+        passthrough = openai.AsyncOpenAI(api_key="-", base_url=passthrough_url, max_retries=0,
+                                         timeout=600)
 
         if args.only == "p2":
-            await load(client, [BASE], c := args.concurrency, c, 4)  # warm both paths
+            await load(client, [BASE], c := args.concurrency, c, 4)  # warm every path
             await load(direct, [BASE], c, c, 4)
+            await load(passthrough, [BASE], c, c, 4)
             proxy_tps, _ = await load(client, [BASE], args.requests, c, args.tokens)
             direct_tps, _ = await load(direct, [BASE], args.requests, c, args.tokens)
         else:
@@ -166,11 +201,18 @@ async def main_async(args: argparse.Namespace) -> None:
             slots_tps, _ = await load(client, adapters[:8], n, c, k)
             proxy_tps, _ = await load(client, [BASE], n, c, k)
             direct_tps, _ = await load(direct, [BASE], n, c, k)
-        ttft_proxy, ttft_direct = [], []
+            await load(passthrough, [BASE], c, c, 4)
+        passthrough_tps, _ = await load(passthrough, [BASE], args.requests, args.concurrency,
+                                        args.tokens)
+        # Interleaved, so a drift in the machine's load falls on all three alike.
+        ttft_proxy, ttft_direct, ttft_pass = [], [], []
         for _ in range(args.ttft_samples):
             ttft_direct.append((await one(direct, BASE, 2))[1])
+            ttft_pass.append((await one(passthrough, BASE, 2))[1])
             ttft_proxy.append((await one(client, BASE, 2))[1])
-        added_ms = (statistics.median(ttft_proxy) - statistics.median(ttft_direct)) * 1000
+        direct_ms = statistics.median(ttft_direct) * 1000
+        added_ms = statistics.median(ttft_proxy) * 1000 - direct_ms
+        pass_ms = statistics.median(ttft_pass) * 1000 - direct_ms
 
         if args.only != "p2":
             print(f"P1 16 adapters vs 1 adapter: {many_tps:.1f} / {one_tps:.1f} tok/s = "
@@ -182,13 +224,21 @@ async def main_async(args: argparse.Namespace) -> None:
         print(f"P2 through tuneserve vs direct to vLLM: {proxy_tps:.1f} / {direct_tps:.1f} tok/s "
               f"= {proxy_tps / direct_tps:.3f} (goal >= 0.97); added median TTFT "
               f"{added_ms:.2f} ms (goal <= 3 ms; medians {statistics.median(ttft_proxy)*1000:.1f}"
-              f" vs {statistics.median(ttft_direct)*1000:.1f} ms)")
+              f" vs {direct_ms:.1f} ms; {args.database})")
+        print(f"   bare ASGI pass-through vs direct: {passthrough_tps:.1f} / {direct_tps:.1f} "
+              f"tok/s; added median TTFT {pass_ms:.2f} ms; tuneserve / pass-through added "
+              f"TTFT = {added_ms / pass_ms if pass_ms > 0 else float('inf'):.2f}x (goal <= 1.5x)")
         if args.only != "p2":
             print(f"P3 job succeeded -> first token from its model: {p3:.2f} s (goal <= 2 s)")
         await client.close()
         await direct.close()
+        await passthrough.close()
     finally:
+        if passthrough_proc is not None:
+            passthrough_proc.kill()
         server.stop()
+        if db_name:
+            postgres.drop_database(db_name)
 
 
 def main() -> None:
@@ -199,6 +249,7 @@ def main() -> None:
     parser.add_argument("--ttft-samples", type=int, default=20)
     # P2 alone: no training job, no adapters (for profiling the proxy's own cost).
     parser.add_argument("--only", choices=["all", "p2"], default="all")
+    parser.add_argument("--database", choices=["sqlite", "postgresql"], default="sqlite")
     asyncio.run(main_async(parser.parse_args()))
 
 
