@@ -27,8 +27,9 @@ def test_node_sdk_flows(chat_server: TuneserveServer) -> None:
     assert file["content_equal"]
     assert upload["status"] == "completed" and upload["content_equal"]
     # Both files, each on its own page, newest first.
-    assert seen["files_listed"][:2] == [upload["file_id"], file["id"]]
-    assert len(seen["files_listed"]) == len(set(seen["files_listed"]))
+    listed = seen["files_listed"]
+    assert listed.index(upload["file_id"]) < listed.index(file["id"]), listed
+    assert len(listed) == len(set(listed))
 
     job = seen["job"]
     assert job["id"].startswith("ftjob-") and job["model"] == BASE and job["listed"]

@@ -44,20 +44,29 @@ seen.upload = {
   content_equal: await (await client.files.content(completed.file.id)).text() === training,
 };
 
-// Auto-paging: one file a page, the SDK following `after` until has_more is false.
+// Auto-paging: one file a page, the SDK following `after` (the suite's shared server holds
+// other tests' files too, so it stops at the two made here).
 const listed = [];
-for await (const f of client.files.list({ limit: 1 })) listed.push(f.id);
+for await (const f of client.files.list({ limit: 1 })) {
+  listed.push(f.id);
+  if (listed.includes(file.id) && listed.includes(completed.file.id)) break;
+}
 seen.files_listed = listed;
 
 // A job created, found in the list, cancelled.
 const job = await client.fineTuning.jobs.create({
   model, training_file: completed.file.id, suffix: "node",
 });
-const jobs = [];
-for await (const j of client.fineTuning.jobs.list({ limit: 1 })) jobs.push(j.id);
+let listedJob = false;
+for await (const j of client.fineTuning.jobs.list({ limit: 1 })) {
+  if (j.id === job.id) {
+    listedJob = true;
+    break;
+  }
+}
 const cancelled = await client.fineTuning.jobs.cancel(job.id);
 seen.job = {
-  id: job.id, model: job.model, listed: jobs.includes(job.id), cancelled: cancelled.status,
+  id: job.id, model: job.model, listed: listedJob, cancelled: cancelled.status,
   retrieved: (await client.fineTuning.jobs.retrieve(job.id)).status,
 };
 
