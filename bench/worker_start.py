@@ -26,7 +26,7 @@ def to_first_step(server: TuneserveServer) -> float:
     client = server.client()
     job = client.fine_tuning.jobs.create(
         model=DEFAULT_BASE_MODEL,
-        training_file=upload(client, [sft_example(i) for i in range(8)]),
+        training_file=upload(client, [sft_example(i) for i in range(10)]),
         method={"type": "supervised", "supervised": {"hyperparameters": {
             "n_epochs": 1, "batch_size": 8}}})
     running = None
