@@ -1,8 +1,8 @@
 """The dashboard at `/`, end to end in a real browser (Debian's Chromium, headless, driven by
 Playwright): sign in, upload, train, watch the curves grow live, then chat with the new model
-beside its base; a reinforcement job with its grader tried on a sample, and webhook
-endpoints. An error the API answers is shown in the API's words.
-`TUNESERVE_DASHBOARD_SCREENSHOTS=DIR` also saves the screenshots the docs show.
+beside its base; a reinforcement job with its grader tried on a sample, webhook endpoints,
+and sharing a checkpoint with another project. An error the API answers is shown in the
+API's words. `TUNESERVE_DASHBOARD_SCREENSHOTS=DIR` also saves the screenshots the docs show.
 
 The API has no route for a project's keys (operators manage them with `tuneserve keys`), so
 the dashboard has no keys page."""
@@ -435,3 +435,54 @@ def test_webhook_endpoints_from_the_dashboard(local_server: TuneserveServer, bro
         expect(row).to_have_count(0)
         expect(detail).to_have_count(0)
         assert http.get(f"/webhook_endpoints/{endpoint_id}").status_code == 404
+
+
+@needs_browser
+def test_share_a_checkpoint_from_the_job_page(local_server: TuneserveServer, sft_job: object,
+                                              browser: Browser, tmp_path: Path) -> None:
+    client = local_server.client()
+    job_id, final_model = sft_job.id, sft_job.fine_tuned_model  # type: ignore[attr-defined]
+    # The newest checkpoint, which no other test deletes.
+    checkpoint = client.fine_tuning.jobs.checkpoints.list(job_id).data[0]
+    model = checkpoint.fine_tuned_model_checkpoint
+    local_server.other_key()
+    partner = next(row["project_id"] for row in local_server.api_keys()
+                   if row["project"] == "other-team")
+
+    def granted() -> list[str]:
+        return [p.project_id
+                for p in client.fine_tuning.checkpoints.permissions.retrieve(model).data]
+
+    with Dashboard(browser, local_server, tmp_path) as ui:
+        page = ui.page
+        ui.enter()
+        page.goto(f"{_root(local_server)}/#/jobs/{job_id}")
+        sharing = page.get_by_test_id("sharing")
+        choice = sharing.get_by_test_id("share-model")
+        expect(choice).to_have_value(final_model)  # the job's own model first
+        choice.select_option(model)
+        rows = sharing.locator(f'[data-testid="grant-row"][data-project="{partner}"]')
+        expect(rows).to_have_count(0)
+
+        sharing.get_by_test_id("grant-project").fill("proj_nobody")
+        refusal = ui.api_error("/permissions", sharing.get_by_test_id("grant"))
+        assert "proj_nobody" in refusal
+        expect(sharing.get_by_test_id("share-error")).to_have_text(refusal)
+
+        try:
+            sharing.get_by_test_id("grant-project").fill(partner)
+            sharing.get_by_test_id("grant").click()
+            expect(rows).to_have_count(1)
+            expect(sharing.get_by_test_id("share-error")).to_be_hidden()
+            assert partner in granted()
+            ui.save("dashboard-sharing.png", full_page=True)
+
+            page.once("dialog", lambda dialog: dialog.accept())
+            rows.get_by_test_id("revoke-grant").click()
+            expect(rows).to_have_count(0)
+            assert partner not in granted()
+        finally:  # other tests count this checkpoint's grants
+            for permission in client.fine_tuning.checkpoints.permissions.retrieve(model).data:
+                if permission.project_id == partner:
+                    client.fine_tuning.checkpoints.permissions.delete(
+                        permission.id, fine_tuned_model_checkpoint=model)

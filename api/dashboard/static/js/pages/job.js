@@ -1,5 +1,6 @@
 // One job: its state, curves, events (followed live), checkpoints, results and evaluation,
-// and cancel / pause / resume.
+// cancel / pause / resume, and sharing its models (the final one, its checkpoints) with
+// other projects.
 
 import { api, downloadFile, stream } from '../api.js';
 import { TrainingCharts } from '../charts.js';
@@ -12,6 +13,7 @@ const RECONNECT_MS = 2000;
 const EVALUATING = ['pending', 'running'];
 
 const jobPath = (id) => `/fine_tuning/jobs/${encodeURIComponent(id)}`;
+const grantsPath = (model) => `/fine_tuning/checkpoints/${encodeURIComponent(model)}/permissions`;
 
 // Nothing more will change: the job is over and so is its evaluation.
 function settled(job) {
@@ -33,6 +35,13 @@ export function jobPage() {
     error: '',
     acting: '',
     actionError: '',
+    // Sharing: the model chosen, its grants, the project ids typed in.
+    shareModel: '',
+    grants: [],
+    grantsLoaded: false,
+    grantTo: '',
+    granting: false,
+    shareError: '',
 
     init() {
       this.$nextTick(() => this.open(this.route.id));
@@ -55,7 +64,8 @@ export function jobPage() {
       Object.assign(live, { id, after: null, seen: new Set() });
       Object.assign(this, {
         job: null, events: [], checkpoints: [], results: [], progress: null,
-        fullValidLoss: null, error: '', actionError: '',
+        fullValidLoss: null, error: '', actionError: '', shareModel: '', grants: [],
+        grantsLoaded: false, grantTo: '', shareError: '',
       });
       live.abort = new AbortController();
       live.charts = new TrainingCharts(this.$refs.lossChart, this.$refs.accuracyChart);
@@ -86,6 +96,7 @@ export function jobPage() {
         ]);
         if (id !== live.id) return;
         Object.assign(this, { job, checkpoints: checkpoints.data, error: '' });
+        this.chooseShareModel();
         await this.loadResults(job.result_files);
       } catch (err) {
         this.error = err.message;
@@ -210,6 +221,63 @@ export function jobPage() {
 
     playgroundFor(model) {
       return playgroundLink({ a: this.job?.model, b: model });
+    },
+
+    // The models a grant may name: the job's own and each checkpoint it kept.
+    shareableModels() {
+      const models = this.checkpoints.map((c) => c.fine_tuned_model_checkpoint);
+      return this.job?.fine_tuned_model ? [this.job.fine_tuned_model, ...models] : models;
+    },
+
+    // Sharing starts with the first model there is (the job's own, else its newest
+    // checkpoint) chosen, so the select never shows a model that is not the one chosen.
+    chooseShareModel() {
+      if (this.shareModel || !this.shareableModels().length) return;
+      // After the options are drawn, or the select would not show the choice.
+      this.$nextTick(() => {
+        if (this.shareModel) return;
+        this.shareModel = this.shareableModels()[0] || '';
+        this.loadGrants();
+      });
+    },
+
+    async loadGrants() {
+      const model = this.shareModel;
+      this.shareError = '';
+      if (!model) return;
+      try {
+        const grants = (await api('GET', `${grantsPath(model)}?limit=100`)).data;
+        if (model === this.shareModel) Object.assign(this, { grants, grantsLoaded: true });
+      } catch (err) {
+        this.shareError = err.message;
+      }
+    },
+
+    async grant() {
+      const projectIds = this.grantTo.split(/[\s,]+/).filter(Boolean);
+      if (!this.shareModel || !projectIds.length || this.granting) return;
+      this.granting = true;
+      this.shareError = '';
+      try {
+        await api('POST', grantsPath(this.shareModel), { body: { project_ids: projectIds } });
+        this.grantTo = '';
+        await this.loadGrants();
+      } catch (err) {
+        this.shareError = err.message;
+      } finally {
+        this.granting = false;
+      }
+    },
+
+    async revoke(grant) {
+      if (!window.confirm(`Revoke ${grant.project_id}'s access to ${this.shareModel}?`)) return;
+      this.shareError = '';
+      try {
+        await api('DELETE', `${grantsPath(this.shareModel)}/${encodeURIComponent(grant.id)}`);
+        await this.loadGrants();
+      } catch (err) {
+        this.shareError = err.message;
+      }
     },
 
     download(file) {
