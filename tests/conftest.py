@@ -155,6 +155,16 @@ def local_server(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPa
 
 
 @pytest.fixture(scope="session")
+def chat_server(local_server: TuneserveServer) -> TuneserveServer:
+    """`local_server` once its vLLM engine answers: what the chat, tool-call and client
+    library tests talk to."""
+    from tests.support.chat import wait_for_engine
+
+    wait_for_engine(local_server)
+    return local_server
+
+
+@pytest.fixture(scope="session")
 def s3_server(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory,
               models_dir: Path) -> Iterator[TuneserveServer]:
     """tuneserve at scale: S3 (SeaweedFS) and PostgreSQL."""

@@ -27,12 +27,6 @@ NO_END = {"0": -100, "1": -100, "2": -100}
 
 
 @pytest.fixture(scope="module")
-def chat_server(local_server: TuneserveServer) -> TuneserveServer:
-    wait_for_engine(local_server)
-    return local_server
-
-
-@pytest.fixture(scope="module")
 def client(chat_server: TuneserveServer) -> openai.OpenAI:
     return chat_server.client()
 

@@ -16,7 +16,7 @@ import pytest
 
 from api.errors import APIError
 from api.tool_calls import chat_completion_from_stream, response_from_stream
-from tests.support.chat import engine_http, wait_for_engine
+from tests.support.chat import engine_http
 from tests.support.server import TuneserveServer
 from tests.support.training import BASE, WEATHER_TOOL
 
@@ -42,12 +42,6 @@ CUT = 24
 T = TypeVar("T")
 Call = tuple[str, str]  # name, arguments
 Answer = tuple[str, list[Call], str | None]  # content, calls, finish_reason
-
-
-@pytest.fixture(scope="module")
-def chat_server(local_server: TuneserveServer) -> TuneserveServer:
-    wait_for_engine(local_server)
-    return local_server
 
 
 @pytest.fixture(scope="module")
