@@ -55,10 +55,19 @@ def _pinned(tool: Any, responses: bool) -> Any:
     return pinned if responses else {**tool, "function": pinned}
 
 
+# Keys on the path to a sub-schema (two per level of nesting) walked at most.
+MAX_SCHEMA_DEPTH = 100
+
+
 def _object_rule_broken(schema: object, context: tuple[str, ...]) -> str | None:
     """The first of OpenAI's strict-mode rules that `schema` breaks, in its words."""
     if not isinstance(schema, dict):
         return None
+    if len(context) > MAX_SCHEMA_DEPTH:
+        # A tenant's schema nested near the parser's own limit would otherwise exhaust the
+        # stack here (a 500); OpenAI's strict mode allows 10 levels.
+        return (f"In context={context[:4]}..., the schema is nested more than "
+                f"{MAX_SCHEMA_DEPTH} deep.")
     kind = schema.get("type")
     if kind == "object" or (isinstance(kind, list) and "object" in kind) or "properties" in schema:
         if schema.get("additionalProperties") is not False:

@@ -15,7 +15,11 @@ import openai
 import pytest
 
 from api.errors import APIError
-from api.tool_calls import chat_completion_from_stream, response_from_stream
+from api.tool_calls import (
+    chat_completion_from_stream,
+    check_strict_functions,
+    response_from_stream,
+)
 from tests.support.chat import engine_http
 from tests.support.server import TuneserveServer
 from tests.support.training import BASE, WEATHER_TOOL
@@ -183,6 +187,18 @@ def test_a_strict_function_needs_a_schema_strict_mode_takes(client: openai.OpenA
                                 tools=[{"type": "function", **optional}])
     assert info.value.body["param"] == "tools[0].parameters"
     assert "Missing 'zone'" in info.value.body["message"]
+
+
+def test_a_strict_schema_nested_too_deep_is_a_400_not_a_crash() -> None:
+    schema: dict[str, Any] = {"type": "string"}
+    for _ in range(900):  # as deep as a JSON body parses, past what a recursive walk survives
+        schema = {"type": "array", "items": schema}
+    tool = {"type": "function", "function": {"name": "deep", "strict": True,
+                                             "parameters": schema}}
+    with pytest.raises(APIError) as info:
+        check_strict_functions([tool], responses=False)
+    assert info.value.status == 400 and info.value.param == "tools[0].function.parameters"
+    assert "nested more than" in info.value.message
 
 
 def test_a_collected_answer_that_breaks_off_is_an_error() -> None:
