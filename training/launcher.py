@@ -23,8 +23,28 @@ def _send(out: IO[str], **message: Any) -> None:
     out.flush()
 
 
-def _run_worker(job_id: str, attempt: int, log_path: str) -> int:
+def serial_until_fork() -> int:
+    """Keeps the launcher from starting torch's OpenMP/MKL thread pool; returns the thread
+    count each forked worker restores (`threads_after_fork`). A pool's threads do not survive
+    a fork, and a child whose parent had started one waits on them for ever at its first
+    parallel operation: the worker hangs at its first step, with no error and no exit."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    return threads
+
+
+def threads_after_fork(threads: int) -> None:
+    """In the forked child: its own pool, as large as a cold worker's."""
+    import torch
+
+    torch.set_num_threads(threads)
+
+
+def _run_worker(job_id: str, attempt: int, log_path: str, threads: int) -> int:
     """In the forked child: becomes a worker exactly as a cold one is, then trains."""
+    threads_after_fork(threads)
     os.setsid()
     for sig in (signal.SIGCHLD, signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, signal.SIG_DFL)
@@ -46,14 +66,14 @@ def _run_worker(job_id: str, attempt: int, log_path: str) -> int:
     return worker.main([job_id, str(attempt)])
 
 
-def _fork_worker(request: dict[str, Any], protocol: IO[str]) -> int:
+def _fork_worker(request: dict[str, Any], protocol: IO[str], threads: int) -> int:
     pid = os.fork()
     if pid:
         return pid
     code = 1
     try:
         protocol.close()
-        code = _run_worker(request["job_id"], int(request["attempt"]), request["log"])
+        code = _run_worker(request["job_id"], int(request["attempt"]), request["log"], threads)
     except SystemExit as exc:
         code = exc.code if isinstance(exc.code, int) else 1
     except BaseException:
@@ -89,6 +109,7 @@ def main() -> int:
     if torch.cuda.is_available():
         _send(protocol, unavailable="a CUDA device is present (CUDA does not survive a fork)")
         return 0
+    threads = serial_until_fork()  # before the imports below run any torch operation
     from training.trainer import prepare_environment
 
     prepare_environment()
@@ -112,7 +133,7 @@ def main() -> int:
             *lines, pending = (pending + chunk).split(b"\n")
             for line in lines:
                 request = json.loads(line)
-                pid = _fork_worker(request, protocol)
+                pid = _fork_worker(request, protocol, threads)
                 _send(protocol, started=pid, job_id=request["job_id"],
                       attempt=int(request["attempt"]))
         _reap(protocol)
