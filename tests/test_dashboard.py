@@ -41,8 +41,12 @@ TRAINING_TIMEOUT_S = 600
 MS = 1000
 SAYS_YES = {"type": "string_check", "name": "says_yes", "operation": "ilike",
             "input": "{{sample.output_text}}", "reference": "{{item.answer}}"}
+# Ten rows: the fewest a training file may hold, so the job passes validation and is
+# cancelled for the reason the test gives, not failed for its file.
 RFT_ROWS = [{"messages": [{"role": "user", "content": f"{q} Answer yes or no."}], "answer": "yes"}
-            for q in ("Is the sky blue?", "Is fire hot?", "Is ice cold?", "Do fish swim?")]
+            for q in ("Is the sky blue?", "Is fire hot?", "Is ice cold?", "Do fish swim?",
+                      "Do birds fly?", "Is snow white?", "Is grass green?", "Is salt salty?",
+                      "Do dogs bark?", "Is the sun bright?")]
 SUCCEEDED, FAILED, CANCELLED = ("fine_tuning.job.succeeded", "fine_tuning.job.failed",
                                 "fine_tuning.job.cancelled")
 # A public name that resolves nowhere: saved (each delivery checks it again), never reached.
