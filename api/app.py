@@ -27,6 +27,7 @@ from api.responses.router import router as responses_router
 from api.services import services_of, start_services
 from api.settings import Settings
 from api.uploads.router import router as uploads_router
+from api.webhook_endpoints.deliveries.router import router as webhook_deliveries_router
 from api.webhook_endpoints.router import router as webhook_endpoints_router
 from api.webhook_event_types.router import router as webhook_event_types_router
 
@@ -65,7 +66,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     for router in (files_router, uploads_router, jobs_router, job_checkpoints_router,
                    permissions_router, graders_router, models_router, chat_completions_router,
                    completions_router, responses_router, webhook_endpoints_router,
-                   webhook_event_types_router):
+                   webhook_deliveries_router, webhook_event_types_router):
         v1.include_router(router)
     app.include_router(v1)
 
