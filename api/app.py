@@ -18,9 +18,11 @@ from api.fine_tuning.checkpoints.permissions.router import router as permissions
 from api.fine_tuning.jobs.checkpoints.router import router as job_checkpoints_router
 from api.fine_tuning.jobs.router import router as jobs_router
 from api.gate import RequestGate
+from api.me.router import router as me_router
 from api.metrics import install_metrics
 from api.models.router import router as models_router
 from api.nul_characters import refuse_nul_characters
+from api.organization.projects.api_keys.router import router as project_api_keys_router
 from api.readiness import Readiness, ReadinessChecks
 from api.request_context import RequestContext
 from api.responses.router import router as responses_router
@@ -66,7 +68,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     for router in (files_router, uploads_router, jobs_router, job_checkpoints_router,
                    permissions_router, graders_router, models_router, chat_completions_router,
                    completions_router, responses_router, webhook_endpoints_router,
-                   webhook_deliveries_router, webhook_event_types_router):
+                   webhook_deliveries_router, webhook_event_types_router, me_router,
+                   project_api_keys_router):
         v1.include_router(router)
     app.include_router(v1)
 

@@ -197,6 +197,15 @@ class Settings(TrainingSettings, ServingSettings):
         20,
         description="Webhook endpoints one project may have.",
     )
+    # API keys.
+    api_keys_max_per_project: int = Field(
+        20, ge=1, le=1000,
+        description=(
+            "Live (unrevoked) API keys one project may have when it makes them itself "
+            "(`POST /v1/organization/projects/{project_id}/api_keys`); the operator's "
+            "`tuneserve keys create` and the keys jobs make for their graders are not held to it."
+        ),
+    )
 
     @model_validator(mode="after")
     def _own_api_url(self) -> "Settings":

@@ -7,7 +7,7 @@ import hashlib
 import secrets
 import time
 
-from sqlalchemy import select, text
+from sqlalchemy import Select, select, text
 from sqlalchemy.orm import Session
 
 from storage.ids import new_id
@@ -37,6 +37,13 @@ def project_for_key(session: Session, digest: str) -> Project | None:
     """The project of the unrevoked key whose sha256 is `digest`."""
     return session.scalar(select(Project).join(ApiKey, ApiKey.project_id == Project.id)
                           .where(ApiKey.key_hash == digest, ApiKey.revoked_at.is_(None)))
+
+
+def person_keys(project_id: str) -> Select[ApiKey]:
+    """The project's live keys that a person made (through the API or `tuneserve keys`):
+    the keys a job's worker mints are the job's to revoke, not listed with them."""
+    return select(ApiKey).where(ApiKey.project_id == project_id, ApiKey.job_id.is_(None),
+                                ApiKey.revoked_at.is_(None))
 
 
 def list_keys(session: Session) -> list[tuple[ApiKey, str]]:

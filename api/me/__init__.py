@@ -1,0 +1,1 @@
+"""`/v1/me`: who the caller's key speaks for."""

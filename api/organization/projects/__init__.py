@@ -1,0 +1,1 @@
+"""`/v1/organization/projects/{project_id}/...`: the caller's own project only."""
