@@ -1,11 +1,9 @@
 """The dashboard at `/`, end to end in a real browser (Debian's Chromium, headless, driven by
 Playwright): sign in, upload, train, watch the curves grow live, then chat with the new model
-beside its base; a reinforcement job with its grader tried on a sample, webhook endpoints,
-and sharing a checkpoint with another project. An error the API answers is shown in the
-API's words. `TUNESERVE_DASHBOARD_SCREENSHOTS=DIR` also saves the screenshots the docs show.
-
-The API has no route for a project's keys (operators manage them with `tuneserve keys`), so
-the dashboard has no keys page."""
+beside its base; a reinforcement job with its grader tried on a sample, webhook endpoints
+and their deliveries, sharing a checkpoint with another project, and the project's API keys.
+An error the API answers is shown in the API's words. `TUNESERVE_DASHBOARD_SCREENSHOTS=DIR`
+also saves the screenshots the docs show."""
 
 import contextlib
 import json
@@ -419,6 +417,26 @@ def test_webhook_endpoints_from_the_dashboard(local_server: TuneserveServer, bro
         expect(attempt.get_by_test_id("webhook-attempt-outcome")).to_have_text(
             _error_message(answer.value))
 
+        # A job cancelled: its event is delivered (retried) for real, and listed with the
+        # attempts the API recorded, without what the unreachable receiver said.
+        client = local_server.client()
+        training = client.files.create(file=("cancel-me.jsonl",
+                                             jsonl([sft_example(i) for i in range(10)])),
+                                       purpose="fine-tune")
+        job = client.fine_tuning.jobs.create(model=BASE, training_file=training.id)
+        client.fine_tuning.jobs.cancel(job.id)
+        delivery = detail.get_by_test_id("webhook-delivery")
+        expect(delivery).to_have_count(1, timeout=60 * MS)
+        expect(delivery.get_by_test_id("webhook-delivery-event-type")).to_have_text(CANCELLED)
+        outcome = delivery.get_by_test_id("webhook-delivery-outcome")
+        expect(outcome).to_contain_text("did not acknowledge", timeout=60 * MS)
+        listed = http.get(f"/webhook_endpoints/{endpoint_id}/deliveries").json()["data"]
+        assert [d["id"] for d in listed] == [delivery.get_attribute("data-id")]
+        assert listed[0]["attempts"] and listed[0]["status"] == "pending", listed
+        expect(delivery).to_contain_text(listed[0]["event_id"])
+        expect(delivery).to_have_attribute("data-status", "pending")
+        expect(delivery.get_by_test_id("webhook-delivery-next")).not_to_have_text("–")
+
         # A new secret, shown once; the old one kept signing for a day.
         detail.get_by_test_id("keep-old-secret").check()
         page.once("dialog", lambda dialog: dialog.accept())
@@ -490,3 +508,44 @@ def test_share_a_checkpoint_from_the_job_page(local_server: TuneserveServer, sft
                 if permission.project_id == partner:
                     client.fine_tuning.checkpoints.permissions.delete(
                         permission.id, fine_tuned_model_checkpoint=model)
+
+
+@needs_browser
+def test_project_keys_from_the_dashboard(local_server: TuneserveServer, browser: Browser,
+                                         tmp_path: Path) -> None:
+    with Dashboard(browser, local_server, tmp_path) as ui, local_server.http() as http:
+        page = ui.page
+        ui.enter()
+        page.get_by_test_id("nav-keys").click()
+        project_id = http.get("/me").json()["id"]
+        expect(page.get_by_test_id("project-id")).to_have_text(project_id)
+        mine = page.get_by_test_id("key-row").filter(has=page.get_by_test_id("session-key"))
+        key = local_server.api_key
+        expect(mine.get_by_test_id("key-redacted")).to_have_text(f"{key[:8]}...{key[-4:]}")
+
+        page.get_by_test_id("create-key").click()
+        new_key = page.get_by_test_id("new-key")
+        expect(new_key).to_have_text(re.compile(r"^sk-proj-"))
+        secret = new_key.inner_text()
+        assert httpx.get(local_server.base_url + "/me", headers={
+            "Authorization": f"Bearer {secret}"}).json()["id"] == project_id
+        row = page.get_by_test_id("key-row").filter(has_text=f"{secret[:8]}...{secret[-4:]}")
+        expect(row).to_have_count(1)
+        key_id = row.get_attribute("data-id")
+        expect(row.get_by_test_id("session-key")).to_be_hidden()
+        page.get_by_test_id("dismiss-key").click()
+        expect(page.get_by_test_id("new-key-box")).to_be_hidden()
+        ui.save("dashboard-keys.png", full_page=True)
+
+        # Revoking asks first: dismissed, nothing happens; accepted, the key stops working.
+        page.once("dialog", lambda dialog: dialog.dismiss())
+        row.get_by_test_id("revoke-key").click()
+        expect(row).to_have_count(1)
+        page.once("dialog", lambda dialog: dialog.accept())
+        with page.expect_response(lambda r: r.request.method == "DELETE"):
+            row.get_by_test_id("revoke-key").click()
+        expect(row).to_have_count(0)
+        assert httpx.get(local_server.base_url + "/me", headers={
+            "Authorization": f"Bearer {secret}"}).status_code == 401
+        keys = http.get(f"/organization/projects/{project_id}/api_keys").json()["data"]
+        assert key_id not in [k["id"] for k in keys]

@@ -9,11 +9,12 @@ import { filesPage } from './pages/files.js';
 import { graderEditor } from './pages/grader-editor.js';
 import { jobPage } from './pages/job.js';
 import { jobsPage } from './pages/jobs.js';
+import { keysPage } from './pages/keys.js';
 import { modelsPage } from './pages/models.js';
 import { playground } from './pages/playground.js';
 import { webhooksPage } from './pages/webhooks.js';
 
-const PAGES = ['files', 'jobs', 'job', 'models', 'playground', 'webhooks'];
+const PAGES = ['files', 'jobs', 'job', 'models', 'playground', 'webhooks', 'keys'];
 const HEALTH_MS = 10_000;
 
 // `#/jobs/ftjob-1` -> {page: 'job', id: 'ftjob-1'}; `#/playground?a=X` -> params {a: 'X'}.
@@ -110,6 +111,7 @@ Alpine.data('filesPage', filesPage);
 Alpine.data('jobsPage', jobsPage);
 Alpine.data('graderEditor', graderEditor);
 Alpine.data('jobPage', jobPage);
+Alpine.data('keysPage', keysPage);
 Alpine.data('modelsPage', modelsPage);
 Alpine.data('playground', playground);
 Alpine.data('webhooksPage', webhooksPage);

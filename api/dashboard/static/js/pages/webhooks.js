@@ -1,11 +1,14 @@
 // Webhooks: the project's endpoints; create one, send it a test event, rotate its secret,
 // delete it. A signing secret is shown once, when it is made: the API answers it then only.
-// The test attempts sent from this page are listed by endpoint (the API keeps no readable log
-// of its deliveries, so a reload starts the list afresh).
+// The selected endpoint's deliveries (the events sent to it and every attempt) come from the
+// API and are read again every few seconds; the test events sent from this page are listed
+// apart (a test is not a delivery: it is sent once, and not recorded).
 
 import { api } from '../api.js';
 
 const endpointPath = (id) => `/webhook_endpoints/${encodeURIComponent(id)}`;
+const DELIVERIES_MS = 3_000;
+const DELIVERY_TONES = { delivered: 'ok', pending: 'wait', failed: 'bad' };
 
 function blankForm(eventTypes) {
   return { name: '', url: '', event_types: [...eventTypes] };
@@ -13,6 +16,7 @@ function blankForm(eventTypes) {
 
 export function webhooksPage() {
   let attemptCount = 0;
+  let deliveriesTimer = null;
   // The event types' request, which a new endpoint's form waits for: all are checked there.
   let eventTypesLoaded = null;
   return {
@@ -34,10 +38,46 @@ export function webhooksPage() {
     actionError: '',
     // Endpoint id -> its test attempts, newest first.
     attempts: {},
+    // The selected endpoint's deliveries, newest first (its latest 20).
+    deliveries: [],
+    deliveriesFor: '',
+    deliveriesError: '',
 
     init() {
       eventTypesLoaded = this.loadEventTypes();
       this.refresh();
+      deliveriesTimer = setInterval(() => this.loadDeliveries(), DELIVERIES_MS);
+    },
+
+    destroy() {
+      clearInterval(deliveriesTimer);
+    },
+
+    async loadDeliveries() {
+      const id = this.selectedId;
+      if (!id) return;
+      try {
+        const page = await api('GET', `${endpointPath(id)}/deliveries?limit=20`);
+        if (id !== this.selectedId) return; // another endpoint was selected meanwhile
+        this.deliveries = page.data;
+        this.deliveriesFor = id;
+        this.deliveriesError = '';
+      } catch (err) {
+        if (id === this.selectedId) this.deliveriesError = err.message;
+      }
+    },
+
+    deliveriesOf(endpoint) {
+      return this.deliveriesFor === endpoint.id ? this.deliveries : [];
+    },
+
+    deliveryTone: (delivery) => DELIVERY_TONES[delivery.status] || 'muted',
+
+    // The latest attempt's outcome in words: the receiver's status, or the API's reason.
+    lastOutcome(delivery) {
+      const last = delivery.attempts[delivery.attempts.length - 1];
+      if (!last) return delivery.attempt_count ? 'Being sent…' : 'Not sent yet.';
+      return last.delivered ? `Delivered: the endpoint answered ${last.status_code}.` : last.error;
     },
 
     async loadEventTypes() {
@@ -99,8 +139,13 @@ export function webhooksPage() {
     },
 
     select(endpoint) {
+      if (this.selectedId !== endpoint.id) {
+        this.deliveries = [];
+        this.deliveriesFor = '';
+      }
       this.selectedId = endpoint.id;
       this.actionError = '';
+      this.loadDeliveries();
     },
 
     selected() {
