@@ -7,7 +7,7 @@ import contextlib
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from functools import partial
-from typing import Any
+from typing import Any, Protocol
 
 from fastapi import Request
 from fastapi.responses import JSONResponse, StreamingResponse
@@ -27,6 +27,14 @@ RETRY_AFTER_SECONDS = "5"
 
 # Puts a non-streamed answer together from the engine's SSE bytes (see `forward`).
 Collector = Callable[[AsyncIterator[bytes]], Awaitable[dict[str, Any]]]
+
+
+class Keeper(Protocol):
+    """Sees a successful answer on its way to the client (the Responses API stores it)."""
+
+    def stream(self, chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]: ...
+
+    async def answer(self, body: Any) -> Any: ...
 
 
 def unavailable() -> APIError:
@@ -73,8 +81,10 @@ def _as_api_error(exc: Exception, model: str) -> APIError:
 class _LeasedStream(StreamingResponse):
     """Releases the lease, and closes the upstream stream, however the response ends."""
 
-    def __init__(self, stream: Stream, lease: Lease, started: float) -> None:
-        super().__init__(_timed(stream.chunks, lease.engine.base, started),
+    def __init__(self, stream: Stream, lease: Lease, started: float,
+                 keep: Keeper | None) -> None:
+        chunks = stream.chunks if keep is None else keep.stream(stream.chunks)
+        super().__init__(_timed(chunks, lease.engine.base, started),
                          media_type="text/event-stream", headers={"cache-control": "no-cache"})
         self.stream, self.lease = stream, lease
 
@@ -117,10 +127,11 @@ def _count_usage(answer: Answer, base: str, started: float) -> None:
 
 async def forward(request: Request, serving: Serving | None, project_id: str, model: str,
                   path: str, payload: dict[str, Any], stream: bool,
-                  collect: Collector | None = None) -> Response:
+                  collect: Collector | None = None, keep: Keeper | None = None) -> Response:
     """The project's request for `model`, answered by the replica that serves it (a 503 with
     serving turned off here). With `collect`, an answer the client wants whole is generated
-    streamed (`payload` asks for that) and `collect` puts it together from the stream."""
+    streamed (`payload` asks for that) and `collect` puts it together from the stream.
+    `keep` sees a successful answer, streamed or whole, before the client does."""
     serving = _serving(serving)
     started = time.perf_counter()
     try:
@@ -132,7 +143,7 @@ async def forward(request: Request, serving: Serving | None, project_id: str, mo
         raise _as_api_error(exc, model) from None
     if isinstance(out, Stream):
         if stream:
-            return _LeasedStream(out, lease, started)
+            return _LeasedStream(out, lease, started, keep)
         try:
             assert collect is not None  # only a request to collect is streamed unasked
             answer = Answer(200, await _unless_disconnected(request, collect(out.chunks)))
@@ -143,7 +154,10 @@ async def forward(request: Request, serving: Serving | None, project_id: str, mo
         lease.release()
         answer = out
     _count_usage(answer, lease.engine.base, started)
-    return JSONResponse(answer.body, status_code=answer.status)
+    body = answer.body
+    if keep is not None and answer.status == 200:
+        body = await keep.answer(body)
+    return JSONResponse(body, status_code=answer.status)
 
 
 async def _unless_disconnected(request: Request, work: Any) -> Any:

@@ -30,7 +30,7 @@ from starlette.responses import Response
 from api.errors import APIError
 from api.settings import Settings
 from storage.db import Database, rows_affected
-from storage.models import File, Project, RateWindow, Upload, UploadPart
+from storage.models import File, Project, RateWindow, StoredResponse, Upload, UploadPart
 
 WINDOW_SECONDS = 60
 CHARS_PER_TOKEN = 4
@@ -142,8 +142,8 @@ def lock_project_storage(session: Session, project_id: str) -> None:
 
 
 def stored_bytes(session: Session, project_id: str) -> int:
-    """The project's files, and what its uploads in progress hold: each its declared bytes,
-    or its parts' when they are more."""
+    """The project's files, its stored responses, and what its uploads in progress hold:
+    each its declared bytes, or its parts' when they are more."""
     files = session.scalar(select(func.coalesce(func.sum(File.bytes), 0))
                            .where(File.project_id == project_id)) or 0
     sent = (select(func.coalesce(func.sum(UploadPart.bytes), 0))
@@ -153,7 +153,9 @@ def stored_bytes(session: Session, project_id: str) -> int:
         select(func.coalesce(func.sum(held), 0)).where(
             Upload.project_id == project_id, Upload.status == "pending",
             Upload.expires_at > int(time.time()))) or 0
-    return int(files) + int(uploads)
+    responses = session.scalar(select(func.coalesce(func.sum(StoredResponse.bytes), 0))
+                               .where(StoredResponse.project_id == project_id)) or 0
+    return int(files) + int(uploads) + int(responses)
 
 
 def pending_uploads(session: Session, project_id: str) -> int:

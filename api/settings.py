@@ -87,10 +87,27 @@ class Settings(TrainingSettings, ServingSettings):
     max_project_stored_bytes: int = Field(
         0,
         description=(
-            "Bytes a project may store, over every API node: its files, and its uploads in "
-            "progress (an Upload reserves its `bytes` when it is created; parts sent beyond them "
-            "count too); a file, upload or part past it is a 403 `storage_quota_exceeded`. 0: no "
-            "limit."
+            "Bytes a project may store, over every API node: its files, its stored responses, and "
+            "its uploads in progress (an Upload reserves its `bytes` when it is created; parts "
+            "sent beyond them count too); a file, upload, part or response to store past it is a "
+            "403 `storage_quota_exceeded`. 0: no limit."
+        ),
+    )
+    max_stored_response_bytes: int = Field(
+        1 * MiB,
+        description=(
+            "Largest stored response of `/v1/responses` (its input items and the response "
+            "object, as JSON): a request whose input alone is larger is a 400 naming `input` "
+            "unless it sends `store: false`; a response whose output takes it past this is "
+            "answered but not stored. Stored responses count towards "
+            "`max_project_stored_bytes`."
+        ),
+    )
+    max_response_chain: int = Field(
+        100,
+        description=(
+            "Most responses one `previous_response_id` chain may hold, the new one included; "
+            "a request that would make it longer is a 400 naming `previous_response_id`."
         ),
     )
     max_event_streams_per_project: int = Field(

@@ -335,3 +335,27 @@ class CursorTombstone(Base):
     scope: Mapped[str] = mapped_column(String(512))
     seq: Mapped[int] = mapped_column(BigInteger)
     deleted_at: Mapped[float] = mapped_column(Float, index=True)
+
+
+class StoredResponse(Base):
+    """A response of `/v1/responses` kept for `previous_response_id` and `GET
+    /v1/responses/{id}` (the replicas keep nothing: any API node may be asked for it)."""
+
+    __tablename__ = "responses"
+    __table_args__ = (Index("ix_responses_project_seq", "project_id", "seq"),)
+
+    seq: Mapped[int] = mapped_column(SeqType, primary_key=True, autoincrement=True)
+    # vLLM's id for it (`resp_` and 32 hex digits).
+    id: Mapped[str] = mapped_column(String(128), unique=True)
+    project_id: Mapped[str] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"))
+    previous_response_id: Mapped[str | None] = mapped_column(String(128), default=None)
+    # Responses in its chain, itself included: 1 without a previous response.
+    depth: Mapped[int] = mapped_column(Integer)
+    # The request's own input items, as sent (a string input as one user message), and the id
+    # each is listed under.
+    input_items: Mapped[list[dict[str, Any]]] = mapped_column(JSON)
+    input_item_ids: Mapped[list[str]] = mapped_column(JSON)
+    # The response object, as the client got it.
+    response: Mapped[dict[str, Any]] = mapped_column(JSON)
+    bytes: Mapped[int] = mapped_column(BigInteger)
+    created_at: Mapped[int] = mapped_column(BigInteger)
