@@ -10,6 +10,7 @@ real base, through the official openai client."""
 import asyncio
 import json
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 from typing import Any
 
 import jsonschema
@@ -165,6 +166,27 @@ def test_chains_and_stored_sizes_are_bounded(plane: InProcessControlPlane) -> No
     assert kept["output"][0]["content"][0]["text"] == "y" * 5000
     with plane.http() as http:
         assert http.get("/responses/resp_long").status_code == 404
+
+
+def test_a_chain_may_hold_no_more_than_one_request_carries(
+        request: pytest.FixtureRequest, tmp_path: Path) -> None:
+    # Each response is stored (up to 4096 bytes) and the chain is long enough; together
+    # they are more than a request may carry (6000 bytes), so continuing them is refused
+    # before the chain is sent on, or read any further.
+    with control_plane_in_process(request, "sqlite", tmp_path, max_response_chain=10,
+                                  max_stored_response_bytes=4096,
+                                  max_inference_body_bytes=6000) as plane:
+        db, project = plane.services.db, _project_of(plane)
+        _keep(db, project, {"input": "a" * 3000}, _engine_answer("resp_a", "1"))
+        _keep(db, project, {"input": "b" * 3000, "previous_response_id": "resp_a"},
+              _engine_answer("resp_b", "2", "resp_a"), depth=2)
+        with plane.http() as http:
+            assert http.post("/responses", json={
+                "model": BASE, "input": "c", "previous_response_id": "resp_a",
+            }).json()["error"]["code"] == "serving_disabled"
+            _refused(http.post("/responses", json={
+                "model": BASE, "input": "c", "previous_response_id": "resp_b"}),
+                400, "previous_response_id", "previous_response_chain_too_large")
 
 
 def test_a_streamed_response_is_kept_before_its_end_goes_on(

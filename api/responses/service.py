@@ -97,7 +97,10 @@ class Chain:
 
 
 def chain_of(session: Session, project_id: str, previous_id: str | None,
-             max_chain: int) -> Chain:
+             max_chain: int, max_bytes: int) -> Chain:
+    """`max_bytes`: the most the chain's stored responses may hold together (what one request
+    may carry: a chain is sent as one), checked as it is read, so a longer chain costs this
+    node at most that much and one response more before it is refused."""
     if previous_id is None:
         return Chain([], 1)
     previous = _found(session, project_id, previous_id)
@@ -109,12 +112,20 @@ def chain_of(session: Session, project_id: str, previous_id: str | None,
                        f"{previous.depth}; this server keeps chains of at most {max_chain}. "
                        "Start a new chain with the input you need.",
                        param="previous_response_id", code="previous_response_chain_too_long")
-    rows = [previous]
-    while rows[-1].previous_response_id is not None and len(rows) < max_chain:
+    rows, held = [previous], previous.bytes
+    while True:
+        if held > max_bytes:
+            raise APIError(400, f"The chain of responses ending at '{previous_id}' holds more "
+                           f"than {max_bytes} bytes, the most one request may carry. Start "
+                           "a new chain with the input you need.",
+                           param="previous_response_id", code="previous_response_chain_too_large")
+        if rows[-1].previous_response_id is None or len(rows) >= max_chain:
+            break
         older = _found(session, project_id, rows[-1].previous_response_id)
         if older is None:  # deleted: the chain goes back to here
             break
         rows.append(older)
+        held += older.bytes
     items: list[dict[str, Any]] = []
     for row in reversed(rows):
         items += row.input_items
@@ -198,7 +209,7 @@ def _prepare(db: Database, settings: Settings, project_id: str, body: ResponseRe
              own_items: list[dict[str, Any]]) -> Chain:
     with db.session() as session:
         chain = chain_of(session, project_id, body.previous_response_id,
-                         settings.max_response_chain)
+                         settings.max_response_chain, settings.max_inference_body_bytes)
         if body.store is not False:
             size = _json_bytes(own_items)
             if size > settings.max_stored_response_bytes:
