@@ -10,6 +10,7 @@ import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 from fastapi.concurrency import run_in_threadpool
@@ -177,7 +178,11 @@ async def _start_serving(settings: Settings, db: Database, store: BlobStore,
         replicas.start()
         parts.started("replica directory", replicas.stop)
     proxy = Proxy()
-    evaluator = EngineEvaluator(settings, db, store, adapters, proxy)
+    # Here, not at the top: the judge's module needs api.inference, which needs this one.
+    from api.fine_tuning.alpha.graders.judge import serving_judge
+
+    evaluator = EngineEvaluator(settings, db, store, adapters, proxy,
+                                partial(serving_judge, settings, db, adapters, proxy))
     parts.started("evaluator", _cancelling(asyncio.create_task(evaluator.run())))
     return Serving(adapters=adapters, proxy=proxy, engine=engine, replicas=replicas,
                    evaluator=evaluator)

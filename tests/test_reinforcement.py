@@ -2,13 +2,21 @@
 a grader's reward trains the model (TRL's GRPO through Unsloth, on the CPU here), the events
 carry the reward, and the model is served. Bad graders and data are clear 400s / failures."""
 
+import json
 from typing import Any
 
 import openai
 import pytest
 
 from tests.support.server import TuneserveServer, metric
-from tests.support.training import BASE, events, jsonl, sft_example, wait_for
+from tests.support.training import (
+    BASE,
+    events,
+    jsonl,
+    sft_example,
+    wait_for,
+    wait_for_evaluation,
+)
 
 QUESTIONS = ["Is the sky blue?", "Is fire hot?", "Is water wet?", "Is ice cold?",
              "Do fish swim?", "Do birds fly?", "Is the sun bright?", "Is snow white?",
@@ -117,6 +125,24 @@ def test_a_score_model_reward_is_judged_by_a_served_model_with_the_job_s_own_key
     assert metric(local_server.metrics(), asked, **chats) - before == 20 + 2 * 2 + 2
     (key,) = [k for k in local_server.api_keys() if k["job"] == job.id]
     assert key["revoked"] == "yes" and key["project"] == "default"
+
+    # After it succeeded, the serving engine answers the validation prompts with the base
+    # and the tuned model, and the job's own grader scores them: its evaluation.
+    evaluation = wait_for_evaluation(client, job.id).model_extra["evaluation"]  # type: ignore[index]
+    assert (evaluation["status"], evaluation["generated_by"], evaluation["n_examples"]) == (
+        "completed", "engine", 2), evaluation
+    for model in ("base", "fine_tuned"):
+        scores = evaluation[model]
+        assert set(scores) == {"reward", "passed", "reward_judge", "reward_yes"}, scores
+        assert 0 <= scores["reward"] <= 1 and 0 <= scores["passed"] <= 1
+    lines = [json.loads(line) for line in
+             client.files.content(evaluation["result_file"]).read().decode().splitlines()]
+    assert [line["item"] for line in lines] == _rows()[10:]
+    tuned = [line["fine_tuned_scores"] for line in lines]
+    # The pass rate is the share of answers whose reward is at least 0.5.
+    assert evaluation["fine_tuned"]["passed"] == sum(s["reward"] >= 0.5 for s in tuned) / 2
+    assert any(e.message.startswith("Evaluation on 2 validation prompts: mean reward")
+               for e in events(client, job.id))
 
 
 def test_a_judge_deleted_before_it_is_asked_fails_the_job_naming_the_grader_s_model(

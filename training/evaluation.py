@@ -8,17 +8,35 @@ Graders, per example, against the example's last assistant message:
   Indel similarity, 0..1;
 - when every expected answer is a JSON object: `json_valid` (the answer parses as a JSON
   object) and `json_same_keys` (with exactly the expected keys).
+
+A reinforcement job has no reference answers: its validation prompts are answered and scored
+by the job's own grader, with the row as the grader's `item`: `reward` (the grader's
+reward), `passed` (the reward is at least `PASS_THRESHOLD`, for a score_model grader the
+middle of its range) and, for a multi grader, `reward_<name>` for each named grader.
 """
 
+import asyncio
 import json
-from collections.abc import Callable, Iterable, Iterator, Mapping
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 from rapidfuzz import fuzz
 
+from training.graders import AnyGrader, Judge, ScoreModelGrader, parse_grader, run_grader
+from training.hyperparameters import DEFAULT_MAX_COMPLETION_TOKENS
+from training.rewards import GRADER_PARAM
+
 # Answers get room for the longest expected answer plus this share, within the cap.
 NEW_TOKENS_HEADROOM, MIN_NEW_TOKENS, MAX_NEW_TOKENS = 1.5, 16, 512
+# A reinforcement answer passes with at least this reward (a score_model grader: the middle
+# of its range): string_check's 1 passes, its 0 does not, a fuzzy match must be half right.
+PASS_THRESHOLD = 0.5
+
+# Per example, each grader's score (`grade`, or the job's grader for reinforcement).
+Scores = list[dict[str, float]]
+# Scores the answers to the examples; async, as a score_model grader asks its judge.
+Scorer = Callable[[list["EvalExample"], list[str]], Awaitable[Scores]]
 
 
 @dataclass(frozen=True)
@@ -26,19 +44,26 @@ class EvalExample:
     prompt: list[dict[str, Any]]
     expected: str
     tools: list[dict[str, Any]] | None = None
+    item: dict[str, Any] | None = None  # a reinforcement row: its grader's `item`
+
+
+def _plain(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [{k: v for k, v in m.items() if k != "weight"} for m in messages]
 
 
 def eval_examples(method: str, records: Iterable[dict[str, Any]],
                   limit: int) -> list[EvalExample]:
     """The first `limit` records whose target is text: for SFT the last assistant message
-    and what precedes it, for DPO the preferred output after the input. `records` is read no
-    further than that."""
+    and what precedes it, for DPO the preferred output after the input; for reinforcement
+    every row, its messages the prompt. `records` is read no further than that."""
     examples: list[EvalExample] = []
-    if method == "reinforcement":  # no reference answers: the grader is the measure
-        return examples
     for record in records:
         if len(examples) >= limit:
             break
+        if method == "reinforcement":
+            examples.append(EvalExample(prompt=_plain(record["messages"]), expected="",
+                                        tools=record.get("tools"), item=record))
+            continue
         if method == "dpo":
             prompt, targets = record["input"]["messages"], record["preferred_output"]
         else:
@@ -49,9 +74,8 @@ def eval_examples(method: str, records: Iterable[dict[str, Any]],
             prompt, targets = record["messages"][:last], record["messages"][last:last + 1]
         expected = targets[-1].get("content") if targets else None
         if isinstance(expected, str) and expected.strip():
-            examples.append(EvalExample(
-                prompt=[{k: v for k, v in m.items() if k != "weight"} for m in prompt],
-                expected=expected, tools=record.get("tools")))
+            examples.append(EvalExample(prompt=_plain(prompt), expected=expected,
+                                        tools=record.get("tools")))
     return examples
 
 
@@ -80,6 +104,48 @@ def grade(expected: str, answer: str, json_task: bool) -> dict[str, float]:
     return scores
 
 
+async def reference_scores(examples: list[EvalExample], answers: list[str]) -> Scores:
+    """The Scorer of supervised and DPO jobs: each answer against its reference."""
+    json_task = is_json_task(examples)
+    return [grade(e.expected, a, json_task) for e, a in zip(examples, answers, strict=True)]
+
+
+def _pass_threshold(grader: AnyGrader) -> float:
+    if isinstance(grader, ScoreModelGrader):
+        low, high = grader.bounds()
+        return (low + high) / 2
+    return PASS_THRESHOLD
+
+
+def grader_scorer(grader_data: dict[str, Any], judge: Judge | None,
+                  judge_timeout: float) -> Scorer:
+    """The Scorer of a reinforcement job: its grader, as its training rewards are graded
+    (a grading past its bounds is a reward of 0, flagged, not the end of the evaluation)."""
+    grader = parse_grader(grader_data, GRADER_PARAM)
+    threshold = _pass_threshold(grader)
+
+    async def score(examples: list[EvalExample], answers: list[str]) -> Scores:
+        results = await asyncio.gather(*(
+            run_grader(grader, answer, example.item, judge, param=GRADER_PARAM,
+                       judge_timeout=judge_timeout, flag_too_large=True)
+            for example, answer in zip(examples, answers, strict=True)))
+        return [{"reward": r.reward, "passed": float(r.reward >= threshold),
+                 **{f"reward_{name}": value for name, value in sorted(r.sub_rewards.items())}}
+                for r in results]
+
+    return score
+
+
+def answer_tokens(method: dict[str, Any]) -> int | None:
+    """The answer length a reinforcement job trained with (None: as long as the longest
+    reference answer needs, for the other methods)."""
+    if method.get("type") != "reinforcement":
+        return None
+    value = (method.get("reinforcement") or {}).get("hyperparameters", {}).get(
+        "max_completion_tokens")
+    return value if isinstance(value, int) else DEFAULT_MAX_COMPLETION_TOKENS
+
+
 def summarize(scores: list[dict[str, float]]) -> dict[str, float]:
     """Each grader's mean over the examples."""
     if not scores:
@@ -87,7 +153,10 @@ def summarize(scores: list[dict[str, float]]) -> dict[str, float]:
     return {name: round(sum(s[name] for s in scores) / len(scores), 4) for name in scores[0]}
 
 
-def new_tokens_budget(examples: list[EvalExample], count: Callable[[str], int]) -> int:
+def new_tokens_budget(examples: list[EvalExample], count: Callable[[str], int],
+                      answer_tokens: int | None = None) -> int:
+    if answer_tokens is not None:
+        return max(1, min(MAX_NEW_TOKENS, answer_tokens))
     longest = max((count(e.expected) for e in examples), default=0)
     return max(MIN_NEW_TOKENS, min(MAX_NEW_TOKENS, int(longest * NEW_TOKENS_HEADROOM) + 8))
 
@@ -122,37 +191,43 @@ def generate(model: Any, tokenizer: Any, examples: list[EvalExample], max_new_to
 
 @dataclass
 class Evaluation:
-    """Answers and scores of the base, the final model, and each kept checkpoint."""
+    """Answers of the base, the final model, and each kept checkpoint; `grade` scores them."""
 
     examples: list[EvalExample]
-    json_task: bool
     base: list[str]
     fine_tuned: list[str]
     checkpoints: dict[str, list[str]]  # checkpoint model name -> answers
+    # "base", "fine_tuned" and each checkpoint's name -> its scores, once graded.
+    scores: dict[str, Scores] = field(default_factory=dict)
 
-    def _scores(self, answers: list[str]) -> list[dict[str, float]]:
-        return [grade(e.expected, a, self.json_task) for e, a in zip(self.examples, answers,
-                                                                         strict=True)]
+    async def grade(self, scorer: Scorer) -> "Evaluation":
+        answered = {"base": self.base, "fine_tuned": self.fine_tuned, **self.checkpoints}
+        graded = await asyncio.gather(*(scorer(self.examples, answers)
+                                        for answers in answered.values()))
+        self.scores = dict(zip(answered, graded, strict=True))
+        return self
 
     def summary(self, steps: dict[str, int], generated_by: str) -> dict[str, Any]:
         """`generated_by`: `engine` (the serving engine answered) or `worker` (the training
         worker, with the model it had just trained)."""
         return {
             "n_examples": len(self.examples), "generated_by": generated_by,
-            "base": summarize(self._scores(self.base)),
-            "fine_tuned": summarize(self._scores(self.fine_tuned)),
+            "base": summarize(self.scores["base"]),
+            "fine_tuned": summarize(self.scores["fine_tuned"]),
             "checkpoints": [{"fine_tuned_model_checkpoint": name, "step_number": steps[name],
-                             **summarize(self._scores(answers))}
-                            for name, answers in self.checkpoints.items()],
+                             **summarize(self.scores[name])}
+                            for name in self.checkpoints],
         }
 
     def jsonl(self) -> bytes:
         """The `fine-tune-eval` file: one line per example."""
-        base, tuned = self._scores(self.base), self._scores(self.fine_tuned)
+        base, tuned = self.scores["base"], self.scores["fine_tuned"]
         lines = []
         for i, example in enumerate(self.examples):
+            reference = ({"item": example.item} if example.item is not None
+                         else {"expected": example.expected})
             lines.append(json.dumps({
-                "prompt": example.prompt, "expected": example.expected,
+                "prompt": example.prompt, **reference,
                 "base_output": self.base[i], "fine_tuned_output": self.fine_tuned[i],
                 "base_scores": base[i], "fine_tuned_scores": tuned[i],
             }))
@@ -161,14 +236,16 @@ class Evaluation:
 
 def evaluate(model: Any, tokenizer: Any, examples: list[EvalExample],
              checkpoints: Mapping[str, Callable[[], dict[str, Any] | None]], batch_size: int,
-             should_stop: Callable[[], bool]) -> Evaluation | None:
+             should_stop: Callable[[], bool], answer_tokens: int | None = None,
+             ) -> Evaluation | None:
     """Answers of the base (the adapter disabled), of the trained adapter as it is, then of
     each checkpoint (its adapter weights loaded in turn: call this after the final adapter
     is saved; one whose weights are gone is left out). None if the job stopped meanwhile."""
     from peft import set_peft_model_state_dict
 
     model.eval()
-    budget = new_tokens_budget(examples, lambda t: len(tokenizer(t)["input_ids"]))
+    budget = new_tokens_budget(examples, lambda t: len(tokenizer(t)["input_ids"]),
+                               answer_tokens)
 
     def answers() -> list[str]:
         return generate(model, tokenizer, examples, budget, batch_size)
@@ -177,8 +254,7 @@ def evaluate(model: Any, tokenizer: Any, examples: list[EvalExample],
         base = answers()
     if should_stop():
         return None
-    result = Evaluation(examples=examples, json_task=is_json_task(examples), base=base,
-                        fine_tuned=answers(), checkpoints={})
+    result = Evaluation(examples=examples, base=base, fine_tuned=answers(), checkpoints={})
     for name, weights in checkpoints.items():
         if should_stop():
             return None
@@ -191,6 +267,10 @@ def evaluate(model: Any, tokenizer: Any, examples: list[EvalExample],
 
 def headline(summary: dict[str, Any]) -> str:
     base, tuned = summary["base"], summary["fine_tuned"]
+    if "reward" in base:
+        return (f"Evaluation on {summary['n_examples']} validation prompts: mean reward "
+                f"{base['reward']:.2f} -> {tuned['reward']:.2f}, pass rate "
+                f"{base['passed']:.2f} -> {tuned['passed']:.2f}")
     return (f"Evaluation on {summary['n_examples']} validation examples: exact match "
             f"{base['exact_match']:.2f} -> {tuned['exact_match']:.2f}, text similarity "
             f"{base['text_similarity']:.2f} -> {tuned['text_similarity']:.2f}")

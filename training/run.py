@@ -1,5 +1,6 @@
 """A job's training run, from the DB row to the published adapter."""
 
+import asyncio
 import csv
 import importlib.util
 import io
@@ -22,7 +23,16 @@ from storage.models import FineTunedModel, FineTuningJob, JobEvent
 from storage.sharing import usable_model
 from training import evaluation_state, jobs
 from training.data import dpo_row, read_records, sft_dataset_rows
-from training.evaluation import EvalExample, eval_examples, evaluate, headline
+from training.evaluation import (
+    EvalExample,
+    Scorer,
+    answer_tokens,
+    eval_examples,
+    evaluate,
+    grader_scorer,
+    headline,
+    reference_scores,
+)
 from training.graders import parse_grader
 from training.heartbeat import Heartbeat
 from training.hyperparameters import Hyperparameters
@@ -141,8 +151,12 @@ def run(job_id: str, attempt: int, settings: TrainingSettings, db: Database, sto
             return
         if valid_rows:  # inside the judge's block: its answers are graded with the job's key
             _full_validation(ctx, trainer)
-    _finish(ctx, job, trainer, tokenizer, workdir,
-            Evaluator(ctx, model, tokenizer, examples, settings.eval_batch_size))
+        # So is the built-in evaluation of a reinforcement job (by its grader).
+        scorer = (grader_scorer(cfg.grader, cfg.judge, settings.judge_timeout_seconds)
+                  if method == "reinforcement" and cfg.grader else reference_scores)
+        _finish(ctx, job, trainer, tokenizer, workdir,
+                Evaluator(ctx, model, tokenizer, examples, settings.eval_batch_size, scorer,
+                          answer_tokens(job.method)))
 
 
 def _parent_adapter(ctx: JobContext, parent: str, local: Path) -> Path | None:
@@ -182,6 +196,8 @@ class Evaluator:
     tokenizer: Any
     examples: list[EvalExample]
     batch_size: int
+    scorer: Scorer
+    answer_tokens: int | None
 
     def __call__(self, final_step: int) -> tuple[dict[str, Any], bytes] | None:
         if not self.examples:
@@ -191,9 +207,10 @@ class Evaluator:
             kept = evaluation_state.checkpoints(s, ctx.job_id, final_step)
         weights = {name: partial(self._weights, prefix) for name, _, prefix in kept}
         result = evaluate(self.model, self.tokenizer, self.examples, weights, self.batch_size,
-                          lambda: ctx.heartbeat.should_stop)
+                          lambda: ctx.heartbeat.should_stop, self.answer_tokens)
         if result is None:
             return None
+        asyncio.run(result.grade(self.scorer))
         return result.summary({name: step for name, step, _ in kept}, "worker"), result.jsonl()
 
     def _weights(self, prefix: str) -> dict[str, Any] | None:

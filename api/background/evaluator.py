@@ -9,6 +9,7 @@ would, and publishes the result on the job."""
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 from typing import Any
 
 from fastapi.concurrency import run_in_threadpool
@@ -30,11 +31,15 @@ from training.data import iter_records
 from training.evaluation import (
     EvalExample,
     Evaluation,
+    Scorer,
+    answer_tokens,
     eval_examples,
+    grader_scorer,
     headline,
-    is_json_task,
     new_tokens_budget,
+    reference_scores,
 )
+from training.graders import Judge
 from training.tokens import token_counter
 
 log = logging.getLogger("tuneserve.evaluator")
@@ -46,9 +51,12 @@ class EvaluationFailed(Exception):
 
 class EngineEvaluator:
     def __init__(self, settings: Settings, db: Database, store: BlobStore,
-                 adapters: AdapterManager, proxy: Proxy) -> None:
+                 adapters: AdapterManager, proxy: Proxy,
+                 judges: Callable[[str], Judge] | None = None) -> None:
+        """`judges`: a project's judge for score_model graders (reinforcement jobs' grader
+        asks it); without one, such a grading is flagged as its judge's failure."""
         self.settings, self.db, self.store = settings, db, store
-        self.adapters, self.proxy = adapters, proxy
+        self.adapters, self.proxy, self.judges = adapters, proxy, judges
         self.token = random_token(16)
 
     async def run(self) -> None:
@@ -115,19 +123,30 @@ class EngineEvaluator:
             return None
         spec = base_models(self.settings)[job.base_model]
         counter = await run_in_threadpool(token_counter, spec.path)
-        budget = new_tokens_budget(examples, lambda t: len(counter.tokenizer(t)["input_ids"]))
+        budget = new_tokens_budget(examples, lambda t: len(counter.tokenizer(t)["input_ids"]),
+                                   answer_tokens(job.method))
         with self.db.session() as s:
             kept = evaluation_state.checkpoints(s, job.id, job.step or 0)
         answers = [await self._answers(job, model, examples, budget)
                    for model in (job.base_model, job.fine_tuned_model or "")]
-        result = Evaluation(examples=examples, json_task=is_json_task(examples),
-                            base=answers[0], fine_tuned=answers[1], checkpoints={})
+        result = Evaluation(examples=examples, base=answers[0], fine_tuned=answers[1],
+                            checkpoints={})
         for name, _, _ in kept:
             try:
                 result.checkpoints[name] = await self._answers(job, name, examples, budget)
             except ModelNotFound:  # the checkpoint was deleted meanwhile
                 continue
+        await result.grade(self.scorer(job))
         return result, {name: step for name, step, _ in kept}
+
+    def scorer(self, job: FineTuningJob) -> Scorer:
+        """A reinforcement job's answers are scored by its own grader, the others' against
+        their reference answers."""
+        grader = job.method.get("reinforcement", {}).get("grader")
+        if job.method["type"] != "reinforcement" or not grader:
+            return reference_scores
+        judge = self.judges(job.project_id) if self.judges is not None else None
+        return grader_scorer(grader, judge, self.settings.judge_timeout_seconds)
 
     async def _answers(self, job: FineTuningJob, model: str, examples: list[EvalExample],
                        budget: int) -> list[str]:

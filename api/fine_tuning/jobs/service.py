@@ -213,10 +213,8 @@ def create_job(session: Session, store: BlobStore, project: Project,
         status=JobStatus.VALIDATING_FILES, created_at=int(time.time()),
         model_name=jobs.fine_tuned_model_name(base, project.name, body.suffix),
         result_files=[],
-        # Reinforcement data has no reference answers for the built-in evaluation.
         evaluation=(evaluation_state.pending()
-                    if body.validation_file and base in evaluated_on_engine
-                    and method["type"] != "reinforcement" else None),
+                    if body.validation_file and base in evaluated_on_engine else None),
     )
     session.add(job)
     session.flush()

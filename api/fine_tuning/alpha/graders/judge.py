@@ -11,10 +11,12 @@ from api.errors import APIError
 from api.inference import check_token_budget
 from api.quotas import admit, estimate_tokens
 from api.services import Services
-from serving.adapters import AdapterLoadError, ModelNotFound, ModelNotServed
+from api.settings import Settings
+from serving.adapters import AdapterLoadError, AdapterManager, ModelNotFound, ModelNotServed
 from serving.engine import EngineTimeout, EngineUnavailable
-from serving.proxy import Answer
+from serving.proxy import Answer, Proxy
 from serving.send import send
+from storage.db import Database
 from training.graders import (
     Judge,
     JudgeError,
@@ -31,19 +33,31 @@ _MAX_TOKENS = "sampling_params.max_completions_tokens"
 def engine_judge(services: Services, project_id: str) -> Judge:
     async def judge(model: str, messages: list[dict[str, str]],
                     sampling: ScoreModelSamplingParams | None) -> JudgeReply:
-        serving, settings = services.serving, services.settings
+        serving = services.serving
         if serving is None:
             raise JudgeError("Serving is turned off on this server.")
+        ask = serving_judge(services.settings, services.db, serving.adapters, serving.proxy,
+                            project_id)
+        return await ask(model, messages, sampling)
+
+    return judge
+
+
+def serving_judge(settings: Settings, db: Database, adapters: AdapterManager, proxy: Proxy,
+                  project_id: str) -> Judge:
+    """The judge of a node that serves (the built-in evaluation's, on the serving parts)."""
+    async def judge(model: str, messages: list[dict[str, str]],
+                    sampling: ScoreModelSamplingParams | None) -> JudgeReply:
         payload = judge_request(messages, sampling)
         try:
             check_token_budget(1, payload.get("max_tokens"), settings.max_model_len,
                                settings.max_request_tokens)
         except APIError as err:
             raise JudgeRejected(_MAX_TOKENS, err.message, err.code or "invalid_value") from None
-        await admit(settings, services.db, project_id,
+        await admit(settings, db, project_id,
                     estimate_tokens(messages, 1, payload.get("max_tokens")))
         try:
-            out, lease = await send(serving.adapters, serving.proxy, project_id, model,
+            out, lease = await send(adapters, proxy, project_id, model,
                                     "/v1/chat/completions", payload, stream=False,
                                     request_id=request_context.request_id.get())
         except ModelNotFound:
