@@ -21,7 +21,9 @@ from tests.support.training import (
     worker_processes,
 )
 
-TRAINING = [sft_example(i) for i in range(24)]
+# Twelve examples (a training file's ten at least): what each test checks needs steps and
+# checkpoints, not compute.
+TRAINING = [sft_example(i) for i in range(12)]
 
 
 def _worker(job_id: str) -> psutil.Process | None:
@@ -75,7 +77,7 @@ def test_cancel_a_queued_job(local_server: TuneserveServer) -> None:
 
 def test_pause_then_resume_continues_from_the_checkpoint(local_server: TuneserveServer) -> None:
     client = local_server.client()
-    job_id = _start(client, n_epochs=2, batch_size=2)  # 24 steps
+    job_id = _start(client, n_epochs=2, batch_size=1)  # 24 steps
     wait_for_event(client, job_id, "Step 3/")
     # Answered at once, as OpenAI does; the worker saves its state, then the job is paused.
     assert client.fine_tuning.jobs.pause(job_id).status == "pausing"
@@ -101,8 +103,8 @@ def test_killed_worker_resumes_from_its_last_checkpoint(
     local_server: TuneserveServer, sft_job: object,
 ) -> None:
     client = local_server.client()
-    job_id = _start(client, n_epochs=3, batch_size=4)  # 18 steps, checkpoints at 6 and 12
-    wait_for_event(client, job_id, "Checkpoint created at step 6")
+    job_id = _start(client, n_epochs=3, batch_size=4)  # 9 steps, checkpoints at 3 and 6
+    wait_for_event(client, job_id, "Checkpoint created at step 3")
     worker = _worker(job_id)
     assert worker is not None
     # After the node's first job (`sft_job`), workers are forked from the preloaded launcher,
@@ -114,14 +116,14 @@ def test_killed_worker_resumes_from_its_last_checkpoint(
     messages = [e.message for e in events(client, job_id)]
     assert any("interrupted" in m for m in messages)
     steps = train_steps(client, job_id)
-    assert steps[-1] == 18 and set(steps) == set(range(1, 19))
+    assert steps[-1] == 9 and set(steps) == set(range(1, 10))
 
 
 def test_killed_worker_before_any_saved_state_starts_again_and_succeeds(
     local_server: TuneserveServer,
 ) -> None:
     client = local_server.client()
-    job_id = _start(client, n_epochs=1, batch_size=4)  # 6 steps, state only at the end
+    job_id = _start(client, n_epochs=1, batch_size=4)  # 3 steps, state only at the end
     wait_for_event(client, job_id, "Fine-tuning job started")
     deadline = time.monotonic() + 60
     while (worker := _worker(job_id)) is None:
@@ -132,7 +134,7 @@ def test_killed_worker_before_any_saved_state_starts_again_and_succeeds(
     assert done.status == "succeeded", done.error
     messages = [e.message for e in events(client, job_id)]
     assert any("starting again from the beginning" in m for m in messages)
-    assert train_steps(client, job_id)[-1] == 6
+    assert train_steps(client, job_id)[-1] == 3
 
 
 def test_api_and_worker_killed_mid_job_then_recovery(
@@ -146,8 +148,8 @@ def test_api_and_worker_killed_mid_job_then_recovery(
     server.start()
     try:
         client = server.client()
-        job_id = _start(client, n_epochs=3, batch_size=4)
-        wait_for_event(client, job_id, "Checkpoint created at step 6")
+        job_id = _start(client, n_epochs=3, batch_size=4)  # 9 steps, checkpoints at 3 and 6
+        wait_for_event(client, job_id, "Checkpoint created at step 3")
         worker = _worker(job_id)
         assert worker is not None
         os.kill(server.proc.pid, signal.SIGKILL)  # type: ignore[union-attr]
@@ -157,7 +159,7 @@ def test_api_and_worker_killed_mid_job_then_recovery(
         server.start()  # the job is still `running` in the DB, with nobody training it
         done = wait_for(server.client(), job_id)
         assert done.status == "succeeded", done.error
-        assert train_steps(server.client(), job_id)[-1] == 18
+        assert train_steps(server.client(), job_id)[-1] == 9
         assert any("interrupted" in e.message for e in events(server.client(), job_id))
     finally:
         server.stop()
