@@ -40,6 +40,27 @@ def test_examples_take_the_last_assistant_message_as_the_expected_answer() -> No
            "non_preferred_output": [{"role": "assistant", "content": "go away"}]}
     (example,) = eval_examples("dpo", [dpo], limit=5)
     assert (example.prompt, example.expected) == (dpo["input"]["messages"], "hello")
+    assert example.rejected == "go away"
+    # A pair whose rejected answer is no text has nothing to compare with.
+    no_text = {**dpo, "non_preferred_output": [{"role": "assistant", "content": None}]}
+    assert eval_examples("dpo", [no_text], limit=5) == []
+
+
+def test_pairs_report_how_often_and_how_much_the_preferred_answer_is_preferred() -> None:
+    dpo = {"input": {"messages": [{"role": "user", "content": "hi"}]},
+           "preferred_output": [{"role": "assistant", "content": "hello"}],
+           "non_preferred_output": [{"role": "assistant", "content": "go away"}]}
+    examples = eval_examples("dpo", [dpo, dpo], limit=5)
+    result = asyncio.run(Evaluation(
+        examples=examples, base=["go", "go"], fine_tuned=["hello", "go"], checkpoints={},
+        margins={"base": [-1.5, 0.5], "fine_tuned": [2.0, 1.0]}).grade(reference_scores))
+    summary = result.summary({}, "engine")
+    assert (summary["base"]["preference_accuracy"], summary["base"]["preference_margin"]) == (
+        0.5, -0.5)
+    assert summary["fine_tuned"]["preference_accuracy"] == 1.0
+    assert headline(summary).startswith(
+        "Evaluation on 2 validation pairs: preference accuracy 0.50 -> 1.00, mean margin "
+        "-0.50 -> 1.50, exact match 0.00 -> 0.50")
 
 
 def test_graders_score_exact_fuzzy_and_json_answers() -> None:

@@ -4,6 +4,7 @@ import contextlib
 import csv
 import io
 import json
+from pathlib import Path
 
 import openai
 import pytest
@@ -233,11 +234,48 @@ def test_dpo_job_trains_on_s3_and_postgresql(s3_server: TuneserveServer) -> None
     evaluation = done.model_extra["evaluation"]
     assert (evaluation["status"], evaluation["generated_by"], evaluation["n_examples"]) == (
         "completed", "worker", 3)
-    assert set(evaluation["fine_tuned"]) == {"exact_match", "text_similarity"}
+    assert set(evaluation["fine_tuned"]) == {"exact_match", "text_similarity",
+                                             "preference_accuracy", "preference_margin"}
     assert evaluation["checkpoints"] == []  # its one checkpoint is the final model
     lines = client.files.content(evaluation["result_file"]).read().decode().splitlines()
     assert [json.loads(line)["expected"] for line in lines] == ["100", "102", "104"]
     assert done.result_files[1] == evaluation["result_file"]
+
+
+def test_a_dpo_job_is_evaluated_by_its_preferences(
+        local_server: TuneserveServer, models_dir: Path) -> None:
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from training.evaluation import eval_examples, preference_margins
+
+    client = local_server.client()
+    pairs = [dpo_example(i) for i in range(60, 63)]
+    job = client.fine_tuning.jobs.create(
+        model=BASE, training_file=upload(client, [dpo_example(i) for i in range(10)]),
+        validation_file=upload(client, pairs, "v.jsonl"), seed=3,
+        method={"type": "dpo", "dpo": {"hyperparameters": {"n_epochs": 1, "batch_size": 10}}})
+    done = wait_for(client, job.id)
+    assert done.status == "succeeded", done.error
+    evaluation = wait_for_evaluation(client, job.id).model_extra["evaluation"]  # type: ignore[index]
+    # Even on a base this server serves, the worker evaluates pairs (log-probabilities).
+    assert (evaluation["status"], evaluation["generated_by"], evaluation["n_examples"]) == (
+        "completed", "worker", 3), evaluation
+    for model in ("base", "fine_tuned"):
+        assert set(evaluation[model]) == {"exact_match", "text_similarity",
+                                          "preference_accuracy", "preference_margin"}
+    lines = [json.loads(line) for line in
+             client.files.content(evaluation["result_file"]).read().decode().splitlines()]
+    reported = [line["base_scores"]["preference_margin"] for line in lines]
+    # The base's margins are the plain base model's log-probabilities of the preferred
+    # answer minus the rejected one's (the job's adapter disabled adds nothing).
+    tokenizer = AutoTokenizer.from_pretrained(models_dir / BASE)
+    model = AutoModelForCausalLM.from_pretrained(models_dir / BASE, dtype=torch.float32)
+    plain = preference_margins(model, tokenizer, eval_examples("dpo", pairs, 10))
+    assert reported == pytest.approx(plain, abs=0.2), (reported, plain)
+    assert evaluation["base"]["preference_accuracy"] == sum(m > 0 for m in plain) / 3
+    assert any(e.message.startswith("Evaluation on 3 validation pairs: preference accuracy")
+               for e in events(client, job.id))
 
 
 def _failed(client: openai.OpenAI, training: bytes, *, method: str = "supervised",

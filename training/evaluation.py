@@ -9,6 +9,12 @@ Graders, per example, against the example's last assistant message:
 - when every expected answer is a JSON object: `json_valid` (the answer parses as a JSON
   object) and `json_same_keys` (with exactly the expected keys).
 
+A DPO job's pairs are also scored by what DPO optimises: each model's log-probability of the
+preferred answer minus the rejected one's, after the prompt (`preference_margin`, summed over
+the answer's tokens) and whether it is above 0 (`preference_accuracy`: the model prefers what
+the data prefers). The prompt's own tokens are the same in both sequences, so the margin is
+the difference of the two whole sequences' log-probabilities.
+
 A reinforcement job has no reference answers: its validation prompts are answered and scored
 by the job's own grader, with the row as the grader's `item`: `reward` (the grader's
 reward), `passed` (the reward is at least `PASS_THRESHOLD`, for a score_model grader the
@@ -45,6 +51,11 @@ class EvalExample:
     expected: str
     tools: list[dict[str, Any]] | None = None
     item: dict[str, Any] | None = None  # a reinforcement row: its grader's `item`
+    rejected: str | None = None  # a DPO pair's non-preferred answer
+
+    def with_answer(self, answer: str) -> list[dict[str, Any]]:
+        """The conversation that ends with `answer` as the assistant's turn."""
+        return [*self.prompt, {"role": "assistant", "content": answer}]
 
 
 def _plain(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -64,8 +75,12 @@ def eval_examples(method: str, records: Iterable[dict[str, Any]],
             examples.append(EvalExample(prompt=_plain(record["messages"]), expected="",
                                         tools=record.get("tools"), item=record))
             continue
+        rejected = None
         if method == "dpo":
             prompt, targets = record["input"]["messages"], record["preferred_output"]
+            rejected = (record.get("non_preferred_output") or [{}])[-1].get("content")
+            if not isinstance(rejected, str) or not rejected.strip():
+                continue  # no text to compare the preferred answer with
         else:
             last = max((i for i, m in enumerate(record["messages"])
                         if m.get("role") == "assistant"), default=None)
@@ -75,7 +90,7 @@ def eval_examples(method: str, records: Iterable[dict[str, Any]],
         expected = targets[-1].get("content") if targets else None
         if isinstance(expected, str) and expected.strip():
             examples.append(EvalExample(prompt=_plain(prompt), expected=expected,
-                                        tools=record.get("tools")))
+                                        tools=record.get("tools"), rejected=rejected))
     return examples
 
 
@@ -197,6 +212,8 @@ class Evaluation:
     base: list[str]
     fine_tuned: list[str]
     checkpoints: dict[str, list[str]]  # checkpoint model name -> answers
+    # DPO: "base", "fine_tuned" and each checkpoint's name -> each pair's preference margin.
+    margins: dict[str, list[float]] = field(default_factory=dict)
     # "base", "fine_tuned" and each checkpoint's name -> its scores, once graded.
     scores: dict[str, Scores] = field(default_factory=dict)
 
@@ -205,6 +222,10 @@ class Evaluation:
         graded = await asyncio.gather(*(scorer(self.examples, answers)
                                         for answers in answered.values()))
         self.scores = dict(zip(answered, graded, strict=True))
+        for name, margins in self.margins.items():
+            for scores, margin in zip(self.scores[name], margins, strict=True):
+                scores["preference_accuracy"] = float(margin > 0)
+                scores["preference_margin"] = round(margin, 4)
         return self
 
     def summary(self, steps: dict[str, int], generated_by: str) -> dict[str, Any]:
@@ -234,6 +255,24 @@ class Evaluation:
         return ("\n".join(lines) + "\n").encode()
 
 
+def preference_margins(model: Any, tokenizer: Any, examples: list[EvalExample]) -> list[float]:
+    """Each pair's log-probability of the preferred answer minus the rejected one's, under
+    the model as it is (one sequence at a time: a pair's two differ in length)."""
+    import torch
+
+    def logprob(example: EvalExample, answer: str) -> float:
+        text = tokenizer.apply_chat_template(example.with_answer(answer), tools=example.tools,
+                                             tokenize=False)
+        ids = tokenizer(text, return_tensors="pt", add_special_tokens=False)["input_ids"]
+        ids = ids.to(model.device)
+        with torch.inference_mode():
+            logits = model(input_ids=ids).logits[0, :-1].float()
+        picked = torch.log_softmax(logits, dim=-1).gather(1, ids[0, 1:, None])
+        return float(picked.sum())
+
+    return [logprob(e, e.expected) - logprob(e, e.rejected or "") for e in examples]
+
+
 def evaluate(model: Any, tokenizer: Any, examples: list[EvalExample],
              checkpoints: Mapping[str, Callable[[], dict[str, Any] | None]], batch_size: int,
              should_stop: Callable[[], bool], answer_tokens: int | None = None,
@@ -247,21 +286,27 @@ def evaluate(model: Any, tokenizer: Any, examples: list[EvalExample],
     budget = new_tokens_budget(examples, lambda t: len(tokenizer(t)["input_ids"]),
                                answer_tokens)
 
-    def answers() -> list[str]:
+    pairs = all(e.rejected is not None for e in examples)
+    margins: dict[str, list[float]] = {}
+
+    def answers(name: str) -> list[str]:
+        if pairs:
+            margins[name] = preference_margins(model, tokenizer, examples)
         return generate(model, tokenizer, examples, budget, batch_size)
 
     with model.disable_adapter():
-        base = answers()
+        base = answers("base")
     if should_stop():
         return None
-    result = Evaluation(examples=examples, base=base, fine_tuned=answers(), checkpoints={})
+    result = Evaluation(examples=examples, base=base, fine_tuned=answers("fine_tuned"),
+                        checkpoints={}, margins=margins)
     for name, weights in checkpoints.items():
         if should_stop():
             return None
         state = weights()
         if state is not None:
             set_peft_model_state_dict(model, state)
-            result.checkpoints[name] = answers()
+            result.checkpoints[name] = answers(name)
     return result
 
 
@@ -271,6 +316,12 @@ def headline(summary: dict[str, Any]) -> str:
         return (f"Evaluation on {summary['n_examples']} validation prompts: mean reward "
                 f"{base['reward']:.2f} -> {tuned['reward']:.2f}, pass rate "
                 f"{base['passed']:.2f} -> {tuned['passed']:.2f}")
+    if "preference_accuracy" in base:
+        return (f"Evaluation on {summary['n_examples']} validation pairs: preference accuracy "
+                f"{base['preference_accuracy']:.2f} -> {tuned['preference_accuracy']:.2f}, "
+                f"mean margin {base['preference_margin']:.2f} -> "
+                f"{tuned['preference_margin']:.2f}, exact match {base['exact_match']:.2f} -> "
+                f"{tuned['exact_match']:.2f}")
     return (f"Evaluation on {summary['n_examples']} validation examples: exact match "
             f"{base['exact_match']:.2f} -> {tuned['exact_match']:.2f}, text similarity "
             f"{base['text_similarity']:.2f} -> {tuned['text_similarity']:.2f}")

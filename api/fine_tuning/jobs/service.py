@@ -213,8 +213,11 @@ def create_job(session: Session, store: BlobStore, project: Project,
         status=JobStatus.VALIDATING_FILES, created_at=int(time.time()),
         model_name=jobs.fine_tuned_model_name(base, project.name, body.suffix),
         result_files=[],
+        # DPO pairs are scored by log-probabilities, which the worker computes: vLLM's
+        # prompt_logprobs on an adapter kill its engine (on the CPU build, vLLM 0.2x).
         evaluation=(evaluation_state.pending()
-                    if body.validation_file and base in evaluated_on_engine else None),
+                    if body.validation_file and base in evaluated_on_engine
+                    and method["type"] != "dpo" else None),
     )
     session.add(job)
     session.flush()
