@@ -68,9 +68,10 @@ class SeaweedFS:
                 return self
             except Exception:
                 if self.proc.poll() is not None or time.monotonic() > deadline:
+                    # Read before `stop` removes the directory the log is in.
+                    said = (self.dir / "weed.log").read_text(errors="replace")[-2000:]
                     self.stop()
-                    raise RuntimeError("SeaweedFS did not start: "
-                                       + (self.dir / "weed.log").read_text()[-2000:]) from None
+                    raise RuntimeError(f"SeaweedFS did not start: {said}") from None
                 time.sleep(0.3)
 
     def env(self, bucket: str, prefix: str = "") -> dict[str, str]:
