@@ -393,7 +393,7 @@ def tool_job(chat_server: TuneserveServer):  # type: ignore[no-untyped-def]
 
     client = chat_server.client()
     job = client.fine_tuning.jobs.create(
-        model=BASE, training_file=upload(client, [tool_example(i) for i in range(24)]),
+        model=BASE, training_file=upload(client, [tool_example(i) for i in range(16)]),
         suffix="tools", seed=3, method={"type": "supervised", "supervised": {
             "hyperparameters": {"n_epochs": 4, "batch_size": 8, "lora_rank": 8}}})
     done = wait_for(client, job.id)
