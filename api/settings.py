@@ -103,6 +103,15 @@ class Settings(TrainingSettings, ServingSettings):
             "`max_project_stored_bytes`."
         ),
     )
+    response_retention_days: int = Field(
+        30,
+        ge=0,
+        description=(
+            "Days a stored response of `/v1/responses` is kept (OpenAI keeps them 30 days); the "
+            "reaper deletes older ones, and a `previous_response_id` naming one is then a 400. "
+            "0: kept until deleted."
+        ),
+    )
     max_response_chain: int = Field(
         100,
         description=(

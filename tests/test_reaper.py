@@ -10,7 +10,7 @@ from api.tenancy import get_or_create_project
 from storage.blob import BlobStore
 from storage.db import Database
 from storage.keys import file_key, upload_part_key
-from storage.models import CursorTombstone, File, Upload
+from storage.models import CursorTombstone, File, StoredResponse, Upload
 
 
 def test_expired_objects_are_swept(database: Database, blob_store: BlobStore) -> None:
@@ -83,3 +83,18 @@ def test_a_row_deleted_twice_at_once_leaves_one_tombstone_in_its_own_list(
         assert list(s.scalars(select(CursorTombstone.id))) == ["file-twice"]
         assert deleted_position(s, "files", project.id, "file-twice") is not None
         assert deleted_position(s, "files", "proj_other", "file-twice") is None
+
+
+def test_stored_responses_are_kept_for_their_retention_only(
+        database: Database, blob_store: BlobStore) -> None:
+    now, day = int(time.time()), 86_400
+    with database.session() as s:
+        project = get_or_create_project(s, "responses")
+        for response_id, age_days in (("resp_old", 31), ("resp_new", 1)):
+            s.add(StoredResponse(id=response_id, project_id=project.id, depth=1,
+                                 input_items=[], input_item_ids=[], response={"id": response_id},
+                                 bytes=2, created_at=now - age_days * day))
+    assert reap_expired(database, blob_store) == 0  # without a retention: kept
+    assert reap_expired(database, blob_store, response_retention_seconds=30 * day) == 1
+    with database.session() as s:
+        assert list(s.scalars(select(StoredResponse.id))) == ["resp_new"]

@@ -1,11 +1,13 @@
-"""Sweeps away expired files and uploads, so their bytes do not linger in storage."""
+"""Sweeps away expired files, uploads and stored responses, so their bytes do not linger in
+storage."""
 
 import asyncio
 import logging
 import time
 
 from fastapi.concurrency import run_in_threadpool
-from sqlalchemy import select
+from sqlalchemy import delete, select
+from sqlalchemy.orm import Session
 
 from api.background.orphans import sweep_orphans
 from api.quotas import forget_old_windows
@@ -14,17 +16,23 @@ from storage.blob import BlobStore
 from storage.db import Database
 from storage.keys import file_key, upload_prefix
 from storage.logs import remove_old
-from storage.models import File, Upload
+from storage.models import File, StoredResponse, Upload
 from storage.tombstones import forget_old
 from storage.uploads import UploadStatus, finish
 
 log = logging.getLogger("tuneserve.api")
 
 
-def reap_expired(db: Database, store: BlobStore, batch: int = 500) -> int:
-    """Deletes expired files and expires stale uploads; returns how many objects went."""
+def reap_expired(db: Database, store: BlobStore, batch: int = 500,
+                 response_retention_seconds: int = 0) -> int:
+    """Deletes expired files and stored responses, expires stale uploads; returns how many
+    objects went. `response_retention_seconds`: 0 keeps stored responses."""
     now = int(time.time())
     with db.session() as session:
+        responses = (_old_responses(session, now - response_retention_seconds, batch)
+                     if response_retention_seconds else [])
+        if responses:
+            session.execute(delete(StoredResponse).where(StoredResponse.seq.in_(responses)))
         files = list(session.scalars(
             select(File).where(File.expires_at.is_not(None), File.expires_at <= now).limit(batch)
         ))
@@ -44,7 +52,15 @@ def reap_expired(db: Database, store: BlobStore, batch: int = 500) -> int:
         store.delete(file_key(row.project_id, row.id))
     for upload in uploads:
         store.delete_prefix(upload_prefix(upload.project_id, upload.id))
-    return len(files) + len(uploads)
+    return len(files) + len(uploads) + len(responses)
+
+
+def _old_responses(session: Session, cutoff: int, batch: int) -> list[int]:
+    """The stored responses created by `cutoff`, among the `batch` oldest: they are stored in
+    the order of their `seq`, so the primary key finds them without scanning the table."""
+    oldest = session.execute(select(StoredResponse.seq, StoredResponse.created_at)
+                             .order_by(StoredResponse.seq).limit(batch)).all()
+    return [seq for seq, created_at in oldest if created_at <= cutoff]
 
 
 async def run_reaper(db: Database, store: BlobStore, settings: Settings) -> None:
@@ -57,7 +73,8 @@ async def run_reaper(db: Database, store: BlobStore, settings: Settings) -> None
                                         settings.log_retention_days * 86400)
                 await run_in_threadpool(sweep_orphans, db, store,
                                         settings.orphan_grace_seconds)
-            if await run_in_threadpool(reap_expired, db, store):
+            if await run_in_threadpool(reap_expired, db, store, 500,
+                                       settings.response_retention_days * 86400):
                 continue
         except Exception:
             log.exception("reaping expired objects failed; trying again later")
