@@ -151,6 +151,14 @@ def grader_scorer(grader_data: dict[str, Any], judge: Judge | None,
     return score
 
 
+def scorer_for(method: dict[str, Any], judge: Judge | None, judge_timeout: float) -> Scorer:
+    """A job's Scorer: a reinforcement job's own grader, the other methods' references."""
+    grader = (method.get("reinforcement") or {}).get("grader")
+    if method.get("type") != "reinforcement" or not grader:
+        return reference_scores
+    return grader_scorer(grader, judge, judge_timeout)
+
+
 def answer_tokens(method: dict[str, Any]) -> int | None:
     """The answer length a reinforcement job trained with (None: as long as the longest
     reference answer needs, for the other methods)."""

@@ -29,9 +29,8 @@ from training.evaluation import (
     answer_tokens,
     eval_examples,
     evaluate,
-    grader_scorer,
     headline,
-    reference_scores,
+    scorer_for,
 )
 from training.graders import parse_grader
 from training.heartbeat import Heartbeat
@@ -152,8 +151,7 @@ def run(job_id: str, attempt: int, settings: TrainingSettings, db: Database, sto
         if valid_rows:  # inside the judge's block: its answers are graded with the job's key
             _full_validation(ctx, trainer)
         # So is the built-in evaluation of a reinforcement job (by its grader).
-        scorer = (grader_scorer(cfg.grader, cfg.judge, settings.judge_timeout_seconds)
-                  if method == "reinforcement" and cfg.grader else reference_scores)
+        scorer = scorer_for(job.method, cfg.judge, settings.judge_timeout_seconds)
         _finish(ctx, job, trainer, tokenizer, workdir,
                 Evaluator(ctx, model, tokenizer, examples, settings.eval_batch_size, scorer,
                           answer_tokens(job.method)))

@@ -31,13 +31,11 @@ from training.data import iter_records
 from training.evaluation import (
     EvalExample,
     Evaluation,
-    Scorer,
     answer_tokens,
     eval_examples,
-    grader_scorer,
     headline,
     new_tokens_budget,
-    reference_scores,
+    scorer_for,
 )
 from training.graders import Judge
 from training.tokens import token_counter
@@ -136,17 +134,9 @@ class EngineEvaluator:
                 result.checkpoints[name] = await self._answers(job, name, examples, budget)
             except ModelNotFound:  # the checkpoint was deleted meanwhile
                 continue
-        await result.grade(self.scorer(job))
-        return result, {name: step for name, step, _ in kept}
-
-    def scorer(self, job: FineTuningJob) -> Scorer:
-        """A reinforcement job's answers are scored by its own grader, the others' against
-        their reference answers."""
-        grader = job.method.get("reinforcement", {}).get("grader")
-        if job.method["type"] != "reinforcement" or not grader:
-            return reference_scores
         judge = self.judges(job.project_id) if self.judges is not None else None
-        return grader_scorer(grader, judge, self.settings.judge_timeout_seconds)
+        await result.grade(scorer_for(job.method, judge, self.settings.judge_timeout_seconds))
+        return result, {name: step for name, step, _ in kept}
 
     async def _answers(self, job: FineTuningJob, model: str, examples: list[EvalExample],
                        budget: int) -> list[str]:
