@@ -146,9 +146,26 @@ def _response_calls(response: Any) -> list[Call]:
     return [(item.name, item.arguments) for item in response.output]
 
 
+def _forced_response(response: Any) -> bool:
+    """A forced response is calls and nothing else: whole calls that fit when it completed,
+    the partial call when `max_output_tokens` cut it off. True when it completed."""
+    calls = _response_calls(response)
+    assert calls, response
+    if response.status == "incomplete":
+        assert response.incomplete_details.reason == "max_output_tokens", response
+        assert calls[-1][1].startswith("{"), response
+        return False
+    assert response.status == "completed", response
+    for call in calls:
+        _fits(call)
+    return True
+
+
 def test_a_forced_responses_tool_is_a_function_call_that_fits(client: openai.OpenAI) -> None:
     """The Responses API takes no seed: five samples at temperature 1 with `required`, and a
-    named function streamed and cut off."""
+    named function streamed and cut off. Unseeded, an argument string now and then runs on
+    past any `max_output_tokens` (CI once met one past 90 tokens; here 33 to 49 tokens in 40
+    samples), so a sample may be cut off: then it is the partial call, never text."""
     ask = partial(client.responses.create, model=BASE, input=QUESTION[0]["content"],
                   tools=RESPONSE_TOOLS, temperature=1)
     named = {"type": "function", "name": "get_weather"}
@@ -156,15 +173,12 @@ def test_a_forced_responses_tool_is_a_function_call_that_fits(client: openai.Ope
         *[partial(ask, tool_choice="required", max_output_tokens=ROOM) for _ in SEEDS],
         lambda: list(ask(tool_choice=named, max_output_tokens=ROOM, stream=True)),
         partial(ask, tool_choice=named, max_output_tokens=CUT)])
-    for response in responses:
-        calls = _response_calls(response)
-        assert response.status == "completed" and calls, response
-        for call in calls:
-            _fits(call)
-    assert streamed[-1].type == "response.completed"
-    ((name, arguments),) = _response_calls(streamed[-1].response)
+    assert streamed[-1].type in ("response.completed", "response.incomplete")
+    completed = [_forced_response(r) for r in [*responses, streamed[-1].response]]
+    # A sample is rarely cut off: all six cut off means calls that do not close.
+    assert any(completed), responses
+    ((name, _),) = _response_calls(streamed[-1].response)
     assert name == "get_weather"
-    _fits((name, arguments))
     assert cut.status == "incomplete" and cut.incomplete_details.reason == "max_output_tokens"
     ((name, arguments),) = _response_calls(cut)
     assert name == "get_weather" and arguments.startswith("{")
