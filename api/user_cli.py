@@ -262,9 +262,12 @@ def _given(args: argparse.Namespace, *names: str) -> Json:
 
 
 def _jobs_create(api: Api, args: argparse.Namespace) -> int:
-    if args.beta is not None and args.method != "dpo":
-        raise CliError("--beta is a DPO hyperparameter: add --method dpo")
-    hyperparameters = _given(args, "n_epochs", "batch_size", "learning_rate_multiplier", "beta")
+    for name in ("beta", "rpo_alpha"):
+        if getattr(args, name) is not None and args.method != "dpo":
+            option = "--" + name.replace("_", "-")
+            raise CliError(f"{option} is a DPO hyperparameter: add --method dpo")
+    hyperparameters = _given(args, "n_epochs", "batch_size", "learning_rate_multiplier", "beta",
+                             "rpo_alpha")
     body = {"model": args.model, "training_file": args.training_file,
             **_given(args, "validation_file", "suffix", "seed"),
             "method": {"type": args.method, args.method: {"hyperparameters": hyperparameters}}}
@@ -533,6 +536,8 @@ def register(commands: "argparse._SubParsersAction[argparse.ArgumentParser]") ->
     create.add_argument("--batch-size", type=int)
     create.add_argument("--learning-rate-multiplier", type=float)
     create.add_argument("--beta", type=float, help="DPO only")
+    create.add_argument("--rpo-alpha", type=float,
+                        help="DPO only: the weight of an SFT term on the preferred answer")
     create.add_argument("--suffix")
     create.add_argument("--seed", type=int)
     create.set_defaults(run=_run(_jobs_create))

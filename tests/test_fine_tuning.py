@@ -218,13 +218,14 @@ def test_dpo_job_trains_on_s3_and_postgresql(s3_server: TuneserveServer) -> None
     job = client.fine_tuning.jobs.create(
         model=BASE, training_file=training, validation_file=validation, suffix="prefs",
         method={"type": "dpo", "dpo": {"hyperparameters": {
-            "n_epochs": 1, "batch_size": 4, "beta": 0.2}}},
+            "n_epochs": 1, "batch_size": 4, "beta": 0.2, "rpo_alpha": 0.5}}},
     )
     assert job.status == "validating_files"
     assert job.method.dpo.hyperparameters.beta == 0.2
     done = wait_for(client, job.id)
     assert done.status == "succeeded", done.error
     assert done.method.dpo.hyperparameters.beta == 0.2
+    assert done.method.dpo.hyperparameters.model_extra["rpo_alpha"] == 0.5
     assert [c.step_number for c in client.fine_tuning.jobs.checkpoints.list(job.id)] == [3]
     metrics = [e.data for e in events(client, job.id) if e.type == "metrics"]
     assert [m["step"] for m in metrics if "train_loss" in m] == [1, 2, 3]
@@ -385,6 +386,8 @@ def test_bad_validation_file_names_it(local_server: TuneserveServer) -> None:
             "target_modules": ["lm_head"]}}}}, "method.supervised.hyperparameters.target_modules"),
         ({"method": {"type": "dpo", "dpo": {"hyperparameters": {"beta": 5}}}},
          "method.dpo.hyperparameters.beta"),
+        ({"method": {"type": "dpo", "dpo": {"hyperparameters": {"rpo_alpha": -1}}}},
+         "method.dpo.hyperparameters.rpo_alpha"),
         ({"hyperparameters": {"batch_size": 1000}}, "hyperparameters.batch_size"),
         ({"suffix": "has:colon"}, "suffix"),
         ({"seed": -1}, "seed"),

@@ -11,7 +11,7 @@ from serving.engine import VLLMEngine
 from serving.settings import ServingSettings
 from storage.base_models import BaseModelSpec
 from training.hyperparameters import Hyperparameters
-from training.trainer import Device, RunConfig, _common_args, model_load_kwargs
+from training.trainer import Device, RunConfig, _common_args, dpo_loss, model_load_kwargs
 
 
 def run_config(tmp_path: Path, use_qlora: bool = True) -> RunConfig:
@@ -82,6 +82,18 @@ def test_training_arguments_are_ones_trl_knows(tmp_path: Path, cuda: bool) -> No
     for config in (SFTConfig, DPOConfig):
         assert set(args) <= {f.name for f in dataclasses.fields(config)}, config.__name__
     assert OptimizerNames(args["optim"])
+
+
+@pytest.mark.parametrize("rpo_alpha", [None, 0.0, 0.5])
+def test_dpo_adds_its_sft_term_as_trl_weighs_it(tmp_path: Path,
+                                                 rpo_alpha: float | None) -> None:
+    from trl import DPOConfig
+
+    hp = dataclasses.replace(run_config(tmp_path).hyperparameters, beta=0.1,
+                             rpo_alpha=rpo_alpha)
+    config = DPOConfig(output_dir=str(tmp_path), bf16=False, **dpo_loss(hp))
+    weights = dict(zip(config.loss_type, config.loss_weights or [1.0], strict=False))
+    assert weights == ({"sigmoid": 1.0, "sft": 0.5} if rpo_alpha else {"sigmoid": 1.0})
 
 
 def engine(tmp_path: Path) -> VLLMEngine:

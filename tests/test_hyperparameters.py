@@ -69,3 +69,11 @@ def test_the_default_rank_never_exceeds_what_the_server_serves() -> None:
         method = {"type": "supervised", "supervised": {"hyperparameters": {}}}
         _check_rank(method, max_rank)
         assert method["supervised"]["hyperparameters"]["lora_rank"] == expected
+
+
+def test_dpo_resolves_its_sft_term_and_other_methods_have_none() -> None:
+    from training.hyperparameters import DEFAULT_RPO_ALPHA
+
+    assert auto("dpo")["rpo_alpha"] == DEFAULT_RPO_ALPHA
+    assert auto("dpo", rpo_alpha=0)["rpo_alpha"] == 0
+    assert "rpo_alpha" not in auto() and "rpo_alpha" not in auto("reinforcement")

@@ -169,6 +169,9 @@ def test_local_mistakes_are_said_before_any_request(s3_server: TuneserveServer,
     beta = tuneserve(s3_server, "jobs", "create", "--model", BASE, "--training-file", "f",
                      "--beta", "0.1")
     assert beta.returncode == 1 and "--method dpo" in beta.stderr
+    rpo = tuneserve(s3_server, "jobs", "create", "--model", BASE, "--training-file", "f",
+                    "--rpo-alpha", "1")
+    assert rpo.returncode == 1 and "--rpo-alpha is a DPO hyperparameter" in rpo.stderr
 
 
 def test_the_default_base_url_is_where_serve_listens() -> None:

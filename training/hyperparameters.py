@@ -7,6 +7,16 @@ from typing import Any
 ALL_PROJECTIONS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 DEFAULT_LORA_RANK = 16
 DEFAULT_BETA = 0.1
+# DPO's SFT term (RPO: Pang et al., "Iterative Reasoning Preference Optimization", 2024; TRL's
+# `rpo_alpha`, now its "sft" loss): the mean negative log-likelihood of the preferred answer,
+# this many times, is added to the DPO loss. DPO alone widens the margin mostly by pushing
+# the rejected answer down, which on small data leaves greedy answers as they were. Measured
+# with `bench/quality.py --tasks style` (SmolLM2-135M, 32 pairs: JSON preferred over a
+# sentence of the same length, 20 held-out prompts; base: preference accuracy 0, JSON 0):
+#     1 epoch, plain DPO:          preference accuracy 1.0, greedy answers JSON 0.0
+#     1 epoch, rpo_alpha 1:        preference accuracy 1.0, greedy answers JSON 1.0
+#     4 epochs (auto), plain DPO:  preference accuracy 1.0, greedy answers JSON 0.8
+DEFAULT_RPO_ALPHA = 1.0
 
 # OpenAI's epoch rule: aim for 100..25,000 examples seen, 3 epochs when that range allows.
 TARGET_EPOCHS, MIN_TARGET_EXAMPLES, MAX_TARGET_EXAMPLES, MAX_DEFAULT_EPOCHS = 3, 100, 25_000, 25
@@ -112,6 +122,7 @@ class Hyperparameters:
     use_qlora: bool = True
     max_seq_length: int = 2048
     beta: float | None = None
+    rpo_alpha: float | None = None
     # Reinforcement only. With a validation file: every `eval_interval` steps, each
     # validation prompt gets `eval_samples` answers, graded like the training ones.
     num_generations: int | None = None
@@ -134,7 +145,7 @@ class Hyperparameters:
                 if v is not None or k not in _METHOD_ONLY}
 
 
-_METHOD_ONLY = ("beta", "num_generations", "max_completion_tokens", "eval_interval",
+_METHOD_ONLY = ("beta", "rpo_alpha", "num_generations", "max_completion_tokens", "eval_interval",
                 "eval_samples")
 
 
@@ -170,6 +181,7 @@ def resolve(method: str, given: dict[str, Any], *, n_examples: int, longest_exam
                                     auto_max_seq_length(longest_example, context_length))),
                            context_length),
         beta=float(pick("beta", DEFAULT_BETA)) if method == "dpo" else None,
+        rpo_alpha=float(pick("rpo_alpha", DEFAULT_RPO_ALPHA)) if method == "dpo" else None,
         **sampling,
     )
 

@@ -157,6 +157,14 @@ def _common_args(cfg: RunConfig, has_eval: bool, device: Device) -> dict[str, An
     }
 
 
+def dpo_loss(hp: Hyperparameters) -> dict[str, Any]:
+    """DPOConfig's loss: the sigmoid (DPO) loss, plus `rpo_alpha` x the preferred answer's
+    negative log-likelihood where that weight is above 0."""
+    if not hp.rpo_alpha:
+        return {"loss_type": ["sigmoid"]}
+    return {"loss_type": ["sigmoid", "sft"], "loss_weights": [1.0, hp.rpo_alpha]}
+
+
 def build_trainer(
     cfg: RunConfig,
     model: Any,
@@ -180,7 +188,8 @@ def build_trainer(
         return DPOTrainer(
             # ref_model=None with a PEFT model: the reference is the policy with its adapter
             # disabled, so no second copy of the base is loaded.
-            model=model, ref_model=None, args=DPOConfig(**args, beta=beta),
+            model=model, ref_model=None, args=DPOConfig(**args, beta=beta,
+                                                        **dpo_loss(cfg.hyperparameters)),
             train_dataset=train, eval_dataset=valid, processing_class=tokenizer,
             callbacks=callbacks,
         )

@@ -33,6 +33,9 @@ class SupervisedHyperparameters(BaseModel):
 
 class DpoHyperparameters(SupervisedHyperparameters):
     beta: Auto | Annotated[float, Field(gt=0, le=2)] = "auto"
+    # Extension (tuneserve): the weight of an SFT term on the preferred answer (RPO), 0 for
+    # plain DPO (training/hyperparameters.py).
+    rpo_alpha: Auto | Annotated[float, Field(ge=0, le=10)] = "auto"
 
 
 class ReinforcementHyperparameters(SupervisedHyperparameters):
