@@ -1,5 +1,6 @@
 """Cancel, pause/resume, and recovery from killed workers and a killed API, on real training."""
 
+import math
 import os
 import signal
 import time
@@ -12,6 +13,7 @@ import pytest
 from tests.support.server import TuneserveServer
 from tests.support.training import (
     BASE,
+    dpo_example,
     events,
     sft_example,
     train_steps,
@@ -97,6 +99,32 @@ def test_pause_then_resume_continues_from_the_checkpoint(local_server: Tuneserve
     messages = [e.message for e in events(client, job_id)]
     assert any(f"paused at step {at}" in m for m in messages)
     assert any(f"resumed from step {at}" in m for m in messages)
+
+
+def test_a_resumed_dpo_job_goes_on_from_its_trained_adapter(
+        local_server: TuneserveServer) -> None:
+    client = local_server.client()
+    # Plain DPO (no SFT term): while the policy is its reference the loss is ln 2 exactly.
+    job_id = client.fine_tuning.jobs.create(
+        model=BASE, training_file=upload(client, [dpo_example(i) for i in range(10)]), seed=3,
+        method={"type": "dpo", "dpo": {"hyperparameters": {
+            "n_epochs": 2, "batch_size": 1, "rpo_alpha": 0, "use_qlora": False}}},
+    ).id  # 20 steps
+    wait_for_event(client, job_id, "Step 3/")
+    assert client.fine_tuning.jobs.pause(job_id).status == "pausing"
+    assert wait_for(client, job_id, ("paused",), timeout=60).status == "paused"
+    _wait_gone(job_id, timeout=10)
+    at = train_steps(client, job_id)[-1]
+    assert 3 <= at < 20
+    client.fine_tuning.jobs.resume(job_id)
+    done = wait_for(client, job_id)
+    assert done.status == "succeeded", done.error
+    loss = {e.data["step"]: e.data["train_loss"] for e in events(client, job_id)
+            if e.type == "metrics" and "train_loss" in (e.data or {})}
+    assert sorted(loss) == list(range(1, 21))
+    assert loss[1] == pytest.approx(math.log(2), abs=1e-3)
+    # Resumed from the trained adapter, not from a fresh one equal to its reference.
+    assert loss[at + 1] != pytest.approx(math.log(2), abs=1e-3), loss
 
 
 def test_killed_worker_resumes_from_its_last_checkpoint(

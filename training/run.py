@@ -109,7 +109,14 @@ def run(job_id: str, attempt: int, settings: TrainingSettings, db: Database, sto
             if job.started_at is None:
                 jobs.transition(s, job_id, jobs.WORKING, attempt, started_at=int(time.time()))
     initial_adapter = None
-    if job.parent_model and not resume_from:
+    if resume_from:
+        # The trained adapter, loaded before the trainer is built. Transformers' resume loads
+        # only the subfolder adapters of a checkpoint that has any, and a DPO checkpoint has
+        # TRL's frozen reference copy in `ref/`: without this a resumed DPO job would go on
+        # from a fresh adapter, its training before the pause lost. (The reference copy TRL
+        # makes of this one is then replaced by the checkpoint's own `ref/`.)
+        initial_adapter = resume_from / "adapter_model.safetensors"
+    elif job.parent_model:
         initial_adapter = _parent_adapter(ctx, job.parent_model, workdir / "parent")
         if initial_adapter is None:
             return

@@ -186,8 +186,9 @@ def build_trainer(
         beta = cfg.hyperparameters.beta
         assert beta is not None  # resolved for every dpo job
         return DPOTrainer(
-            # ref_model=None with a PEFT model: the reference is the policy with its adapter
-            # disabled, so no second copy of the base is loaded.
+            # ref_model=None with a PEFT model: the reference is TRL's frozen copy of the
+            # adapter as training starts (adapter "ref"), so no second copy of the base is
+            # loaded; from a fresh adapter that is the base itself.
             model=model, ref_model=None, args=DPOConfig(**args, beta=beta,
                                                         **dpo_loss(cfg.hyperparameters)),
             train_dataset=train, eval_dataset=valid, processing_class=tokenizer,
