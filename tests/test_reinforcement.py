@@ -116,6 +116,14 @@ def test_a_score_model_reward_is_judged_by_a_served_model_with_the_job_s_own_key
     # a step's event carries the evaluation before it, as for supervised jobs.
     last = metrics[-1]
     assert 0 <= last["valid_reward_mean"] <= 1 and "mix" in last["valid_rewards"], last
+    # Its checkpoint lists (an object in its metrics was a 500), each grader's validation
+    # reward a number of its own.
+    (checkpoint,) = client.fine_tuning.jobs.checkpoints.list(job.id)
+    assert checkpoint.step_number == 2
+    rewards = checkpoint.metrics.model_extra or {}
+    assert {"valid_reward_mean", "valid_rewards_mix", "valid_rewards_mix.judge"} <= set(
+        rewards), rewards
+    assert 0 <= rewards["valid_rewards_mix"] <= 1
     (full,) = [d for d in all_metrics if "full_valid_reward_mean" in d]
     assert 0 <= full["full_valid_reward_mean"] <= 1
     assert 0 <= full["full_valid_grader_error_rate"] <= 1

@@ -1,6 +1,7 @@
 """A job's checkpoints, as the openai client's `fine_tuning.jobs.checkpoints` reads them."""
 
-from typing import Literal
+from collections.abc import Iterator
+from typing import Any, Literal
 
 from pydantic import BaseModel
 
@@ -22,7 +23,18 @@ class FineTuningJobCheckpointObject(BaseModel):
         return cls(id=c.id, created_at=c.created_at,
                    fine_tuned_model_checkpoint=c.fine_tuned_model_checkpoint,
                    fine_tuning_job_id=c.job_id, step_number=c.step_number,
-                   metrics={k: v for k, v in c.metrics.items() if v is not None})
+                   metrics=dict(_numbers(c.metrics)))
+
+
+def _numbers(metrics: dict[str, Any], prefix: str = "") -> Iterator[tuple[str, float]]:
+    """A checkpoint's metrics as the names and numbers the client expects: a reinforcement
+    job's per-grader rewards (`valid_rewards: {"says_yes": 0.5}`) become
+    `valid_rewards_says_yes`; empty values are left out."""
+    for name, value in metrics.items():
+        if isinstance(value, dict):
+            yield from _numbers(value, f"{prefix}{name}_")
+        elif isinstance(value, int | float) and not isinstance(value, bool):
+            yield prefix + name, value
 
 
 class FineTuningJobCheckpointList(CursorPage[FineTuningJobCheckpointObject]):
