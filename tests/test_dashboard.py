@@ -29,7 +29,16 @@ from playwright.sync_api import (
 
 from tests.support.chat import wait_for_engine
 from tests.support.server import TuneserveServer
-from tests.support.training import BASE, TERMINAL, jsonl, sft_example
+from tests.support.training import (
+    BASE,
+    TERMINAL,
+    dpo_example,
+    jsonl,
+    sft_example,
+    upload,
+    wait_for,
+    wait_for_evaluation,
+)
 
 CHROMIUM = Path("/usr/bin/chromium")
 SCREENSHOTS = os.environ.get("TUNESERVE_DASHBOARD_SCREENSHOTS")
@@ -365,6 +374,53 @@ def test_a_reinforcement_job_with_a_grader_tried_on_a_sample(
                 hyperparameters["max_completion_tokens"]) == (1, 2, 4)
         page.get_by_test_id("nav-jobs").click()
         expect(page.locator(f'[data-testid="job-row"][data-id="{job_id}"]')).to_contain_text("RFT")
+
+
+@needs_browser
+def test_dpo_and_reinforcement_jobs_show_their_evaluations(
+        local_server: TuneserveServer, browser: Browser, tmp_path: Path) -> None:
+    # Each method's evaluation on its job page, as the API reports it: DPO by its
+    # preferences, reinforcement by the job's own grader (one optimizer step each).
+    client = local_server.client()
+    dpo = client.fine_tuning.jobs.create(
+        model=BASE, training_file=upload(client, [dpo_example(i) for i in range(10)]),
+        validation_file=upload(client, [dpo_example(i) for i in range(60, 62)], "v.jsonl"),
+        seed=3, method={"type": "dpo", "dpo": {"hyperparameters": {"n_epochs": 1,
+                                                                   "batch_size": 10}}})
+    rft = client.fine_tuning.jobs.create(
+        model=BASE, training_file=upload(client, RFT_ROWS),
+        validation_file=upload(client, RFT_ROWS[:2], "v.jsonl"), seed=3,
+        method={"type": "reinforcement", "reinforcement": {  # type: ignore[typeddict-item]
+            "grader": SAYS_YES, "hyperparameters": {
+                "n_epochs": 1, "batch_size": 10, "num_generations": 2,
+                "max_completion_tokens": 4}}})
+    metrics = {dpo.id: {"preference_accuracy", "preference_margin", "exact_match"},
+               rft.id: {"reward", "passed"}}
+    evaluations = {}
+    for job_id in metrics:
+        done = wait_for(client, job_id, timeout=TRAINING_TIMEOUT_S)
+        assert done.status == "succeeded", done.error
+        evaluations[job_id] = wait_for_evaluation(client, job_id).model_extra["evaluation"]  # type: ignore[index]
+        assert evaluations[job_id]["status"] == "completed", evaluations[job_id]
+    with Dashboard(browser, local_server, tmp_path) as ui:
+        page = ui.page
+        ui.enter()
+        for job_id, shown in metrics.items():
+            page.goto(f"{_root(local_server)}/#/jobs/{job_id}")
+            card = page.get_by_test_id("evaluation")
+            expect(card).to_have_attribute("data-status", "completed")
+            evaluation = evaluations[job_id]
+            rows = card.get_by_test_id("evaluation-row")
+            expect(rows).to_have_count(len(evaluation["fine_tuned"]))
+            assert shown <= set(evaluation["fine_tuned"])
+            for metric in shown:
+                cells = rows.and_(page.locator(f'[data-grader="{metric}"]')).locator("td")
+                expect(cells.first).to_have_text(metric.replace("_", " ").capitalize())
+                base, tuned = (float(cells.nth(i).inner_text()) for i in (1, 2))
+                assert (base, tuned) == pytest.approx(
+                    (evaluation["base"][metric], evaluation["fine_tuned"][metric]), abs=1e-3)
+            ui.save(f"dashboard-evaluation-{'dpo' if job_id == dpo.id else 'rft'}.png",
+                    full_page=True)
 
 
 @needs_browser
