@@ -220,6 +220,9 @@ class Evaluation:
     base: list[str]
     fine_tuned: list[str]
     checkpoints: dict[str, list[str]]  # checkpoint model name -> answers
+    # The model whose answers are `base`: the one the job started from (its base model, or
+    # the fine-tuned model a job on `ft:...` continues), so the evaluation is before/after.
+    base_model: str = ""
     # DPO: "base", "fine_tuned" and each checkpoint's name -> each pair's preference margin.
     margins: dict[str, list[float]] = field(default_factory=dict)
     # "base", "fine_tuned" and each checkpoint's name -> its scores, once graded.
@@ -241,6 +244,7 @@ class Evaluation:
         worker, with the model it had just trained)."""
         return {
             "n_examples": len(self.examples), "generated_by": generated_by,
+            "base_model": self.base_model,
             "base": summarize(self.scores["base"]),
             "fine_tuned": summarize(self.scores["fine_tuned"]),
             "checkpoints": [{"fine_tuned_model_checkpoint": name, "step_number": steps[name],
@@ -281,13 +285,20 @@ def preference_margins(model: Any, tokenizer: Any, examples: list[EvalExample]) 
     return [logprob(e, e.expected) - logprob(e, e.rejected or "") for e in examples]
 
 
+Weights = Callable[[], dict[str, Any] | None]
+
+
 def evaluate(model: Any, tokenizer: Any, examples: list[EvalExample],
-             checkpoints: Mapping[str, Callable[[], dict[str, Any] | None]], batch_size: int,
+             checkpoints: Mapping[str, Weights], batch_size: int,
              should_stop: Callable[[], bool], answer_tokens: int | None = None,
+             base_model: str = "", start_from: tuple[str, Weights] | None = None,
              ) -> Evaluation | None:
-    """Answers of the base (the adapter disabled), of the trained adapter as it is, then of
-    each checkpoint (its adapter weights loaded in turn: call this after the final adapter
-    is saved; one whose weights are gone is left out). None if the job stopped meanwhile."""
+    """Answers of the trained adapter as it is, then of each checkpoint (its adapter weights
+    loaded in turn: call this after the final adapter is saved; one whose weights are gone
+    is left out), then of the model the job started from: `start_from` (the fine-tuned
+    model's name and weights) for a job that continued one, else `base_model` (the adapter
+    disabled), which is also what answers where those weights are gone. None if the job
+    stopped meanwhile."""
     from peft import set_peft_model_state_dict
 
     model.eval()
@@ -302,11 +313,7 @@ def evaluate(model: Any, tokenizer: Any, examples: list[EvalExample],
             margins[name] = preference_margins(model, tokenizer, examples)
         return generate(model, tokenizer, examples, budget, batch_size)
 
-    with model.disable_adapter():
-        base = answers("base")
-    if should_stop():
-        return None
-    result = Evaluation(examples=examples, base=base, fine_tuned=answers("fine_tuned"),
+    result = Evaluation(examples=examples, base=[], fine_tuned=answers("fine_tuned"),
                         checkpoints={}, margins=margins)
     for name, weights in checkpoints.items():
         if should_stop():
@@ -315,6 +322,15 @@ def evaluate(model: Any, tokenizer: Any, examples: list[EvalExample],
         if state is not None:
             set_peft_model_state_dict(model, state)
             result.checkpoints[name] = answers(name)
+    if should_stop():
+        return None
+    state = start_from[1]() if start_from is not None else None
+    if start_from is not None and state is not None:
+        set_peft_model_state_dict(model, state)
+        result.base, result.base_model = answers("base"), start_from[0]
+    else:
+        with model.disable_adapter():
+            result.base, result.base_model = answers("base"), base_model
     return result
 
 

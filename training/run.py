@@ -161,7 +161,7 @@ def run(job_id: str, attempt: int, settings: TrainingSettings, db: Database, sto
         scorer = scorer_for(job.method, cfg.judge, settings.judge_timeout_seconds)
         _finish(ctx, job, trainer, tokenizer, workdir,
                 Evaluator(ctx, model, tokenizer, examples, settings.eval_batch_size, scorer,
-                          answer_tokens(job.method)))
+                          answer_tokens(job.method), job.parent_model))
 
 
 def _parent_adapter(ctx: JobContext, parent: str, local: Path) -> Path | None:
@@ -203,6 +203,8 @@ class Evaluator:
     batch_size: int
     scorer: Scorer
     answer_tokens: int | None
+    # The fine-tuned model the job continued from, if any: its answers are the "before".
+    parent_model: str | None
 
     def __call__(self, final_step: int) -> tuple[dict[str, Any], bytes] | None:
         if not self.examples:
@@ -211,8 +213,12 @@ class Evaluator:
         with ctx.db.session() as s:
             kept = evaluation_state.checkpoints(s, ctx.job_id, final_step)
         weights = {name: partial(self._weights, prefix) for name, _, prefix in kept}
+        parent = self.parent_model
         result = evaluate(self.model, self.tokenizer, self.examples, weights, self.batch_size,
-                          lambda: ctx.heartbeat.should_stop, self.answer_tokens)
+                          lambda: ctx.heartbeat.should_stop, self.answer_tokens,
+                          base_model=ctx.base_model,
+                          start_from=(parent, partial(self._parent_weights, parent))
+                          if parent else None)
         if result is None:
             return None
         asyncio.run(result.grade(self.scorer))
@@ -225,6 +231,13 @@ class Evaluator:
             return load(self.ctx.store.get(prefix + "adapter_model.safetensors"))
         except BlobNotFound:  # the checkpoint was deleted meanwhile
             return None
+
+    def _parent_weights(self, parent: str) -> dict[str, Any] | None:
+        """The adapter of the fine-tuned model the job continued from; None if it is gone."""
+        with self.ctx.db.session() as s:
+            row = usable_model(s, self.ctx.project_id, parent)
+            prefix = row.adapter_prefix if row is not None else None
+        return self._weights(prefix) if prefix is not None else None
 
 
 def _full_validation(ctx: JobContext, trainer: Any) -> None:

@@ -7,6 +7,7 @@ as tenants' requests (many at once: vLLM batches them), grades the answers as th
 would, and publishes the result on the job."""
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Callable
@@ -125,10 +126,10 @@ class EngineEvaluator:
                                    answer_tokens(job.method))
         with self.db.session() as s:
             kept = evaluation_state.checkpoints(s, job.id, job.step or 0)
-        answers = [await self._answers(job, model, examples, budget)
-                   for model in (job.base_model, job.fine_tuned_model or "")]
-        result = Evaluation(examples=examples, base=answers[0], fine_tuned=answers[1],
-                            checkpoints={})
+        before, base = await self._before(job, examples, budget)
+        result = Evaluation(examples=examples, base=base, base_model=before, checkpoints={},
+                            fine_tuned=await self._answers(job, job.fine_tuned_model or "",
+                                                           examples, budget))
         for name, _, _ in kept:
             try:
                 result.checkpoints[name] = await self._answers(job, name, examples, budget)
@@ -137,6 +138,16 @@ class EngineEvaluator:
         judge = self.judges(job.project_id) if self.judges is not None else None
         await result.grade(scorer_for(job.method, judge, self.settings.judge_timeout_seconds))
         return result, {name: step for name, step, _ in kept}
+
+    async def _before(self, job: FineTuningJob, examples: list[EvalExample],
+                      budget: int) -> tuple[str, list[str]]:
+        """The name and answers of the model the job started from (the evaluation's "before"):
+        the fine-tuned model it continued, while that exists, else its base."""
+        if job.parent_model:
+            with contextlib.suppress(ModelNotFound):
+                return job.parent_model, await self._answers(job, job.parent_model, examples,
+                                                             budget)
+        return job.base_model, await self._answers(job, job.base_model, examples, budget)
 
     async def _answers(self, job: FineTuningJob, model: str, examples: list[EvalExample],
                        budget: int) -> list[str]:

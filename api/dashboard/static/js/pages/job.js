@@ -197,7 +197,9 @@ export function jobPage() {
       const evaluation = this.job?.evaluation;
       if (!evaluation?.base || !evaluation?.fine_tuned) return [];
       return [
-        { title: 'Base', scores: evaluation.base },
+        // A job on an ft: model is compared with that model, the one it started from.
+        { title: evaluation.base_model?.startsWith('ft:') ? 'Started from' : 'Base',
+          scores: evaluation.base },
         ...(evaluation.checkpoints || []).map((c) => ({ title: `Step ${c.step_number}`, scores: c })),
         { title: 'Fine-tuned', scores: evaluation.fine_tuned },
       ];
