@@ -244,6 +244,21 @@ def test_dpo_job_trains_on_s3_and_postgresql(s3_server: TuneserveServer) -> None
     assert done.result_files[1] == evaluation["result_file"]
 
 
+# The validation pairs of the DPO evaluation tests.
+PAIRS = [dpo_example(i) for i in range(60, 63)]
+
+
+def _evaluated_dpo_job(client: openai.OpenAI, model: str) -> tuple[str, dict]:  # type: ignore[type-arg]
+    """A one-step DPO job from `model` with PAIRS to validate on: its id and evaluation."""
+    job = client.fine_tuning.jobs.create(
+        model=model, training_file=upload(client, [dpo_example(i) for i in range(10)]),
+        validation_file=upload(client, PAIRS, "v.jsonl"), seed=3,
+        method={"type": "dpo", "dpo": {"hyperparameters": {"n_epochs": 1, "batch_size": 10}}})
+    done = wait_for(client, job.id)
+    assert done.status == "succeeded", done.error
+    return job.id, wait_for_evaluation(client, job.id).model_extra["evaluation"]  # type: ignore[index]
+
+
 def test_a_dpo_job_is_evaluated_by_its_preferences(
         local_server: TuneserveServer, models_dir: Path) -> None:
     import torch
@@ -253,14 +268,7 @@ def test_a_dpo_job_is_evaluated_by_its_preferences(
     from training.trainer import Device
 
     client = local_server.client()
-    pairs = [dpo_example(i) for i in range(60, 63)]
-    job = client.fine_tuning.jobs.create(
-        model=BASE, training_file=upload(client, [dpo_example(i) for i in range(10)]),
-        validation_file=upload(client, pairs, "v.jsonl"), seed=3,
-        method={"type": "dpo", "dpo": {"hyperparameters": {"n_epochs": 1, "batch_size": 10}}})
-    done = wait_for(client, job.id)
-    assert done.status == "succeeded", done.error
-    evaluation = wait_for_evaluation(client, job.id).model_extra["evaluation"]  # type: ignore[index]
+    job_id, evaluation = _evaluated_dpo_job(client, BASE)
     # Even on a base this server serves, the worker evaluates pairs (log-probabilities).
     assert (evaluation["status"], evaluation["generated_by"], evaluation["n_examples"],
             evaluation["base_model"]) == ("completed", "worker", 3, BASE), evaluation
@@ -277,11 +285,11 @@ def test_a_dpo_job_is_evaluated_by_its_preferences(
     tokenizer = AutoTokenizer.from_pretrained(models_dir / BASE)
     dtype = torch.bfloat16 if Device.detect().bf16 else torch.float32
     model = AutoModelForCausalLM.from_pretrained(models_dir / BASE, dtype=dtype)
-    plain = preference_margins(model, tokenizer, eval_examples("dpo", pairs, 10))
+    plain = preference_margins(model, tokenizer, eval_examples("dpo", PAIRS, 10))
     assert reported == pytest.approx(plain, abs=1e-3), (reported, plain)
     assert evaluation["base"]["preference_accuracy"] == sum(m > 0 for m in plain) / 3
     assert any(e.message.startswith("Evaluation on 3 validation pairs: preference accuracy")
-               for e in events(client, job.id))
+               for e in events(client, job_id))
 
 
 def test_a_dpo_job_on_an_sft_model_is_evaluated_against_that_model(  # type: ignore[no-untyped-def]
@@ -297,14 +305,7 @@ def test_a_dpo_job_on_an_sft_model_is_evaluated_against_that_model(  # type: ign
 
     client = local_server.client()
     parent = sft_job.fine_tuned_model
-    pairs = [dpo_example(i) for i in range(60, 63)]
-    job = client.fine_tuning.jobs.create(
-        model=parent, training_file=upload(client, [dpo_example(i) for i in range(10)]),
-        validation_file=upload(client, pairs, "v.jsonl"), seed=3,
-        method={"type": "dpo", "dpo": {"hyperparameters": {"n_epochs": 1, "batch_size": 10}}})
-    done = wait_for(client, job.id)
-    assert done.status == "succeeded", done.error
-    evaluation = wait_for_evaluation(client, job.id).model_extra["evaluation"]  # type: ignore[index]
+    _, evaluation = _evaluated_dpo_job(client, parent)
     assert (evaluation["status"], evaluation["base_model"]) == ("completed", parent), evaluation
     lines = [json.loads(line) for line in
              client.files.content(evaluation["result_file"]).read().decode().splitlines()]
@@ -317,7 +318,7 @@ def test_a_dpo_job_on_an_sft_model_is_evaluated_against_that_model(  # type: ign
     tokenizer = AutoTokenizer.from_pretrained(models_dir / BASE)
     dtype = torch.bfloat16 if Device.detect().bf16 else torch.float32
     base = AutoModelForCausalLM.from_pretrained(models_dir / BASE, dtype=dtype)
-    examples = eval_examples("dpo", pairs, 10)
+    examples = eval_examples("dpo", PAIRS, 10)
     of_base = preference_margins(base, tokenizer, examples)
     of_parent = preference_margins(PeftModel.from_pretrained(base, tmp_path / "parent"),
                                    tokenizer, examples)

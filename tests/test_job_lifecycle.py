@@ -77,16 +77,23 @@ def test_cancel_a_queued_job(local_server: TuneserveServer) -> None:
     assert _worker(job.id) is None
 
 
-def test_pause_then_resume_continues_from_the_checkpoint(local_server: TuneserveServer) -> None:
-    client = local_server.client()
-    job_id = _start(client, n_epochs=2, batch_size=1)  # 24 steps
+def _paused_after_step_3(client: openai.OpenAI, job_id: str) -> int:
+    """Pauses the job once it trained step 3; the step it paused at."""
     wait_for_event(client, job_id, "Step 3/")
     # Answered at once, as OpenAI does; the worker saves its state, then the job is paused.
     assert client.fine_tuning.jobs.pause(job_id).status == "pausing"
     assert wait_for(client, job_id, ("paused",), timeout=60).status == "paused"
     _wait_gone(job_id, timeout=10)
     at = train_steps(client, job_id)[-1]
-    assert 3 <= at < 24
+    assert at >= 3
+    return at
+
+
+def test_pause_then_resume_continues_from_the_checkpoint(local_server: TuneserveServer) -> None:
+    client = local_server.client()
+    job_id = _start(client, n_epochs=2, batch_size=1)  # 24 steps
+    at = _paused_after_step_3(client, job_id)
+    assert at < 24
     with pytest.raises(openai.ConflictError):
         client.fine_tuning.jobs.pause(job_id)
 
@@ -110,12 +117,8 @@ def test_a_resumed_dpo_job_goes_on_from_its_trained_adapter(
         method={"type": "dpo", "dpo": {"hyperparameters": {
             "n_epochs": 2, "batch_size": 1, "rpo_alpha": 0, "use_qlora": False}}},
     ).id  # 20 steps
-    wait_for_event(client, job_id, "Step 3/")
-    assert client.fine_tuning.jobs.pause(job_id).status == "pausing"
-    assert wait_for(client, job_id, ("paused",), timeout=60).status == "paused"
-    _wait_gone(job_id, timeout=10)
-    at = train_steps(client, job_id)[-1]
-    assert 3 <= at < 20
+    at = _paused_after_step_3(client, job_id)
+    assert at < 20
     client.fine_tuning.jobs.resume(job_id)
     done = wait_for(client, job_id)
     assert done.status == "succeeded", done.error
