@@ -167,10 +167,7 @@ def run(job_id: str, attempt: int, settings: TrainingSettings, db: Database, sto
 def _parent_adapter(ctx: JobContext, parent: str, local: Path) -> Path | None:
     """The weights of the fine-tuned model a job continues from; None (the job failed) when
     that model was deleted meanwhile."""
-    with ctx.db.session() as s:
-        # The project's own model or one shared with it (checkpoint permissions).
-        row = usable_model(s, ctx.project_id, parent)
-        prefix = row.adapter_prefix if row is not None else None
+    prefix = _parent_prefix(ctx, parent)
     path = local / "adapter_model.safetensors"
     try:
         if prefix is None:
@@ -184,6 +181,14 @@ def _parent_adapter(ctx: JobContext, parent: str, local: Path) -> Path | None:
                       attempt=ctx.attempt)
         return None
     return path
+
+
+def _parent_prefix(ctx: JobContext, parent: str) -> str | None:
+    """Where the adapter of the fine-tuned model a job continues is stored; None if that
+    model is gone. The project's own model or one shared with it (checkpoint permissions)."""
+    with ctx.db.session() as s:
+        row = usable_model(s, ctx.project_id, parent)
+        return row.adapter_prefix if row is not None else None
 
 
 def _report_to(job: FineTuningJob) -> list[str]:
@@ -234,9 +239,7 @@ class Evaluator:
 
     def _parent_weights(self, parent: str) -> dict[str, Any] | None:
         """The adapter of the fine-tuned model the job continued from; None if it is gone."""
-        with self.ctx.db.session() as s:
-            row = usable_model(s, self.ctx.project_id, parent)
-            prefix = row.adapter_prefix if row is not None else None
+        prefix = _parent_prefix(self.ctx, parent)
         return self._weights(prefix) if prefix is not None else None
 
 
