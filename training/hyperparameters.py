@@ -20,6 +20,7 @@ DEFAULT_BETA = 0.1
 #     1 epoch, plain DPO:          preference accuracy 1.0, greedy answers JSON 0.0
 #     1 epoch, rpo_alpha 1:        preference accuracy 1.0, greedy answers JSON 1.0
 #     4 epochs (auto), plain DPO:  preference accuracy 1.0, greedy answers JSON 0.8
+#     4 epochs (auto), rpo_alpha 1: preference accuracy 1.0, greedy answers JSON 1.0
 DEFAULT_RPO_ALPHA = 1.0
 
 # OpenAI's epoch rule: aim for 100..25,000 examples seen, 3 epochs when that range allows.
