@@ -52,6 +52,7 @@ from serving.router import (  # noqa: E402
     DemandTracker,
     HashingPolicy,
     HashRing,
+    HomeGrowth,
     Policy,
     RoutingPolicy,
     choose_consistent,
@@ -218,7 +219,7 @@ class Simulation:
                                                  for k in range(scenario.adapters)))
         self.rate = scenario.utilization * scenario.replicas * profile.replica_requests_per_s
         self.demand = DemandTracker()
-        self.prefetched: dict[str, int] = {}  # adapter -> homes it was prefetched to
+        self.growth = HomeGrowth()  # the homes each adapter was prefetched to
         self.hashed: dict[str, str] = {}  # adapter -> its replica under `adapter_hash`
         self.settings = RoutingPolicy()
         self.events: list[tuple[float, int, int, object]] = []
@@ -472,7 +473,7 @@ class Simulation:
             for i, (adapter, share) in enumerate(popular):
                 if self.policy == "consistent":
                     homes = self.ring.homes(adapter, home_count(share, n, self.hashing))
-                    self.prefetched[adapter] = len(homes)
+                    self.growth.placed(adapter, len(homes))
                 elif self.policy == "adapter_hash":
                     homes = [self._rendezvous(adapter)]
                 else:  # affinity: dealt over the replicas in demand order
@@ -503,12 +504,8 @@ class Simulation:
     def _prefetch_for_demand(self, now: float, adapter: str, share: float) -> None:
         """An adapter whose demand earns it more homes is loaded into their host memory
         ahead of the requests the router will send there."""
-        k = home_count(share, len(self.alive), self.hashing)
-        if k <= self.prefetched.get(adapter, 1):
-            return
-        for name in self.ring.homes(adapter, k)[self.prefetched.get(adapter, 1):]:
+        for name in self.growth.grow(self.ring, adapter, share, len(self.alive), self.hashing):
             self._prefetch(now, self.alive[name], adapter)
-        self.prefetched[adapter] = k
 
     # -- churn and failures -----------------------------------------------------------------
 

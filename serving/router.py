@@ -21,6 +21,7 @@ from typing import Literal, Protocol
 # host memory (vLLM's CPU LoRA cache, `--max-cpu-loras`: a copy to the GPU away), or neither
 # (on the node's disk cache or only in the blob store: a load).
 TIER_GPU, TIER_HOST, TIER_COLD = 0, 1, 2
+TIER_NAMES = ("gpu", "host", "cold")
 
 # hit: the replica holds the adapter. load: no replica held it. spill: holders were overloaded,
 # so one more replica loads it. base: a request for the base model (no adapter).
@@ -317,14 +318,44 @@ def choose_consistent(ring: HashRing, replicas: Mapping[str, ReplicaState], adap
     return Decision(name, "spill" if held else "load")
 
 
+class HomeGrowth:
+    """Prefetch: how many homes each adapter has been given, so that the homes its growing
+    demand earns are loaded into host memory ahead of the requests the router will send there
+    (the simulator's rule and the API's). An adapter starts with one home, which its first
+    request loads."""
+
+    def __init__(self, limit: int = 200_000) -> None:
+        self.limit = limit
+        self._homes: dict[str, int] = {}
+
+    def placed(self, adapter: str, homes: int) -> None:
+        """`adapter` already has `homes` homes (placed ahead of any request)."""
+        self._homes[adapter] = homes
+
+    def grow(self, ring: HashRing, adapter: str, share: float, replicas: int,
+             policy: HashingPolicy = HashingPolicy()) -> list[str]:
+        """The homes `adapter` has earned since last asked: to prefetch it to."""
+        had = self._homes.get(adapter, 1)
+        k = home_count(share, replicas, policy)
+        if k <= had:
+            return []
+        if len(self._homes) >= self.limit:  # forget the fewest-homed half
+            keep = sorted(self._homes.items(), key=lambda item: item[1])[self.limit // 2:]
+            self._homes = dict(keep)
+        self._homes[adapter] = k
+        return ring.homes(adapter, k)[had:]
+
+
 class ConsistentRouter:
     """`choose_consistent` with its state, for the API: a ring per replica set (rebuilt when
-    replicas join or leave) and the adapters' demand."""
+    replicas join or leave), the adapters' demand, and the homes each has been prefetched
+    to."""
 
     def __init__(self, policy: HashingPolicy = HashingPolicy(),
                  demand: DemandTracker | None = None) -> None:
         self.policy = policy
         self.demand = demand or DemandTracker()
+        self.growth = HomeGrowth()
         self._rings: dict[frozenset[str], HashRing] = {}
 
     def ring(self, names: Iterable[str]) -> HashRing:
@@ -347,3 +378,11 @@ class ConsistentRouter:
         return choose_consistent(self.ring(by_name), by_name, adapter,
                                  self.demand.share(adapter), self.policy)
 
+
+    def prefetch(self, replicas: Sequence[ReplicaLoad], adapter: str) -> list[str]:
+        """The replicas to load `adapter` into ahead of its requests (after `choose` recorded
+        the request): the homes its demand earned since, that do not hold it yet."""
+        by_name = {r.name: r for r in replicas}
+        homes = self.growth.grow(self.ring(by_name), adapter, self.demand.share(adapter),
+                                 len(by_name), self.policy)
+        return [name for name in homes if by_name[name].tier(adapter) == TIER_COLD]
