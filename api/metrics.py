@@ -70,11 +70,13 @@ class _ServingCollector:
         adapters = serving.adapters
         decisions = CounterMetricFamily(
             "tuneserve_routing_decisions",
-            "Requests routed, by base model and outcome: hit (the replica held the adapter), "
-            "load (no replica held it), spill (its holders were overloaded), base.",
-            labels=["base", "action"])
-        for (base, action), count in sorted(adapters.decisions.items()):
-            decisions.add_metric([base, action], count)
+            "Requests routed, by base model, outcome (hit: the replica held the adapter; load: "
+            "no replica held it; spill: its holders were overloaded; base) and the tier the "
+            "adapter was in on the chosen replica (gpu: in a LoRA slot, host: registered, in "
+            "the engine's CPU LoRA cache; cold: to be loaded; none: the base model).",
+            labels=["base", "action", "tier"])
+        for (base, action, tier), count in sorted(adapters.decisions.items()):
+            decisions.add_metric([base, action, tier], count)
         yield decisions
         loads = CounterMetricFamily("tuneserve_adapter_loads",
                                     "Adapter registrations with a replica, by result.",
@@ -89,6 +91,10 @@ class _ServingCollector:
         yield _counter("tuneserve_adapter_evictions",
                        "Adapters unregistered from a replica to stay under its LoRA slots.",
                        adapters.evictions)
+        yield _counter("tuneserve_adapter_prefetches",
+                       "Adapters loaded into a replica ahead of any request for them (the "
+                       "consistent router's new homes for an adapter whose demand grew).",
+                       adapters.prefetches)
         cache = adapters.cache
         yield _counter("tuneserve_adapter_cache_hits",
                        "Adapter lookups found in this node's disk cache.", cache.hits)

@@ -130,6 +130,7 @@ class AdapterRegistry:
         self.loads: Counter[str] = Counter()
         self.load_seconds = 0.0  # summed over successful loads
         self.evictions = 0
+        self.prefetches = 0  # loads ahead of any request, succeeded
 
     def add_replica(self, engine: Replica) -> None:
         self.groups.setdefault(engine.base, []).append(ReplicaAdapters(engine))
@@ -193,15 +194,16 @@ class AdapterRegistry:
     def release(self, lease: Lease) -> None:
         replica = lease._replica
         replica.in_flight -= 1
-        if lease._registration is None:
-            return
-        registration = lease._registration
+        if lease._registration is not None:
+            self._unhold(replica, lease.served, lease._registration)
+
+    def _unhold(self, replica: ReplicaAdapters, name: str, registration: Registration) -> None:
         registration.leases -= 1
         if (registration.leases == 0 and registration.state is AdapterState.LOADING
-                and replica.adapters.get(lease.served) is registration):
+                and replica.adapters.get(name) is registration):
             # Its load was cut short, and no request waits on it any more: a registration
             # that never loaded must not take a slot or pin its files.
-            self._drop(replica, lease.served)
+            self._drop(replica, name)
         if replica.slots_used() > self.settings.max_loaded_adapters:
             self._spawn(self.evict(replica))
 
@@ -257,6 +259,25 @@ class AdapterRegistry:
             log.info("loaded adapter %s on %s in %.3f s", name, engine.name,
                      time.monotonic() - started)
         await self.evict(replica)
+
+    async def prefetch(self, replica: ReplicaAdapters, name: str, prefix: str) -> None:
+        """Loads `name` into the replica ahead of any request for it (into vLLM's CPU LoRA
+        cache: host memory). Held while it loads, as a request would hold it. A failure is
+        logged and forgotten unless a request shares it: the adapter serves elsewhere, and a
+        prefetch must not make its requests fail fast (`failed_recently`)."""
+        if name in self.current(replica):
+            return
+        registration = self.hold(replica, name)
+        try:
+            await self.ensure_loaded(replica, name, prefix)
+            self.prefetches += 1
+        except (AdapterLoadError, EngineUnavailable) as exc:
+            log.warning("prefetching adapter %s to %s failed: %r", name, replica.engine.name,
+                        exc)
+            if registration.leases == 1 and replica.adapters.get(name) is registration:
+                self._drop(replica, name)
+        finally:
+            self._unhold(replica, name, registration)
 
     async def reload(self, lease: Lease) -> None:
         """The replica did not know an adapter it was routed (it restarted, or another API

@@ -25,7 +25,14 @@ from serving.adapter_errors import AdapterLoadError, ModelNotFound, ModelNotServ
 from serving.adapter_registry import AdapterRegistry, Lease, ReplicaAdapters
 from serving.engine import EngineUnavailable, Replica
 from serving.load_watcher import watch_loads
-from serving.router import ConsistentRouter, Decision, ReplicaLoad, RoutingPolicy, choose_with
+from serving.router import (
+    TIER_NAMES,
+    ConsistentRouter,
+    Decision,
+    ReplicaLoad,
+    RoutingPolicy,
+    choose_with,
+)
 from serving.settings import ServingSettings
 from storage.base_models import base_models
 from storage.blob import BlobStore
@@ -68,8 +75,11 @@ class AdapterManager:
         self.router = ConsistentRouter()
         for engine in engines:
             self.add_replica(engine)
-        # What routing decided: the figures /metrics shows (with the registry's).
-        self.decisions: Counter[tuple[str, str]] = Counter()
+        # What routing decided, by base, action and the tier the adapter was in on the chosen
+        # replica: the figures /metrics shows (with the registry's).
+        self.decisions: Counter[tuple[str, str, str]] = Counter()
+        # The consistent router loads an adapter's new homes ahead of its requests.
+        self._prefetching = settings.routing_policy == "consistent"
         self._tasks: set[asyncio.Task[None]] = set()
         self._tick = 0  # requests routed, for round robin
 
@@ -86,6 +96,10 @@ class AdapterManager:
     @property
     def evictions(self) -> int:
         return self.registry.evictions
+
+    @property
+    def prefetches(self) -> int:
+        return self.registry.prefetches
 
     # -- replicas and lifecycle ------------------------------------------------------------
 
@@ -134,9 +148,16 @@ class AdapterManager:
             await _first_ready([r.engine for r in group])
             ready = [r for r in group if r.engine.ready.is_set()]
         adapter = target.served if target.prefix is not None else None
-        decision = self._choose([self._view(r) for r in ready], adapter)
+        views = [self._view(r) for r in ready]
+        decision = self._choose(views, adapter)
         replica = next(r for r in ready if r.engine.name == decision.replica)
-        self.decisions[(target.base, decision.action)] += 1
+        view = next(v for v in views if v.name == decision.replica)
+        tier = "none" if adapter is None else TIER_NAMES[view.tier(adapter)]
+        self.decisions[(target.base, decision.action, tier)] += 1
+        if adapter is not None and target.prefix is not None and self._prefetching:
+            for name in self.router.prefetch(views, adapter):
+                home = next(r for r in ready if r.engine.name == name)
+                self._spawn(self.registry.prefetch(home, adapter, target.prefix))
         replica.in_flight += 1
         replica.routed_since_read += 1
         registration = None

@@ -209,7 +209,54 @@ async def test_an_adapter_s_requests_stay_on_the_replica_that_has_it(tmp_path: P
     more = [await adapters.acquire(PROJECT, "x") for _ in range(4)]
     assert "spill" in {lease.action for lease in more}
     assert {lease.engine.name for lease in more} == {"a", "b"}
-    assert adapters.decisions[(DEFAULT_BASE_MODEL, "spill")] == 1
+    assert adapters.decisions[(DEFAULT_BASE_MODEL, "spill", "cold")] == 1
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("policy", ["consistent", "affinity"])
+async def test_a_hot_adapter_is_prefetched_to_the_homes_its_demand_earns(  # type: ignore[no-untyped-def]
+    tmp_path: Path, models, policy: str
+) -> None:
+    # Two replicas: an adapter drawing over a quarter of the requests earns a second home
+    # (HashingPolicy.replica_share), which the consistent router loads ahead of any request.
+    a, b = StandInEngine("a"), StandInEngine("b")
+    adapters = manager(tmp_path, models, a, b, routing_policy=policy)
+    home = HashRing("ab").homes(served_name("x"))[0] if policy == "consistent" else "a"
+    other = b if home == "a" else a
+
+    async def ask(times: int) -> None:
+        for _ in range(times):
+            lease = await adapters.acquire(PROJECT, "x")
+            assert lease.engine.name == home
+            lease.release()
+        await asyncio.sleep(0.05)
+
+    await ask(40)  # 40 of at least 256 (DemandTracker.floor): one home is enough
+    assert other.loaded() == []
+    await ask(40)
+    prefetched = policy == "consistent"
+    assert other.loaded() == [served_name("x")] * prefetched
+    assert adapters.prefetches == prefetched
+    assert adapters.decisions == {(DEFAULT_BASE_MODEL, "load", "cold"): 1,
+                                  (DEFAULT_BASE_MODEL, "hit", "gpu"): 79}
+
+
+@pytest.mark.anyio
+async def test_a_failed_prefetch_takes_no_slot_and_requests_still_load(  # type: ignore[no-untyped-def]
+    tmp_path: Path, models
+) -> None:
+    a, b = StandInEngine("a"), StandInEngine("b")
+    adapters = manager(tmp_path, models, a, b, routing_policy="consistent")
+    home = HashRing("ab").homes(served_name("x"))[0]
+    other = b if home == "a" else a
+    other.refuse.add(served_name("x"))
+    for _ in range(80):
+        (await adapters.acquire(PROJECT, "x")).release()
+    await asyncio.sleep(0.05)
+    assert other.loaded() == [served_name("x")] and adapters.prefetches == 0
+    replica = next(r for r in adapters.registry.groups[DEFAULT_BASE_MODEL]
+                   if r.engine is other)
+    assert replica.slots_used() == 0
 
 
 @pytest.mark.anyio

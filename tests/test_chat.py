@@ -345,12 +345,16 @@ def test_one_slow_health_check_does_not_restart_the_engine(chat_server: Tuneserv
 def test_routing_decisions_are_in_the_metrics(sft_job, chat_server: TuneserveServer,  # type: ignore[no-untyped-def]
                                               client: openai.OpenAI) -> None:
     before = served_metric(chat_server, "tuneserve_routing_decisions_total", 'action="hit"')
+    in_gpu = served_metric(chat_server, "tuneserve_routing_decisions_total", 'tier="gpu"')
     _ask(client, sft_job.fine_tuned_model, PROMPTS[0])  # a load or a hit
     _ask(client, sft_job.fine_tuned_model, PROMPTS[1])  # a hit
     _ask(client, BASE, PROMPTS[0])
     assert served_metric(chat_server, "tuneserve_routing_decisions_total",
                          'action="hit"') >= before + 1
-    assert served_metric(chat_server, "tuneserve_routing_decisions_total", 'action="base"') > 0
+    # The adapter just used is in a GPU slot (one of the most recently used) on the next hit.
+    assert served_metric(chat_server, "tuneserve_routing_decisions_total",
+                         'tier="gpu"') >= in_gpu + 1
+    assert served_metric(chat_server, "tuneserve_routing_decisions_total", 'tier="none"') > 0
 
 
 def test_completions_serve_base_and_fine_tuned_models(sft_job, client: openai.OpenAI) -> None:  # type: ignore[no-untyped-def]
