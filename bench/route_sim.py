@@ -108,6 +108,9 @@ class Scenario:
     seed: int = 1
     requests: int | None = None  # a fixed count instead of a duration (calibration)
     prefill: bool = False  # tiers start filled from the demand history (see the docstring)
+    # Closed loop instead of Poisson arrivals: this many clients, each sending its next
+    # request when its last one ends (bench/route.py's 8 at a time); with `requests`.
+    concurrency: int | None = None
 
 
 class Request:
@@ -227,6 +230,7 @@ class Simulation:
         self.tick = itertools.count()
         self.fresh_ids = itertools.count(scenario.adapters)
         self.result = Result()
+        self.closed = False  # every request of a fixed count has arrived
         self.measuring_from = scenario.warmup_s
         self.measuring_to = (scenario.warmup_s + scenario.duration_s
                              if scenario.requests is None else math.inf)
@@ -244,7 +248,11 @@ class Simulation:
             self._prefill()
         end = s.warmup_s + s.duration_s
         count = 0
-        self.push(self.rng.expovariate(self.rate), ARRIVE)
+        if s.concurrency is None:
+            self.push(self.rng.expovariate(self.rate), ARRIVE)
+        else:
+            for _ in range(s.concurrency):
+                self.push(0.0, ARRIVE)
         if s.requests is None:
             for k in range(1, int(end / s.churn_every_s) + 1):
                 self.push(k * s.churn_every_s, CHURN)
@@ -261,8 +269,10 @@ class Simulation:
                 last_arrival = at
                 self._arrive(at)
                 more = at < end if s.requests is None else count < s.requests
-                if more:
+                if more and s.concurrency is None:
                     self.push(at + self.rng.expovariate(self.rate), ARRIVE)
+                elif not more:
+                    self.closed = True  # no client sends another
             else:
                 handlers[kind](at, payload)
         self.result.window = (last_arrival - s.warmup_s if s.requests is None
@@ -389,6 +399,8 @@ class Simulation:
                     result.ttft.append(now - request.arrival)
             for request in replica.finishing.pop(replica.step_no, ()):
                 self._finish(replica, request.adapter)
+                if self.s.concurrency is not None and not self.closed:
+                    self.push(now, ARRIVE)  # its client's next request
         replica.step_no += 1
         # Admit what fits: batch room, and at most `gpu_slots` distinct adapters.
         batch, gpu = replica.batch, replica.gpu
