@@ -1,11 +1,17 @@
-"""Adapter-affinity routing vs round robin, measured side by side in one run on real replicas.
+"""Routing on real replicas: the consistent router, today's affinity router and round robin,
+measured side by side in one run.
 
 Two vLLM CPU replicas on a loopback Ray cluster (TUNESERVE_SERVING=ray), 64 adapters with
 Zipf(1.1) popularity, 256 streamed requests, 8 at a time, through the official openai client.
-Each policy starts from replicas that hold no adapter. Printed: adapter loads (goal: affinity
-needs at least 3x fewer) and p50/p95 time to first token (goal: a lower p95).
+The replicas are under adapter pressure: `--slots` adapters registered each (host memory:
+vLLM's CPU LoRA cache), of which `--gpu-slots` in a batch (vLLM's `--max-loras`: the GPU
+slots). Each policy starts from replicas that hold no adapter. Printed, per policy: where each
+request found its adapter on the replica it was routed to (GPU slot, host memory, or cold: a
+load), the loads ahead of requests (prefetches, the consistent router's), all loads against
+the floor (the distinct adapters asked for: each needs one load at least), and p50/p95 time
+to first token. `tests/test_route_sim.py` ties the simulator to these figures.
 
-Usage: `python bench/route.py [--requests 256] [--adapters 64] [--slots 8]`.
+Usage: `python bench/route.py [--requests 256] [--adapters 64] [--slots 8] [--gpu-slots 2]`.
 """
 
 import argparse
@@ -16,6 +22,8 @@ import statistics
 import sys
 import tempfile
 import time
+from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
@@ -128,8 +136,21 @@ async def run_load(server: TuneserveServer, sequence: list[str], concurrency: in
         await client.close()
 
 
+def decisions_by_tier(server: TuneserveServer) -> Counter[tuple[str, str]]:
+    """tuneserve_routing_decisions_total by (action, tier)."""
+    text = httpx.get(server.base_url.removesuffix("/v1") + "/metrics", timeout=5).text
+    counts: Counter[tuple[str, str]] = Counter()
+    for line in text.splitlines():
+        if line.startswith("tuneserve_routing_decisions_total{"):
+            labels = dict(item.split("=", 1) for item in
+                          line[line.index("{") + 1:line.index("}")].split(","))
+            counts[(labels["action"].strip('"'), labels["tier"].strip('"'))] += int(
+                float(line.rsplit(" ", 1)[1]))
+    return counts
+
+
 def api_node(work: Path, env: dict[str, str], cluster: RayCluster, policy: str,
-             slots: int, key: str | None) -> TuneserveServer:
+             slots: int, gpu_slots: int, key: str | None) -> TuneserveServer:
     return TuneserveServer(work / f"api-{policy}", {
         **env, "TUNESERVE_SERVING_ENABLED": "true", "TUNESERVE_SERVING": "ray",
         "TUNESERVE_RAY_ADDRESS": cluster.address,
@@ -139,6 +160,8 @@ def api_node(work: Path, env: dict[str, str], cluster: RayCluster, policy: str,
         "TUNESERVE_RAY_REPLICA_RESOURCES": json.dumps({"vllm_replica": 1}),
         "TUNESERVE_RAY_SERVING_COMMAND": f"{sys.executable} -m serving.ray_replicas",
         "TUNESERVE_MAX_LOADED_ADAPTERS": str(slots),
+        "TUNESERVE_MAX_CPU_LORAS": str(max(slots, gpu_slots)),
+        "TUNESERVE_MAX_LORAS": str(gpu_slots),
         "TUNESERVE_ROUTING_POLICY": policy,
     }, api_key=key)
 
@@ -158,6 +181,9 @@ def main() -> None:
     parser.add_argument("--adapters", type=int, default=64)
     parser.add_argument("--slots", type=int, default=8,
                         help="adapters each replica keeps registered")
+    parser.add_argument("--gpu-slots", type=int, default=2,
+                        help="distinct adapters in a batch (vLLM's --max-loras)")
+    parser.add_argument("--policies", default="consistent,affinity,round_robin")
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--tokens", type=int, default=8)
     parser.add_argument("--alpha", type=float, default=1.1)
@@ -172,11 +198,13 @@ def main() -> None:
            "TUNESERVE_MODELS_DIR": str(models)}
     cluster = RayCluster(env, gpu_nodes=0).start()
     cluster.add_nodes(2, {"vllm_replica": 1}, {"TUNESERVE_DATA_DIR": str(work / "nodes")})
-    results: dict[str, tuple[float, list[float], float]] = {}
+    results: dict[str, Measured] = {}
     key = None
+    sequence: list[str] = []
     try:
-        for policy in ("affinity", "round_robin"):
-            server = api_node(work, env, cluster, policy, args.slots, key).start()
+        for policy in args.policies.split(","):
+            server = api_node(work, env, cluster, policy, args.slots, args.gpu_slots,
+                              key).start()
             key = server.api_key
             try:
                 wait_for_replicas(server, 2)
@@ -195,12 +223,12 @@ def main() -> None:
                 started = time.perf_counter()
                 ttfts = asyncio.run(run_load(server, sequence, args.concurrency, args.tokens))
                 elapsed = time.perf_counter() - started
-                loads = served_metric(server, "tuneserve_adapter_loads_total", "loaded") - before
-                results[policy] = (loads, ttfts, elapsed)
-                actions = {a: served_metric(server, "tuneserve_routing_decisions_total",
-                                            f'action="{a}"') for a in ("hit", "load", "spill")}
-                print(f"{policy}: decisions {actions}; {len(set(sequence))} distinct adapters "
-                      "asked for (each needs one load at least)", flush=True)
+                results[policy] = Measured(
+                    loads=served_metric(server, "tuneserve_adapter_loads_total", "loaded")
+                    - before,
+                    prefetches=served_metric(server, "tuneserve_adapter_prefetches_total"),
+                    decisions=decisions_by_tier(server), ttfts=ttfts, elapsed=elapsed)
+                print(f"{policy}: {dict(results[policy].decisions)}", flush=True)
             finally:
                 server.stop()
     finally:
@@ -211,16 +239,42 @@ def main() -> None:
     def p(values: list[float], q: float) -> float:
         return statistics.quantiles(values, n=100)[int(q) - 1] * 1000
 
+    floor = len(set(sequence))
     print(f"2 replicas, {args.adapters} adapters, Zipf({args.alpha}), {args.requests} requests "
-          f"x {args.tokens} tokens, {args.concurrency} at a time, {args.slots} adapter slots "
-          "per replica (simulated GPU nodes on this CPU: vLLM CPU replicas)")
-    for policy, (loads, ttfts, elapsed) in results.items():
-        print(f"  {policy:12s} loads {loads:4.0f}   TTFT p50 {p(ttfts, 50):7.1f} ms   "
-              f"p95 {p(ttfts, 95):7.1f} ms   {args.requests / elapsed:5.1f} req/s")
-    (aff_loads, aff_ttft, _), (rr_loads, rr_ttft, _) = results["affinity"], results["round_robin"]
-    print(f"loads: round robin / affinity = {rr_loads / max(aff_loads, 1):.2f}x (goal >= 3x); "
-          f"p95 TTFT affinity / round robin = {p(aff_ttft, 95) / p(rr_ttft, 95):.2f} "
-          "(goal < 1)")
+          f"x {args.tokens} tokens, {args.concurrency} at a time; per replica {args.slots} "
+          f"adapters registered (host memory), {args.gpu_slots} in a batch (GPU slots); vLLM "
+          f"CPU replicas stand in for GPU nodes. Floor: {floor} distinct adapters asked for, "
+          "each needs one load at least.")
+    print(f"  {'policy':12s} {'gpu':>5s} {'host':>5s} {'cold':>5s} {'hit rate':>8s} "
+          f"{'prefetch':>8s} {'loads':>6s} {'p50 ms':>8s} {'p95 ms':>8s} {'req/s':>6s}")
+    for policy, m in results.items():
+        print(f"  {policy:12s} {m.tier('gpu'):5d} {m.tier('host'):5d} {m.tier('cold'):5d} "
+              f"{m.hit_rate:8.3f} {m.prefetches:8.0f} {m.loads:6.0f} {p(m.ttfts, 50):8.1f} "
+              f"{p(m.ttfts, 95):8.1f} {args.requests / m.elapsed:6.1f}")
+    if "round_robin" in results:
+        rr = results["round_robin"]
+        for policy, m in results.items():
+            if policy != "round_robin":
+                print(f"{policy} vs round robin: {rr.loads / max(m.loads, 1):.2f}x fewer loads "
+                      f"(at the floor: {rr.loads / floor:.2f}x), p95 TTFT "
+                      f"{p(m.ttfts, 95) / p(rr.ttfts, 95):.2f}x")
+
+
+@dataclass
+class Measured:
+    loads: float  # every adapter load, prefetches included
+    prefetches: float
+    decisions: Counter[tuple[str, str]]  # (action, tier) -> requests
+    ttfts: list[float]
+    elapsed: float
+
+    def tier(self, tier: str) -> int:
+        return sum(n for (_, t), n in self.decisions.items() if t == tier)
+
+    @property
+    def hit_rate(self) -> float:
+        """Requests whose adapter was in GPU slots or host memory where they were routed."""
+        return (self.tier("gpu") + self.tier("host")) / max(1, sum(self.decisions.values()))
 
 
 if __name__ == "__main__":
