@@ -51,6 +51,10 @@ class RayCluster:
                 "num_cpus": 1, "num_gpus": 0, "node_ip_address": "127.0.0.1",
                 "include_dashboard": True, "dashboard_host": "127.0.0.1",
                 "dashboard_port": self.dashboard_port,
+                # Ray's fixed default (52365) would leave a second cluster on the machine (a
+                # test's while the suite's session one is up, or a benchmark's) with no agent
+                # to take its jobs: "No available agent to submit job".
+                "dashboard_agent_listen_port": free_port(),
                 "object_store_memory": 80 << 20,
             })
             for _ in range(self.gpu_nodes):
