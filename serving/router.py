@@ -155,8 +155,10 @@ def choose_with(policy: Policy, replicas: Sequence[ReplicaLoad], adapter: str | 
 # there; a replica past c times the average load takes nothing (bounded loads, Mirrokni,
 # Thorup and Zadimoghaddam 2018, as HAProxy's `hash-balance-factor` and Vimeo's edge use it),
 # and when every home is past it the walk goes on clockwise to the first replica under it, so
-# an overflow lands on the same next replica each time. A replica joining or leaving moves
-# only the adapters whose arc it takes or gives: about 1/N of them.
+# an overflow lands on the same next replica each time. An adapter no replica holds is loaded
+# wherever it goes, so it goes to the less loaded of its first two homes, and stays there
+# while held: hashing alone places hot adapters together on a small fleet. A replica joining
+# or leaving moves only the adapters whose arc it takes or gives: about 1/N of them.
 
 class ReplicaState(Protocol):
     """What the consistent router reads of one replica (`ReplicaLoad` is one; the simulator's
@@ -188,6 +190,11 @@ class HashingPolicy:
     # What the tier the adapter is in costs, in requests queued: a copy from host memory is
     # almost free, a load from disk or the blob store is not.
     tier_penalty: tuple[float, float, float] = (0.0, 0.5, 8.0)
+    # An adapter no replica holds is loaded wherever it goes: it goes to the least loaded of
+    # its first this many homes (the power of two choices), and stays there while it is held.
+    # Without it a small fleet's hash places hot adapters together: on two real replicas its
+    # p95 time to first token was 1.69x round robin's (docs/benchmarks-and-routing.md).
+    cold_choices: int = 2
 
 
 def _point(key: str) -> int:
@@ -282,17 +289,19 @@ def choose_consistent(ring: HashRing, replicas: Mapping[str, ReplicaState], adap
         return None
     if total_load is None:
         total_load = sum(r.load for r in replicas.values())
-    if holders is None:
-        holders = [n for n, r in replicas.items() if r.tier(adapter) != TIER_COLD]
+    holders = (list(holders) if holders is not None
+               else [n for n, r in replicas.items() if r.tier(adapter) != TIER_COLD])
     # A replica takes a request while under c times the average load, this one included.
     capacity = max(policy.min_capacity,
                    math.ceil(policy.load_factor * (total_load + 1) / len(replicas)))
     penalty = policy.tier_penalty
     best: tuple[float, int, str] | None = None
     walk = ring.walk(adapter)
+    homes = home_count(share, len(replicas), policy)
+    if not holders:
+        homes = max(homes, policy.cold_choices)
     rank = 0
-    for rank, name in enumerate(itertools.islice(walk, home_count(share, len(replicas),
-                                                                   policy))):
+    for rank, name in enumerate(itertools.islice(walk, homes)):
         replica = replicas.get(name)
         if replica is not None and replica.load < capacity:
             score = (replica.load + penalty[replica.tier(adapter)], rank, name)

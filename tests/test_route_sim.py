@@ -16,7 +16,7 @@ from route_sim import POLICIES, Profile, Scenario, compare, simulate  # noqa: E4
 # requests 8 at a time, 8 adapters registered a replica of which 2 in a batch): requests whose
 # adapter was in a GPU slot or host memory where they were routed, of 256. The simulator must
 # land within this much of each.
-MEASURED_HIT_RATE = {"consistent": 145 / 256, "affinity": 155 / 256, "round_robin": 120 / 256}
+MEASURED_HIT_RATE = {"consistent": 146 / 256, "affinity": 158 / 256, "round_robin": 115 / 256}
 TOLERANCE = 0.10
 
 

@@ -240,6 +240,23 @@ def test_the_api_s_router_keeps_a_ring_per_replica_set_and_sends_the_base_to_the
     replicas = [replica(n, running=i) for i, n in enumerate(NAMES[:3])]
     assert router.choose(replicas, None, 0.0) == Decision("r00", "base")
     first = router.choose(replicas, "x", 0.0)
-    assert first is not None and first.replica == HashRing(NAMES[:3]).homes("x")[0]
+    # x is held nowhere: the less loaded of its first two homes.
+    two = HashRing(NAMES[:3]).homes("x", 2)
+    assert first is not None and first.replica == min(two, key=NAMES.index)
     assert router.ring(NAMES[:3]) is router.ring(NAMES[2::-1])
     assert router.choose([], "x", 0.0) is None
+
+
+def test_an_adapter_held_nowhere_goes_to_the_less_loaded_of_its_two_first_homes() -> None:
+    ring = HashRing(NAMES[:4])
+    for adapter in ADAPTERS[:20]:
+        first, second = ring.homes(adapter, 2)
+        # Busier, but well under the bound (4 here).
+        busy = {r: replica(r, running=2 if r == first else 0) for r in NAMES[:4]}
+        assert choose_consistent(ring, busy, adapter, 0.0).replica == second
+        # Once held there it stays, though its first home is idle again.
+        held = {r: replica(r, *([adapter] if r == second else []), slots=8) for r in NAMES[:4]}
+        assert choose_consistent(ring, held, adapter, 0.0) == Decision(second, "hit")
+        # Idle homes alike: the first.
+        idle = {r: replica(r) for r in NAMES[:4]}
+        assert choose_consistent(ring, idle, adapter, 0.0).replica == first
