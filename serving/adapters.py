@@ -154,10 +154,10 @@ class AdapterManager:
         view = next(v for v in views if v.name == decision.replica)
         tier = "none" if adapter is None else TIER_NAMES[view.tier(adapter)]
         self.decisions[(target.base, decision.action, tier)] += 1
-        if adapter is not None and target.prefix is not None and self._prefetching:
-            for name in self.router.prefetch(views, adapter):
+        if target.prefix is not None and self._prefetching:
+            for name in self.router.prefetch(views, target.served):
                 home = next(r for r in ready if r.engine.name == name)
-                self._spawn(self.registry.prefetch(home, adapter, target.prefix))
+                self._spawn(self.registry.prefetch(home, target.served, target.prefix))
         replica.in_flight += 1
         replica.routed_since_read += 1
         registration = None
