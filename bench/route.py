@@ -245,10 +245,11 @@ def main() -> None:
           f"adapters registered (host memory), {args.gpu_slots} in a batch (GPU slots); vLLM "
           f"CPU replicas stand in for GPU nodes. Floor: {floor} distinct adapters asked for, "
           "each needs one load at least.")
-    print(f"  {'policy':12s} {'gpu':>5s} {'host':>5s} {'cold':>5s} {'hit rate':>8s} "
+    print(f"  {'policy':12s} {'gpu':>5s} {'host':>5s} {'disk':>5s} {'cold':>5s} {'hit rate':>8s} "
           f"{'prefetch':>8s} {'loads':>6s} {'p50 ms':>8s} {'p95 ms':>8s} {'req/s':>6s}")
     for policy, m in results.items():
-        print(f"  {policy:12s} {m.tier('gpu'):5d} {m.tier('host'):5d} {m.tier('cold'):5d} "
+        print(f"  {policy:12s} {m.tier('gpu'):5d} {m.tier('host'):5d} {m.tier('disk'):5d} "
+              f"{m.tier('cold'):5d} "
               f"{m.hit_rate:8.3f} {m.prefetches:8.0f} {m.loads:6.0f} {p(m.ttfts, 50):8.1f} "
               f"{p(m.ttfts, 95):8.1f} {args.requests / m.elapsed:6.1f}")
     if "round_robin" in results:

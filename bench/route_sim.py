@@ -47,6 +47,7 @@ sys.path.insert(0, str(ROOT))
 
 from serving.router import (  # noqa: E402
     TIER_COLD,
+    TIER_DISK,
     TIER_GPU,
     TIER_HOST,
     DemandTracker,
@@ -147,7 +148,9 @@ class Replica:
     def tier(self, adapter: str) -> int:
         if adapter in self.gpu:
             return TIER_GPU
-        return TIER_HOST if adapter in self.host else TIER_COLD
+        if adapter in self.host:
+            return TIER_HOST
+        return TIER_DISK if adapter in self.disk else TIER_COLD
 
     # As `ReplicaLoad`, for today's router and the baselines (`choose_with` reads only
     # these): the replica itself, so a thousand of them need no copies a request.

@@ -18,10 +18,10 @@ from dataclasses import dataclass
 from typing import Literal, Protocol
 
 # Where an adapter is on one replica, fastest first: in a GPU slot (vLLM's `--max-loras`), in
-# host memory (vLLM's CPU LoRA cache, `--max-cpu-loras`: a copy to the GPU away), or neither
-# (on the node's disk cache or only in the blob store: a load).
-TIER_GPU, TIER_HOST, TIER_COLD = 0, 1, 2
-TIER_NAMES = ("gpu", "host", "cold")
+# host memory (vLLM's CPU LoRA cache, `--max-cpu-loras`: a copy to the GPU away), on the node's
+# disk cache (a load from local disk away), or only in the blob store (a fetch, then a load).
+TIER_GPU, TIER_HOST, TIER_DISK, TIER_COLD = 0, 1, 2, 3
+TIER_NAMES = ("gpu", "host", "disk", "cold")
 
 # hit: the replica holds the adapter. load: no replica held it. spill: holders were overloaded,
 # so one more replica loads it. base: a request for the base model (no adapter).
@@ -44,6 +44,9 @@ class ReplicaLoad:
     # Of `adapters`, those in GPU slots (vLLM's `--max-loras`, the most recently used); the
     # rest are in host memory (vLLM's CPU LoRA cache), a copy away.
     gpu: frozenset[str] = frozenset()
+    # Adapters in the replica's node's disk cache (registered or not): loading one of these
+    # skips the fetch from the blob store.
+    disk: frozenset[str] = frozenset()
 
     @property
     def load(self) -> int:
@@ -60,7 +63,9 @@ class ReplicaLoad:
     def tier(self, adapter: str) -> int:
         if adapter in self.gpu:
             return TIER_GPU
-        return TIER_HOST if adapter in self.adapters else TIER_COLD
+        if adapter in self.adapters:
+            return TIER_HOST
+        return TIER_DISK if adapter in self.disk else TIER_COLD
 
 
 @dataclass(frozen=True)
@@ -187,11 +192,13 @@ class HashingPolicy:
     # An adapter gets one more home for every this much of one replica's share of traffic it
     # draws: at 0.5, one with 10 % of the requests of 100 replicas has 20 homes.
     replica_share: float = 0.5
-    # What the tier the adapter is in costs, in requests queued: a copy from host memory is
-    # almost free, a load from disk or the blob store is not.
-    tier_penalty: tuple[float, float, float] = (0.0, 0.5, 8.0)
+    # What the tier the adapter is in costs, in requests queued (GPU, host, disk, blob store):
+    # a copy from host memory is almost free, a load from local disk costs about one request
+    # (0.1 s for an 8B adapter), a fetch from the blob store ten times that.
+    tier_penalty: tuple[float, float, float, float] = (0.0, 0.5, 1.0, 8.0)
     # An adapter no replica holds is loaded wherever it goes: it goes to the least loaded of
-    # its first this many homes (the power of two choices), and stays there while it is held.
+    # its first this many homes (the power of two choices; one with it on disk counts as a
+    # disk load's penalty less loaded), and stays there while it is held.
     # Without it a small fleet's hash places hot adapters together: on two real replicas its
     # p95 time to first token was 1.69x round robin's (docs/benchmarks-and-routing.md).
     cold_choices: int = 2
@@ -290,7 +297,7 @@ def choose_consistent(ring: HashRing, replicas: Mapping[str, ReplicaState], adap
     if total_load is None:
         total_load = sum(r.load for r in replicas.values())
     holders = (list(holders) if holders is not None
-               else [n for n, r in replicas.items() if r.tier(adapter) != TIER_COLD])
+               else [n for n, r in replicas.items() if r.tier(adapter) < TIER_DISK])
     # A replica takes a request while under c times the average load, this one included.
     capacity = max(policy.min_capacity,
                    math.ceil(policy.load_factor * (total_load + 1) / len(replicas)))
@@ -322,7 +329,7 @@ def choose_consistent(ring: HashRing, replicas: Mapping[str, ReplicaState], adap
                                                     key=lambda r: (r.load, r.name)).name
     else:
         name = best[2]
-    if replicas[name].tier(adapter) != TIER_COLD:
+    if replicas[name].tier(adapter) < TIER_DISK:
         return Decision(name, "hit")
     return Decision(name, "spill" if held else "load")
 
@@ -394,4 +401,4 @@ class ConsistentRouter:
         by_name = {r.name: r for r in replicas}
         homes = self.growth.grow(self.ring(by_name), adapter, self.demand.share(adapter),
                                  len(by_name), self.policy)
-        return [name for name in homes if by_name[name].tier(adapter) == TIER_COLD]
+        return [name for name in homes if by_name[name].tier(adapter) >= TIER_DISK]

@@ -88,6 +88,7 @@ def test_the_baselines_route_as_their_names_say() -> None:
 
 from serving.router import (  # noqa: E402
     TIER_COLD,
+    TIER_DISK,
     TIER_GPU,
     TIER_HOST,
     ConsistentRouter,
@@ -202,6 +203,21 @@ def test_a_replica_holding_it_beats_a_cold_home_and_gpu_beats_host() -> None:
     # ... unless it has a queue.
     replicas[order[1]] = ReplicaLoad(order[1], 2, 3, frozenset({"x"}), 2, gpu=frozenset({"x"}))
     assert choose_consistent(ring, replicas, "x", share) == Decision(order[0], "hit")
+
+
+def test_an_adapter_held_nowhere_goes_to_the_home_with_it_on_disk() -> None:
+    ring = HashRing(NAMES[:4])
+    first, second = ring.homes("x", 2)
+    replicas = fleet(*(replica(n, running=3) for n in NAMES[:4]))
+    replicas[first] = replica(first)
+    # The second home is busier, but has x in its node's disk cache: a load from local disk
+    # beats a fetch from the blob store on an idle replica.
+    replicas[second] = ReplicaLoad(second, 2, 0, frozenset(), 2, disk=frozenset({"x"}))
+    assert replicas[second].tier("x") == TIER_DISK
+    assert choose_consistent(ring, replicas, "x", 0.0) == Decision(second, "load")
+    # On disk is not held: with nothing in memory anywhere, the idle home takes it.
+    replicas[second] = replica(second, running=2)
+    assert choose_consistent(ring, replicas, "x", 0.0) == Decision(first, "load")
 
 
 def test_an_idle_fleet_keeps_an_adapter_s_burst_on_its_home() -> None:
