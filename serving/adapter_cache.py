@@ -37,6 +37,12 @@ class AdapterCache:
                 self._used[entry.name] = sum(f.stat().st_size for f in entry.iterdir())
             elif entry.name.startswith("."):
                 shutil.rmtree(entry, ignore_errors=True)
+        self._names = frozenset(self._used)
+
+    @property
+    def names(self) -> frozenset[str]:
+        """The adapters on disk now: the router's disk tier for the replicas reading it."""
+        return self._names
 
     def path(self, name: str, prefix: str) -> Path:
         """The local copy of the adapter at blob `prefix`, fetched if missing."""
@@ -59,6 +65,7 @@ class AdapterCache:
                 self._used[name] = size
                 self._used.move_to_end(name)
                 self._evict(keep=name)
+                self._names = frozenset(self._used)
                 self.fetches += 1
                 self.fetch_seconds += time.monotonic() - started
         finally:
@@ -78,4 +85,5 @@ class AdapterCache:
     def drop(self, name: str) -> None:
         with self._lock:
             self._used.pop(name, None)
+            self._names = frozenset(self._used)
             shutil.rmtree(self.root / name, ignore_errors=True)

@@ -205,11 +205,13 @@ class AdapterManager:
         # (host memory, `max_cpu_loras`); of those, the most recently used `max_loras` are
         # taken as in GPU slots (vLLM fills them least recently used first, as requests ask).
         registered = list(current)
+        engine = replica.engine
         return ReplicaLoad(
             name=replica.engine.name, running=replica.running, waiting=waiting,
             adapters=frozenset(registered), slots=self.settings.max_loaded_adapters,
             pinned=sum(1 for reg in current.values() if reg.leases),
-            gpu=frozenset(registered[-self.settings.max_loras:]))
+            gpu=frozenset(registered[-self.settings.max_loras:]),
+            disk=engine.disk if engine.fetches_adapters else self.cache.names)
 
     async def _resolve(self, project_id: str, model: str) -> _Target:
         groups = self.registry.groups

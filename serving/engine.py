@@ -113,6 +113,9 @@ class Replica(Protocol):
     http: httpx.AsyncClient  # pooled, with the replica's key
     # True: the replica fetches adapters from the blob store itself (`lora_path: blob:…`).
     fetches_adapters: bool
+    # Such a replica's node's adapter cache on disk, as it last announced it (one that does
+    # not fetch reads the API node's cache: `AdapterManager.cache`).
+    disk: frozenset[str]
 
     @property
     def base(self) -> str: ...
@@ -186,6 +189,7 @@ class VLLMEngine:
     replica of that base model."""
 
     fetches_adapters = False
+    disk: frozenset[str] = frozenset()
 
     def __init__(self, settings: ServingSettings, model: BaseModelSpec, *,
                  host: str | None = None, name: str = "local", extra_args: Sequence[str] = (),

@@ -14,10 +14,13 @@ replicas: one more while its replicas have requests waiting, one fewer once they
 
 import asyncio
 import contextlib
+import heapq
 import logging
+import os
 import re
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
 from serving.engine import EngineUnavailable, VLLMEngine
@@ -33,6 +36,10 @@ NAMESPACE = "tuneserve"
 CONTROLLER_INTERVAL = 2.0
 # Looks in a row with requests waiting before a replica is added (not for one burst).
 SCALE_UP_LOOKS = 2
+# At most this many of the adapters in a replica's disk cache are announced with each beat,
+# the newest first (a node's cache holds ~1,000 adapters of an 8B base: 40 GB): enough for the
+# router's disk tier, bounded for the DB row.
+DISK_ANNOUNCED = 1000
 
 
 # vLLM adds each middleware outside the ones before it: the key is checked first, on every
@@ -91,6 +98,7 @@ class ReplicaHost:
             row.base_model, row.url, row.api_key = e.base, e.url, e.api_key
             row.generation = self.started * 1000 + e.generation
             row.beats, row.adapter_slots = self.beats, self.settings.max_loaded_adapters
+            row.disk_adapters = cached_adapters(self.settings.adapter_cache_dir)
             s.merge(row)
             s.commit()
 
@@ -107,6 +115,20 @@ class ReplicaHost:
         if not self.engine.ready.is_set():
             raise EngineUnavailable
         return parse_engine_load((await self.engine.http.get("/metrics", timeout=3)).text)
+
+
+def cached_adapters(cache_dir: Path | None, limit: int = DISK_ANNOUNCED) -> list[str]:
+    """The adapters in a node's adapter cache (`serving.adapter_cache`: one directory each,
+    fetches in progress under dot names), the newest `limit` first."""
+    entries: list[tuple[float, str]] = []
+    if cache_dir is None or not cache_dir.is_dir():  # nothing fetched yet
+        return []
+    for entry in os.scandir(cache_dir):
+        if entry.name.startswith(".") or not entry.is_dir():
+            continue
+        with contextlib.suppress(FileNotFoundError):  # evicted just now
+            entries.append((entry.stat().st_mtime, entry.name))
+    return [name for _, name in heapq.nlargest(limit, entries)]
 
 
 def replica_actor() -> Any:

@@ -245,6 +245,9 @@ class ServingReplica(Base):
     beats: Mapped[int] = mapped_column(BigInteger, default=0)
     # Adapters it keeps registered at once.
     adapter_slots: Mapped[int] = mapped_column(BigInteger)
+    # The served names in its node's adapter cache on disk, newest first and at most
+    # `serving.ray_replicas.DISK_ANNOUNCED`: the router's disk tier (a load, not a fetch).
+    disk_adapters: Mapped[list[str]] = mapped_column(JSON, default=list)
 
 
 class RateWindow(Base):

@@ -20,7 +20,7 @@ from serving.adapters import (
     served_name,
 )
 from serving.engine import EngineUnavailable
-from serving.router import TIER_COLD, TIER_GPU, TIER_HOST, HashRing
+from serving.router import TIER_COLD, TIER_DISK, TIER_GPU, TIER_HOST, HashRing
 from serving.settings import ServingSettings
 from storage.base_models import DEFAULT_BASE_MODEL
 from storage.blob import LocalBlobStore
@@ -209,7 +209,8 @@ async def test_an_adapter_s_requests_stay_on_the_replica_that_has_it(tmp_path: P
     more = [await adapters.acquire(PROJECT, "x") for _ in range(4)]
     assert "spill" in {lease.action for lease in more}
     assert {lease.engine.name for lease in more} == {"a", "b"}
-    assert adapters.decisions[(DEFAULT_BASE_MODEL, "spill", "cold")] == 1
+    # Local replicas read the API node's disk cache, where x's first load left its files.
+    assert adapters.decisions[(DEFAULT_BASE_MODEL, "spill", "disk")] == 1
 
 
 @pytest.mark.anyio
@@ -298,6 +299,20 @@ async def test_the_router_sees_the_most_recently_used_adapters_in_gpu_slots(  # 
     assert view.gpu == {served_name(m) for m in ("y", "z")}
     assert (view.tier(served_name("z")), view.tier(served_name("x")),
             view.tier(served_name("w"))) == (TIER_GPU, TIER_HOST, TIER_COLD)
+
+
+@pytest.mark.anyio
+async def test_the_router_sees_an_evicted_adapter_on_disk(  # type: ignore[no-untyped-def]
+    tmp_path: Path, models
+) -> None:
+    adapters = manager(tmp_path, models, max_loaded_adapters=2)
+    for model in ("x", "y", "z"):
+        (await adapters.acquire(PROJECT, model)).release()
+    view = adapters._view(adapters.registry.groups[DEFAULT_BASE_MODEL][0])
+    # x made room for z, and its files stay in the API node's cache, which this replica
+    # reads: a load from disk, not a fetch.
+    assert served_name("x") not in view.adapters
+    assert (view.tier(served_name("x")), view.tier(served_name("w"))) == (TIER_DISK, TIER_COLD)
 
 
 def test_the_disk_cache_never_deletes_a_registered_adapter(tmp_path: Path, models) -> None:  # type: ignore[no-untyped-def]

@@ -189,7 +189,14 @@ def test_an_adapter_stays_on_one_replica_then_spreads_when_hot(
                                                 max_tokens=12, temperature=0)
         assert answer.model == cluster_model and '"answer"' in answer.choices[0].message.content
     served = served_name(cluster_model)
-    assert len(_held_by(serving_storage, served)) == 1  # its requests stayed where it was loaded
+    holders = _held_by(serving_storage, served)
+    assert len(holders) == 1  # its requests stayed where it was loaded
+    # The holder's next beats announce it in its node's disk cache (the router's disk tier).
+    deadline = time.monotonic() + 30
+    while not any(served in row.disk_adapters for row in _replicas(serving_storage)
+                  if row.name in holders):
+        assert time.monotonic() < deadline, "the replica never announced its disk cache"
+        time.sleep(0.5)
     assert served_metric(ray_serving, "tuneserve_routing_decisions_total", 'action="hit"') >= 2
 
     # A burst of long answers for it: its replica's queue passes the threshold (2) and the

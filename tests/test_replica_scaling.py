@@ -1,10 +1,12 @@
-"""How many replicas the controller wants for a base, from what its replicas report."""
+"""How many replicas the controller wants for a base, from what its replicas report; what a
+replica announces of its node's adapter cache."""
 
+import os
 from pathlib import Path
 
 import pytest
 
-from serving.ray_replicas import Controller, replica_name
+from serving.ray_replicas import Controller, cached_adapters, replica_name
 from serving.settings import ServedModel, ServingSettings
 
 GROUP = ServedModel("base", min_replicas=1, max_replicas=3)
@@ -71,3 +73,15 @@ def test_a_base_needs_at_least_one_replica(tmp_path, groups: str) -> None:  # ty
     # A base scaled to zero would never get its first replica back.
     with pytest.raises(ValueError, match="1 <= min_replicas <= max_replicas"):
         ServingSettings(data_dir=tmp_path, served_models=groups).served_model_groups()
+
+
+def test_a_replica_announces_its_newest_cached_adapters_and_no_fetch_in_progress(
+    tmp_path: Path
+) -> None:
+    assert cached_adapters(tmp_path / "not-yet") == [] and cached_adapters(None) == []
+    for age, name in enumerate(["lora-c", "lora-b", "lora-a", ".fetch-x"]):
+        (tmp_path / name).mkdir()
+        os.utime(tmp_path / name, (1000 - age, 1000 - age))
+    (tmp_path / "stray-file").write_text("")
+    assert cached_adapters(tmp_path) == ["lora-c", "lora-b", "lora-a"]
+    assert cached_adapters(tmp_path, limit=2) == ["lora-c", "lora-b"]
