@@ -302,7 +302,7 @@ def choose_consistent(ring: HashRing, replicas: Mapping[str, ReplicaState], adap
     capacity = max(policy.min_capacity,
                    math.ceil(policy.load_factor * (total_load + 1) / len(replicas)))
     penalty = policy.tier_penalty
-    best: tuple[float, int, str] | None = None
+    best: tuple[int, float, int, str] | None = None
     walk = ring.walk(adapter)
     homes = home_count(share, len(replicas), policy)
     if not holders:
@@ -311,14 +311,17 @@ def choose_consistent(ring: HashRing, replicas: Mapping[str, ReplicaState], adap
     for rank, name in enumerate(itertools.islice(walk, homes)):
         replica = replicas.get(name)
         if replica is not None and replica.load < capacity:
-            score = (replica.load + penalty[replica.tier(adapter)], rank, name)
+            tier = replica.tier(adapter)
+            # Held nowhere: a home with it on disk (a load) beats one without (a fetch, ten
+            # times that) whatever their queues, which the bound keeps within reach.
+            score = (0 if holders else tier, replica.load + penalty[tier], rank, name)
             best = score if best is None else min(best, score)
     held = False
     for name in holders:
         held = True
         replica = replicas.get(name)
         if replica is not None and replica.load < capacity:
-            score = (replica.load + penalty[replica.tier(adapter)], rank + 1, name)
+            score = (0, replica.load + penalty[replica.tier(adapter)], rank + 1, name)
             best = score if best is None else min(best, score)
     if best is None:
         # Every home and holder is full: the next replica clockwise under the bound, the
@@ -328,7 +331,7 @@ def choose_consistent(ring: HashRing, replicas: Mapping[str, ReplicaState], adap
         name = spill if spill is not None else min(replicas.values(),
                                                     key=lambda r: (r.load, r.name)).name
     else:
-        name = best[2]
+        name = best[3]
     if replicas[name].tier(adapter) < TIER_DISK:
         return Decision(name, "hit")
     return Decision(name, "spill" if held else "load")

@@ -208,15 +208,16 @@ def test_a_replica_holding_it_beats_a_cold_home_and_gpu_beats_host() -> None:
 def test_an_adapter_held_nowhere_goes_to_the_home_with_it_on_disk() -> None:
     ring = HashRing(NAMES[:4])
     first, second = ring.homes("x", 2)
-    replicas = fleet(*(replica(n, running=3) for n in NAMES[:4]))
+    replicas = fleet(*(replica(n, running=10) for n in NAMES[:4]))
     replicas[first] = replica(first)
-    # The second home is busier, but has x in its node's disk cache: a load from local disk
-    # beats a fetch from the blob store on an idle replica.
-    replicas[second] = ReplicaLoad(second, 2, 0, frozenset(), 2, disk=frozenset({"x"}))
+    # The second home is busier, by more than a fetch's penalty, but has x in its node's
+    # disk cache: a load from local disk beats a fetch from the blob store while the load
+    # bound allows it.
+    replicas[second] = ReplicaLoad(second, 9, 0, frozenset(), 2, disk=frozenset({"x"}))
     assert replicas[second].tier("x") == TIER_DISK
     assert choose_consistent(ring, replicas, "x", 0.0) == Decision(second, "load")
-    # On disk is not held: with nothing in memory anywhere, the idle home takes it.
-    replicas[second] = replica(second, running=2)
+    # On disk is not held: with nothing in memory or on disk anywhere, the idle home.
+    replicas[second] = replica(second, running=9)
     assert choose_consistent(ring, replicas, "x", 0.0) == Decision(first, "load")
 
 
