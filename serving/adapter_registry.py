@@ -214,7 +214,10 @@ class AdapterRegistry:
         return (registration is not None and registration.state is AdapterState.LOADED
                 and registration.generation == replica.engine.generation)
 
-    async def ensure_loaded(self, replica: ReplicaAdapters, name: str, prefix: str) -> None:
+    async def ensure_loaded(self, replica: ReplicaAdapters, name: str, prefix: str,
+                            trust_announced: bool = True) -> None:
+        """Registers `name` with the replica's vLLM unless this node did already, or (with
+        `trust_announced`) the replica announced it registered by another API node."""
         engine = replica.engine
         if self.is_loaded(replica, name):
             return
@@ -227,6 +230,13 @@ class AdapterRegistry:
             registration = replica.adapters.get(name)
             if registration is not None and registration.state is AdapterState.FAILED:
                 raise AdapterLoadError("failed recently")
+            if trust_announced and name in engine.announced:
+                # In its host memory already: a load would read it from disk again. Should
+                # the other node have unloaded it since, the 404 is answered by `reload`.
+                if registration is not None and registration.state is AdapterState.LOADING:
+                    self._set_state(registration, AdapterState.LOADED,
+                                    generation=engine.generation)
+                return
             started = time.monotonic()
             if engine.fetches_adapters:  # from the blob store, on the replica's own node
                 path = f"blob:{prefix}"
@@ -290,7 +300,7 @@ class AdapterRegistry:
             raise ModelNotFound(lease.requested)  # deleted meanwhile
         if registration.state is AdapterState.LOADED:
             self._set_state(registration, AdapterState.LOADING)
-        await self.ensure_loaded(replica, lease.served, lease.prefix)
+        await self.ensure_loaded(replica, lease.served, lease.prefix, trust_announced=False)
 
     # -- making room -----------------------------------------------------------------------
 

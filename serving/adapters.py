@@ -201,14 +201,17 @@ class AdapterManager:
         # Its metrics see every API node's requests, a moment late: the requests this node
         # sent it since they were read (and still has in flight) are taken as waiting.
         waiting = replica.waiting + min(replica.routed_since_read, replica.in_flight)
-        # The tiers as this node knows them: what it registered is in vLLM's CPU LoRA cache
-        # (host memory, `max_cpu_loras`); of those, the most recently used `max_loras` are
-        # taken as in GPU slots (vLLM fills them least recently used first, as requests ask).
+        # The tiers: what is registered is in vLLM's CPU LoRA cache (host memory,
+        # `max_cpu_loras`): what this node registered, and on a cluster replica what it
+        # announced (other API nodes' too); of this node's, the most recently used
+        # `max_loras` are taken as in GPU slots (vLLM fills them least recently used first,
+        # as requests ask).
         registered = list(current)
         engine = replica.engine
         return ReplicaLoad(
             name=replica.engine.name, running=replica.running, waiting=waiting,
-            adapters=frozenset(registered), slots=self.settings.max_loaded_adapters,
+            adapters=frozenset(registered) | engine.announced,
+            slots=self.settings.max_loaded_adapters,
             pinned=sum(1 for reg in current.values() if reg.leases),
             gpu=frozenset(registered[-self.settings.max_loras:]),
             disk=engine.disk if engine.fetches_adapters else self.cache.names)

@@ -113,9 +113,11 @@ class Replica(Protocol):
     http: httpx.AsyncClient  # pooled, with the replica's key
     # True: the replica fetches adapters from the blob store itself (`lora_path: blob:…`).
     fetches_adapters: bool
-    # Such a replica's node's adapter cache on disk, as it last announced it (one that does
-    # not fetch reads the API node's cache: `AdapterManager.cache`).
+    # Such a replica's node's adapter cache on disk, and the adapters its vLLM has registered
+    # (by any API node), as it last announced them; one that does not fetch reads the API
+    # node's cache (`AdapterManager.cache`) and is registered by this node only.
     disk: frozenset[str]
+    announced: frozenset[str]
 
     @property
     def base(self) -> str: ...
@@ -190,6 +192,7 @@ class VLLMEngine:
 
     fetches_adapters = False
     disk: frozenset[str] = frozenset()
+    announced: frozenset[str] = frozenset()
 
     def __init__(self, settings: ServingSettings, model: BaseModelSpec, *,
                  host: str | None = None, name: str = "local", extra_args: Sequence[str] = (),

@@ -23,6 +23,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import httpx
+
 from serving.engine import EngineUnavailable, VLLMEngine
 from serving.engine_metrics import EngineLoad, parse_engine_load
 from serving.settings import ServedModel, ServingSettings
@@ -36,9 +38,9 @@ NAMESPACE = "tuneserve"
 CONTROLLER_INTERVAL = 2.0
 # Looks in a row with requests waiting before a replica is added (not for one burst).
 SCALE_UP_LOOKS = 2
-# At most this many of the adapters in a replica's disk cache are announced with each beat,
-# the newest first (a node's cache holds ~1,000 adapters of an 8B base: 40 GB): enough for the
-# router's disk tier, bounded for the DB row.
+# At most this many of the adapters in a replica's disk cache (the newest first: a node's
+# cache holds ~1,000 adapters of an 8B base, 40 GB), and of those its vLLM has registered, are
+# announced with each beat: enough for the router's tiers, bounded for the DB row.
 DISK_ANNOUNCED = 1000
 
 
@@ -89,9 +91,20 @@ class ReplicaHost:
 
     async def _beat(self) -> None:
         self.beats += 1
-        await asyncio.to_thread(self._write_beat)
+        registered = await self._registered()
+        await asyncio.to_thread(self._write_beat, registered)
 
-    def _write_beat(self) -> None:
+    async def _registered(self) -> list[str] | None:
+        """The adapters its vLLM has registered, whichever API node loaded them (None when
+        it did not answer: the last announcement stands)."""
+        try:
+            response = await self.engine.http.get("/v1/models", timeout=3)
+            cards = response.json()["data"]
+        except (httpx.HTTPError, ValueError, KeyError, TypeError):
+            return None
+        return [str(card["id"]) for card in cards if card.get("parent")][:DISK_ANNOUNCED]
+
+    def _write_beat(self, registered: list[str] | None) -> None:
         e = self.engine
         with self.db.session() as s:
             row = s.get(ServingReplica, self.name) or ServingReplica(name=self.name)
@@ -99,6 +112,8 @@ class ReplicaHost:
             row.generation = self.started * 1000 + e.generation
             row.beats, row.adapter_slots = self.beats, self.settings.max_loaded_adapters
             row.disk_adapters = cached_adapters(self.settings.adapter_cache_dir)
+            if registered is not None:
+                row.host_adapters = registered
             s.merge(row)
             s.commit()
 

@@ -56,6 +56,7 @@ class RemoteReplica:
 
     def update(self, row: ServingReplica) -> None:
         self.disk = frozenset(row.disk_adapters or ())
+        self.announced = frozenset(row.host_adapters or ())
         if (row.generation, row.url, row.api_key) == (self.generation, self.url, self.api_key):
             return
         # A new start of the replica: new process, address and key; it knows no adapter.

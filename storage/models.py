@@ -248,6 +248,8 @@ class ServingReplica(Base):
     # The served names in its node's adapter cache on disk, newest first and at most
     # `serving.ray_replicas.DISK_ANNOUNCED`: the router's disk tier (a load, not a fetch).
     disk_adapters: Mapped[list[str]] = mapped_column(JSON, default=list)
+    # The served names its vLLM has registered (host memory), whichever API node loaded them.
+    host_adapters: Mapped[list[str]] = mapped_column(JSON, default=list)
 
 
 class RateWindow(Base):

@@ -43,6 +43,10 @@ class StandInEngine:
         self.name = name
         self.base = DEFAULT_BASE_MODEL
         self.fetches_adapters = False
+        # What a cluster replica announces in its beat (its node's disk cache, what its vLLM
+        # has registered); a local engine announces nothing.
+        self.disk: frozenset[str] = frozenset()
+        self.announced: frozenset[str] = frozenset()
         self.generation = 1
         self.api_key = "key-" + name
         self.ready = asyncio.Event()
@@ -507,3 +511,25 @@ async def test_an_adapter_another_node_evicted_is_reloaded_on_404(  # type: igno
     asked = [name for path, name in replica.calls if path == "/v1/chat/completions"]
     assert asked == [x, x]  # a 404, then the same request after the reload
     assert replica.loaded().count(x) == 3  # by B, by A, and by B's reload
+
+
+@pytest.mark.anyio
+async def test_an_adapter_a_replica_announces_is_a_hit_with_no_load(  # type: ignore[no-untyped-def]
+        tmp_path: Path, models) -> None:
+    # Two cluster replicas; the one whose beat announces x registered (another API node
+    # loaded it) takes x's request as a hit in host memory, and this node sends no load.
+    a, b = StandInEngine("a"), StandInEngine("b")
+    for engine in (a, b):
+        engine.fetches_adapters = True
+    x = served_name("x")
+    holder = b if HashRing("ab").homes(x)[0] == "a" else a  # not x's first home
+    holder.announced = frozenset({x})
+    adapters = manager(tmp_path, models, a, b)
+    lease = await adapters.acquire(PROJECT, "x")
+    lease.release()
+    assert (lease.engine.name, lease.action) == (holder.name, "hit")
+    assert adapters.decisions[(DEFAULT_BASE_MODEL, "hit", "host")] == 1
+    assert a.loaded() == b.loaded() == []
+    # Should it have been unloaded since (a 404), the reload loads it for real.
+    await adapters.reload(lease)
+    assert holder.loaded() == [x]

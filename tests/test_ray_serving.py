@@ -191,10 +191,11 @@ def test_an_adapter_stays_on_one_replica_then_spreads_when_hot(
     served = served_name(cluster_model)
     holders = _held_by(serving_storage, served)
     assert len(holders) == 1  # its requests stayed where it was loaded
-    # The holder's next beats announce it in its node's disk cache (the router's disk tier).
+    # The holder's next beats announce it registered and in its node's disk cache: the
+    # router's host and disk tiers, for every API node.
     deadline = time.monotonic() + 30
-    while not any(served in row.disk_adapters for row in _replicas(serving_storage)
-                  if row.name in holders):
+    while not any(served in row.disk_adapters and served in row.host_adapters
+                  for row in _replicas(serving_storage) if row.name in holders):
         assert time.monotonic() < deadline, "the replica never announced its disk cache"
         time.sleep(0.5)
     assert served_metric(ray_serving, "tuneserve_routing_decisions_total", 'action="hit"') >= 2
