@@ -8,6 +8,7 @@ again. SQLite has no such channel, and a lookup there is a local read: no cache 
 
 import logging
 import threading
+import time
 
 import psycopg
 from fastapi.concurrency import run_in_threadpool
@@ -21,6 +22,9 @@ log = logging.getLogger("tuneserve.api")
 _CACHE_SIZE = 10_000
 _RECONNECT_SECONDS = 2.0
 _PROBE_SECONDS = 2.0
+# The listener looks at `stop()` this often between notifications: a stopping API process
+# (and every in-process test app) waits this long for it, not a whole probe interval.
+_WAKE_SECONDS = 0.2
 
 
 class KeyCache:
@@ -91,11 +95,14 @@ class KeyCache:
                     # Anything cached before now may have missed a revocation.
                     self._projects.clear()
                     self._listening.set()
+                    probed = time.monotonic()
                     while not self._stopping.is_set():
-                        for note in conn.notifies(timeout=_PROBE_SECONDS):
+                        for note in conn.notifies(timeout=_WAKE_SECONDS):
                             self.revoked(note.payload)
-                        # A connection that died without a word would never notify.
-                        conn.execute("SELECT 1")
+                        if time.monotonic() - probed >= _PROBE_SECONDS:
+                            # A connection that died without a word would never notify.
+                            conn.execute("SELECT 1")
+                            probed = time.monotonic()
             except psycopg.Error as exc:
                 if not self._stopping.is_set():
                     log.warning("key revocations: listening failed (%s); every key is "

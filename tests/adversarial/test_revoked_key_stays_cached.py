@@ -41,3 +41,17 @@ def test_a_revocation_racing_a_lookup_is_not_cached_over(database: Database) -> 
     with database.session() as s:
         api_keys.revoke_hashed(s, api_keys.hash_key(secret))
     assert asyncio.run(cache.project(secret)) is None
+
+
+def test_the_revocation_listener_stops_at_once(database: Database) -> None:
+    # Every API process, and every in-process test app on PostgreSQL, waits for it on the way
+    # out: it looks at stop() between notifications, not once a probe interval (2 s).
+    import time
+
+    cache = KeyCache(database)
+    cache.start()
+    if database.engine.dialect.name == "postgresql":
+        assert cache._listening.wait(10)
+    started = time.monotonic()
+    cache.stop()
+    assert time.monotonic() - started < 0.5
