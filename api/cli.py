@@ -12,7 +12,13 @@ from sqlalchemy import select
 from api import user_cli
 from api.settings import Settings
 from api.tenancy import get_or_create_project
-from storage.api_keys import add_api_key, list_keys, revoke_key
+from storage.api_keys import (
+    OPENAI_KEY_PREFIX,
+    TINKER_KEY_PREFIX,
+    add_api_key,
+    list_keys,
+    revoke_key,
+)
 from storage.base_models import base_models, default_model_dir
 from storage.blob import open_blob_store
 from storage.db import Database
@@ -73,7 +79,8 @@ def _project_name(value: str) -> str:
 def _keys_create(args: argparse.Namespace) -> None:
     db = _open_database()
     with db.session() as session:
-        secret = add_api_key(session, get_or_create_project(session, args.project).id)
+        secret = add_api_key(session, get_or_create_project(session, args.project).id,
+                             prefix=TINKER_KEY_PREFIX if args.tinker else OPENAI_KEY_PREFIX)
     db.dispose()
     print(secret)
 
@@ -166,6 +173,8 @@ def main(argv: list[str] | None = None) -> None:
     )
     create = keys.add_parser("create", help="print a new key for a new or existing project")
     create.add_argument("--project", required=True, type=_project_name)
+    create.add_argument("--tinker", action="store_true",
+                        help="a key the Tinker SDK takes (tml-…, sent as X-API-Key to /api/v1)")
     create.set_defaults(run=_keys_create)
     listing = keys.add_parser("list", help="every key: id, project, redacted key, revoked")
     listing.set_defaults(run=_keys_list)

@@ -15,6 +15,10 @@ from storage.models import ApiKey, Project
 
 # PostgreSQL NOTIFY channel of revoked keys' hashes.
 KEYS_CHANNEL = "tuneserve_key_revoked"
+# How a new key begins: as OpenAI's project keys, or as the Tinker SDK requires of a key
+# (it refuses any other before sending it). Either kind is the project's key everywhere.
+OPENAI_KEY_PREFIX = "sk-proj-"
+TINKER_KEY_PREFIX = "tml-"
 
 
 def hash_key(secret: str) -> str:
@@ -22,10 +26,10 @@ def hash_key(secret: str) -> str:
 
 
 def add_api_key(session: Session, project_id: str, secret: str | None = None,
-                job_id: str | None = None) -> str:
+                job_id: str | None = None, prefix: str = OPENAI_KEY_PREFIX) -> str:
     """Stores a key for the project (and the job, when given) and returns the secret (shown
     once, never stored)."""
-    secret = secret or "sk-proj-" + secrets.token_urlsafe(36)
+    secret = secret or prefix + secrets.token_urlsafe(36)
     session.add(ApiKey(id=new_id("key_"), project_id=project_id, key_hash=hash_key(secret),
                        redacted=f"{secret[:8]}...{secret[-4:]}", created_at=int(time.time()),
                        job_id=job_id))
