@@ -28,6 +28,7 @@ from api.request_context import RequestContext
 from api.responses.router import router as responses_router
 from api.services import services_of, start_services
 from api.settings import Settings
+from api.tinker.router import router as tinker_router
 from api.uploads.router import router as uploads_router
 from api.webhook_endpoints.deliveries.router import router as webhook_deliveries_router
 from api.webhook_endpoints.router import router as webhook_endpoints_router
@@ -72,6 +73,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                    project_api_keys_router):
         v1.include_router(router)
     app.include_router(v1)
+    app.include_router(tinker_router, dependencies=[Depends(refuse_nul_characters)])
 
     # Async: answered on the event loop, never queued behind a thread pool that is full.
     @app.get("/health", tags=["health"])

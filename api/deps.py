@@ -4,10 +4,10 @@ from collections.abc import Iterator
 from typing import Annotated
 
 from fastapi import Depends, Request
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session
 
-from api.gate import authenticate
+from api.gate import authenticate, authenticate_tinker
 from api.services import Services, services_of
 from api.settings import Settings
 from storage.blob import BlobStore
@@ -15,6 +15,8 @@ from storage.db import Database
 from storage.models import Project
 
 _bearer = HTTPBearer(auto_error=False, description="An API key: `Authorization: Bearer sk-…`")
+_tinker_key = APIKeyHeader(name="X-API-Key", auto_error=False,
+                           description="A project's key, as the Tinker SDK sends it: `tml-…`")
 
 
 # `async` although they never wait: FastAPI runs a plain `def` dependency in its thread
@@ -63,3 +65,17 @@ async def _current_project(
 
 
 CurrentProject = Annotated[Project, Depends(_current_project)]
+
+
+async def _tinker_project(
+    request: Request, services: AppServices,
+    # Declared for the OpenAPI document; the gate checked the key already.
+    key: Annotated[str | None, Depends(_tinker_key)],
+) -> Project:
+    project = getattr(request.state, "project", None)
+    if isinstance(project, Project):
+        return project
+    return await authenticate_tinker(services.keys, key)
+
+
+TinkerProject = Annotated[Project, Depends(_tinker_project)]

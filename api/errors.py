@@ -74,6 +74,7 @@ _DESCRIPTIONS = {
     403: "Not this project's to change, or over the project's storage quota",
     404: "No such object, or not this project's",
     409: "Not possible in the object's current state",
+    410: "The object has ended (a Tinker session finished or gone quiet)",
     413: "The request body is larger than the route allows",
     429: "Over the project's requests or tokens per minute (`retry-after`)",
     500: "The server failed to handle the request",

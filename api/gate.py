@@ -1,5 +1,5 @@
-"""What every `/v1` request passes before a route sees it: a valid API key, then a body no
-bigger than its route allows.
+"""What every `/v1` and `/api/v1` (Tinker) request passes before a route sees it: a valid API
+key, then a body no bigger than its route allows.
 
 An ASGI middleware, so both hold before a byte of the body is read: a request without a
 valid key is answered 401 unread (FastAPI would read and parse the body before its auth
@@ -21,6 +21,8 @@ from storage.models import Project
 # Routes whose body is a file, streamed to storage and counted there.
 _STREAMED = re.compile(r"^/v1/(files|uploads/[^/]+/parts)/?$")
 _INFERENCE = re.compile(r"^/v1/(chat/completions|completions|responses)/?$")
+# The Tinker API's routes (api/tinker/): keyed by `X-API-Key`, capped as control routes.
+TINKER_PREFIX = "/api/v1/"
 
 
 class RequestTooLarge(StarletteHTTPException):
@@ -34,6 +36,18 @@ class RequestTooLarge(StarletteHTTPException):
 def _too_large(cap: int) -> APIError:
     return APIError(413, f"The request body is larger than this route allows ({cap} bytes).",
                     code="request_too_large")
+
+
+async def authenticate_tinker(keys: KeyCache, key: str | None) -> Project:
+    """The Tinker SDK sends its key as `X-API-Key` (a `tml-` key: `keys create --tinker`)."""
+    secret = (key or "").strip()
+    if not secret:
+        raise APIError(401, "You didn't provide an API key. Send it as 'X-API-Key: YOUR_KEY'.",
+                       code="missing_api_key")
+    project = await keys.project(secret)
+    if project is None:
+        raise APIError(401, "Incorrect API key provided.", code="invalid_api_key")
+    return project
 
 
 async def authenticate(keys: KeyCache, authorization: str | None) -> Project:
@@ -62,14 +76,16 @@ class RequestGate:
         return self.inference_cap if _INFERENCE.match(path) else self.control_cap
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or not scope["path"].startswith("/v1/"):
+        tinker = scope["type"] == "http" and scope["path"].startswith(TINKER_PREFIX)
+        if scope["type"] != "http" or not (scope["path"].startswith("/v1/") or tinker):
             await self.app(scope, receive, send)
             return
         headers = Headers(scope=scope)
         cap = self.cap(scope["method"], scope["path"])
+        keys = services_of(scope["app"]).keys
         try:
-            project = await authenticate(services_of(scope["app"]).keys,
-                                         headers.get("authorization"))
+            project = await (authenticate_tinker(keys, headers.get("x-api-key")) if tinker
+                             else authenticate(keys, headers.get("authorization")))
             declared = headers.get("content-length")
             if cap is not None and declared and declared.isdigit() and int(declared) > cap:
                 raise _too_large(cap)

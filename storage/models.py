@@ -364,3 +364,25 @@ class StoredResponse(Base):
     response: Mapped[dict[str, Any]] = mapped_column(JSON)
     bytes: Mapped[int] = mapped_column(BigInteger)
     created_at: Mapped[int] = mapped_column(BigInteger)
+
+
+class TinkerSession(Base):
+    """A Tinker SDK client's session (`POST /api/v1/create_session`): what it trains and
+    samples hangs off it, and its heartbeats say the client is still there. States:
+    `api.tinker.sessions.SessionStatus`."""
+
+    __tablename__ = "tinker_sessions"
+    __table_args__ = (Index("ix_tinker_sessions_project_seq", "project_id", "seq"),)
+
+    seq: Mapped[int] = mapped_column(SeqType, primary_key=True, autoincrement=True)
+    id: Mapped[str] = mapped_column(String(64), unique=True)
+    project_id: Mapped[str] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"))
+    status: Mapped[str] = mapped_column(String(16))
+    sdk_version: Mapped[str] = mapped_column(String(64))
+    tags: Mapped[list[str]] = mapped_column(JSON)
+    user_metadata: Mapped[dict[str, str]] = mapped_column(JSON)
+    created_at: Mapped[int] = mapped_column(BigInteger)
+    last_heartbeat_at: Mapped[int] = mapped_column(BigInteger)
+    # How the client said it ended (success, errored, interrupted), once, first wins.
+    finish_reason: Mapped[str | None] = mapped_column(String(16), default=None)
+    finished_at: Mapped[int | None] = mapped_column(BigInteger, default=None)

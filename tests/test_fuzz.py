@@ -50,7 +50,8 @@ def postgres_control_plane(tmp_path_factory: pytest.TempPathFactory
 
 def _fuzz(operation: schemathesis.APIOperation, server: TuneserveServer, key: str) -> None:
     base_url = server.base_url.removesuffix("/v1")
-    headers = {"Authorization": f"Bearer {key}"}
+    # The OpenAI-style routes take the key as a bearer token, the Tinker ones as X-API-Key.
+    headers = {"Authorization": f"Bearer {key}", "X-API-Key": key}
     statuses: list[int] = []
 
     @given(case=operation.as_strategy())

@@ -53,8 +53,20 @@ def test_every_route_lives_in_the_package_its_url_names() -> None:
     assert not misplaced, "\n".join(misplaced)
 
 
+def _tinker_routes() -> Iterator[APIRoute]:
+    for route in create_app(Settings()).routes:
+        if isinstance(route, APIRoute) and route.path.startswith("/api/v1/"):
+            yield route
+
+
+def test_the_tinker_api_lives_in_its_own_package() -> None:
+    # Tinker's paths are verbs on one flat URL space (`/api/v1/create_session`,
+    # `/api/v1/forward_backward`, ...): one package, named for the API.
+    assert {route.endpoint.__module__ for route in _tinker_routes()} == {"api.tinker.router"}
+
+
 def test_every_router_serves_routes() -> None:
-    served = {route.endpoint.__module__ for route in _v1_routes()}
+    served = {route.endpoint.__module__ for route in [*_v1_routes(), *_tinker_routes()]}
     modules = {".".join(p.relative_to(ROOT).with_suffix("").parts) for p in _routers()}
     assert modules - served == set(), "router.py files that the app does not include"
 

@@ -1,0 +1,94 @@
+"""Request and response bodies of the Tinker API, as the SDK sends and validates them. Every
+string and list a client sends is bounded; fields the SDK adds later are ignored."""
+
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+
+# The SDK sends its version with every config and session request.
+SdkVersion = Field(max_length=64)
+
+
+class TinkerRequest(BaseModel):
+    # Fields a newer SDK adds are ignored rather than refused, as the SDK ignores new ones.
+    model_config = ConfigDict(extra="ignore")
+
+
+class ClientConfigRequest(TinkerRequest):
+    sdk_version: str = SdkVersion
+
+
+class ClientConfig(BaseModel):
+    """The feature flags the SDK reads once per client (unknown ones it ignores): what this
+    server implements, the rest off."""
+
+    pjwt_auth_enabled: bool = False
+    # Plain httpx on the client: the SDK's pyqwest transport is not needed on a self-hosted,
+    # usually loopback or LAN, deployment.
+    use_pyqwest_transport: bool = False
+    parallel_fwdbwd_chunks: bool = True
+    proto_compress_fwdbwd: bool = False
+    sample_use_retrieve_futures: bool = False
+    custom_loss_server_side: bool = False
+    sample_join_sampling_session: bool = False
+
+
+class DynamicConfig(BaseModel):
+    refresh_interval_sec: int = 300
+    sample_cancel_enabled: bool = False
+
+
+Tag = Annotated[str, StringConstraints(max_length=128)]
+MetadataKey = Annotated[str, StringConstraints(max_length=64)]
+MetadataValue = Annotated[str, StringConstraints(max_length=512)]
+
+
+class CreateSessionRequest(TinkerRequest):
+    tags: list[Tag] = Field(default_factory=list, max_length=32)
+    # As OpenAI's `metadata`: at most 16 pairs.
+    user_metadata: dict[MetadataKey, MetadataValue] | None = Field(default=None, max_length=16)
+    sdk_version: str = SdkVersion
+    project_id: str | None = Field(default=None, max_length=64)
+    display_name: str | None = Field(default=None, max_length=256)
+    type: Literal["create_session"] = "create_session"
+
+
+class CreateSessionResponse(BaseModel):
+    type: Literal["create_session"] = "create_session"
+    session_id: str
+    info_message: str | None = None
+    warning_message: str | None = None
+    error_message: str | None = None
+
+
+class SessionHeartbeatRequest(TinkerRequest):
+    session_id: str = Field(max_length=64)
+    type: Literal["session_heartbeat"] = "session_heartbeat"
+
+
+class SessionHeartbeatResponse(BaseModel):
+    type: Literal["session_heartbeat"] = "session_heartbeat"
+
+
+class FinishReason(TinkerRequest):
+    type: Literal["success", "errored", "interrupted"]
+
+
+class FinishSessionRequest(TinkerRequest):
+    reason: FinishReason
+    detail: str | None = Field(default=None, max_length=4096)
+
+
+class SupportedModel(BaseModel):
+    model_name: str
+    max_context_length: int | None = None
+    trainable: bool
+    sampleable: bool
+
+
+class ServerCapabilities(BaseModel):
+    supported_models: list[SupportedModel]
+
+
+class Health(BaseModel):
+    status: Literal["ok"] = "ok"
