@@ -386,3 +386,41 @@ class TinkerSession(Base):
     # How the client said it ended (success, errored, interrupted), once, first wins.
     finish_reason: Mapped[str | None] = mapped_column(String(16), default=None)
     finished_at: Mapped[int | None] = mapped_column(BigInteger, default=None)
+
+
+class TinkerModel(Base):
+    """A LoRA being trained through the Tinker API (`POST /api/v1/create_model`): a training
+    run, in the SDK's words. Its id is `{session}:train:{model_seq_id}`, as the SDK itself
+    names one it creates by loading state."""
+
+    __tablename__ = "tinker_models"
+    __table_args__ = (Index("ix_tinker_models_project_seq", "project_id", "seq"),)
+
+    seq: Mapped[int] = mapped_column(SeqType, primary_key=True, autoincrement=True)
+    id: Mapped[str] = mapped_column(String(128), unique=True)
+    project_id: Mapped[str] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"))
+    session_id: Mapped[str] = mapped_column(String(64))
+    base_model: Mapped[str] = mapped_column(String(256))
+    # rank, seed, train_mlp, train_attn, train_unembed, as the SDK sent them.
+    lora_config: Mapped[dict[str, Any]] = mapped_column(JSON)
+    optimizer_config: Mapped[dict[str, Any]] = mapped_column(JSON)
+    user_metadata: Mapped[dict[str, str]] = mapped_column(JSON)
+    created_at: Mapped[int] = mapped_column(BigInteger)
+
+
+class TinkerFuture(Base):
+    """One Tinker request's result, which the SDK polls for (`POST /api/v1/retrieve_future`):
+    pending until its work is done, then its answer (or its error) as the SDK reads it."""
+
+    __tablename__ = "tinker_futures"
+    __table_args__ = (Index("ix_tinker_futures_project_seq", "project_id", "seq"),)
+
+    seq: Mapped[int] = mapped_column(SeqType, primary_key=True, autoincrement=True)
+    id: Mapped[str] = mapped_column(String(64), unique=True)
+    project_id: Mapped[str] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"))
+    model_id: Mapped[str | None] = mapped_column(String(128), default=None)
+    kind: Mapped[str] = mapped_column(String(32))
+    status: Mapped[str] = mapped_column(String(16))
+    result: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
+    created_at: Mapped[int] = mapped_column(BigInteger)
+    finished_at: Mapped[int | None] = mapped_column(BigInteger, default=None)

@@ -65,3 +65,45 @@ def test_no_key_or_a_wrong_one_is_refused(local_server: TuneserveServer) -> None
     with pytest.raises(tinker.AuthenticationError):
         tinker.RestClient(base_url=root, api_key="tml-not-a-key").get_server_capabilities(
         ).result()
+
+
+def test_a_lora_training_client_is_created_and_its_run_is_its_project_s(
+    local_server: TuneserveServer
+) -> None:
+    root, key = _root(local_server), _key(local_server, "tinker-d")
+    client = tinker.ServiceClient(base_url=root, api_key=key)
+    session_id = client.holder.get_session_id()
+    training = client.create_lora_training_client(base_model=BASE, rank=8,
+                                                  train_unembed=False).result()
+    info = training.get_info()
+    assert info.model_id.startswith(f"{session_id}:train:")
+    assert (info.is_lora, info.lora_rank, info.model_data.model_name) == (True, 8, BASE)
+    assert info.model_data.arch == "LlamaForCausalLM"
+
+    def ask(path: str, body: dict[str, object], as_key: str = key) -> httpx.Response:
+        return httpx.post(root + path, json=body, headers={"X-API-Key": as_key}, timeout=30)
+
+    other = _key(local_server, "tinker-e")
+    refused = ask("/api/v1/get_info", {"model_id": info.model_id}, other)
+    assert refused.status_code == 404 and refused.json()["error"]["param"] == "model_id"
+    # What the SDK would send for a base this server does not train: a 400 naming it.
+    unknown = ask("/api/v1/create_model", {
+        "session_id": session_id, "model_seq_id": 99, "base_model": "Qwen/Qwen3-8B",
+        "lora_config": {"rank": 8}})
+    assert unknown.status_code == 400 and unknown.json()["error"]["param"] == "base_model"
+    # The same session and sequence number (a retried request) answer the same run; its
+    # future is the project's own.
+    again = ask("/api/v1/create_model", {
+        "session_id": session_id, "model_seq_id": int(info.model_id.rsplit(":", 1)[1]),
+        "base_model": BASE, "lora_config": {"rank": 8}}).json()
+    assert again["model_id"] == info.model_id
+    done = ask("/api/v1/retrieve_future", {"request_id": again["request_id"]}).json()
+    assert done == {"type": "create_model", "model_id": info.model_id}
+    assert ask("/api/v1/retrieve_future", {"request_id": again["request_id"]},
+               other).status_code == 404
+    client.close("success").result()
+    # A finished session creates nothing more.
+    ended = ask("/api/v1/create_model", {
+        "session_id": session_id, "model_seq_id": 100, "base_model": BASE,
+        "lora_config": {"rank": 8}})
+    assert ended.status_code == 410

@@ -92,3 +92,78 @@ class ServerCapabilities(BaseModel):
 
 class Health(BaseModel):
     status: Literal["ok"] = "ok"
+
+
+class LoraConfig(TinkerRequest):
+    rank: int = Field(ge=1, le=64)
+    seed: int | None = None
+    train_unembed: bool = True
+    train_mlp: bool = True
+    train_attn: bool = True
+
+
+class OptimizerConfig(TinkerRequest):
+    # AdamW is the optimizer trained here; the SDK's `dimuon` is refused by name.
+    type: Literal["adamw"] = "adamw"
+
+
+class CreateModelRequest(TinkerRequest):
+    # `model_*` fields are the SDK's own names.
+    model_config = ConfigDict(extra="ignore", protected_namespaces=())
+
+    session_id: str = Field(max_length=64)
+    model_seq_id: int = Field(ge=0, le=2**31)
+    base_model: str = Field(max_length=256)
+    user_metadata: dict[MetadataKey, MetadataValue] | None = Field(default=None, max_length=16)
+    lora_config: LoraConfig
+    optimizer_config: OptimizerConfig = OptimizerConfig()
+    type: Literal["create_model"] = "create_model"
+
+
+class UntypedFuture(BaseModel):
+    """What every request that does work answers at once: the id to poll for its result."""
+
+    model_config = ConfigDict(protected_namespaces=())
+
+    request_id: str
+    model_id: str | None = None
+
+
+class RetrieveFutureRequest(TinkerRequest):
+    request_id: str = Field(max_length=64)
+    allow_metadata_only: bool = False
+
+
+class TryAgain(BaseModel):
+    """A future not done yet: the SDK asks again."""
+
+    type: Literal["try_again"] = "try_again"
+    request_id: str
+    queue_state: Literal["active", "paused_capacity", "paused_rate_limit"] = "active"
+
+
+class GetInfoRequest(TinkerRequest):
+    model_config = ConfigDict(extra="ignore", protected_namespaces=())
+
+    model_id: str = Field(max_length=128)
+    type: Literal["get_info"] = "get_info"
+
+
+class ModelData(BaseModel):
+    model_config = ConfigDict(protected_namespaces=())
+
+    arch: str | None = None
+    model_name: str
+    tokenizer_id: str
+
+
+class GetInfoResponse(BaseModel):
+    model_config = ConfigDict(protected_namespaces=())
+
+    type: Literal["get_info"] = "get_info"
+    model_id: str
+    model_data: ModelData
+    is_lora: bool = True
+    lora_rank: int
+    model_name: str
+    optimizer_config: OptimizerConfig

@@ -1,26 +1,35 @@
-"""What the Tinker API's routes do, with their SQL: sessions so far.
+"""What the Tinker API's routes do, with their SQL: sessions, training runs and futures so far.
 
 A session is `active` from `create_session` until its client finishes it (first reason
 wins) or stops beating for `SESSION_IDLE_SECONDS`; only active sessions count against the
-project's bound. Everything is the project's own: another project's session id is not found."""
+project's bound, and only an active one may create a training run. A request that does work
+answers a future at once (`tinker_futures`), `pending` until the work is done, then
+`succeeded` or `failed` with the answer the SDK reads. Everything is the project's own:
+another project's session, run or future is not found."""
 
 import time
 from enum import StrEnum
+from typing import Any
 
-from sqlalchemy import ColumnElement, and_, func, select, update
+from sqlalchemy import ColumnElement, and_, delete, func, select, update
 from sqlalchemy.orm import Session
 
 from api.errors import APIError
 from api.settings import Settings
 from api.tinker.schemas import (
+    CreateModelRequest,
     CreateSessionRequest,
     FinishSessionRequest,
+    GetInfoResponse,
+    ModelData,
+    OptimizerConfig,
     ServerCapabilities,
     SupportedModel,
+    UntypedFuture,
 )
 from storage.base_models import base_models
 from storage.ids import new_id
-from storage.models import Project, TinkerSession
+from storage.models import Project, TinkerFuture, TinkerModel, TinkerSession
 from storage.states import check_transition
 
 # A session whose client has not beaten for this long is gone (the SDK beats every 10 s).
@@ -40,13 +49,28 @@ SESSION_TRANSITIONS: dict[SessionStatus, frozenset[SessionStatus]] = {
     SessionStatus.FINISHED: frozenset(),
 }
 
+# Training runs one project may hold.
+MAX_MODELS = 256
+# A future's answer is kept this long for the SDK to fetch (it polls as soon as it submits).
+FUTURE_TTL_SECONDS = 3600
+
+
+class FutureStatus(StrEnum):
+    # pending -> succeeded | failed, written by whoever does the request's work (only
+    # create_model so far, which is done at once).
+    PENDING = "pending"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+
+
 
 def capabilities(settings: Settings) -> ServerCapabilities:
     """The bases a project can use here, as `/v1/models` lists them: the served ones (which
     sample), and where jobs may train bases that are not served, every prepared one."""
     served = settings.served_bases() or []
     return ServerCapabilities(supported_models=[
-        SupportedModel(model_name=spec.name, sampleable=spec.name in served,
+        SupportedModel(model_name=spec.name, max_context_length=spec.context_length,
+                       sampleable=spec.name in served,
                        trainable=spec.name in served or settings.train_unserved_bases)
         for spec in base_models(settings).values()
         if spec.prepared and (spec.name in served or settings.train_unserved_bases)])
@@ -110,3 +134,95 @@ def finish(session: Session, project: Project, session_id: str,
                     .values(status=SessionStatus.FINISHED, finish_reason=body.reason.type,
                             finished_at=int(time.time())))
     session.commit()
+
+
+def _live_session(session: Session, project: Project, session_id: str) -> TinkerSession:
+    row = _own(session, project, session_id)
+    if (row.status != SessionStatus.ACTIVE
+            or row.last_heartbeat_at <= int(time.time()) - SESSION_IDLE_SECONDS):
+        raise APIError(410, f"Session '{session_id}' has ended.", param="session_id",
+                       code="session_ended")
+    return row
+
+
+def _done(session: Session, project: Project, kind: str, model_id: str | None,
+          result: dict[str, Any]) -> TinkerFuture:
+    """A future whose work is already done (`result` is its answer); expired ones go."""
+    now = int(time.time())
+    session.execute(delete(TinkerFuture).where(
+        TinkerFuture.project_id == project.id,
+        TinkerFuture.created_at < now - FUTURE_TTL_SECONDS))
+    future = TinkerFuture(id=new_id("req-"), project_id=project.id, model_id=model_id,
+                          kind=kind, status=FutureStatus.SUCCEEDED, result=result,
+                          created_at=now, finished_at=now)
+    session.add(future)
+    return future
+
+
+def create_model(session: Session, settings: Settings, project: Project,
+                 body: CreateModelRequest) -> UntypedFuture:
+    """A training run on `base_model` with a fresh LoRA; the same session and sequence
+    number (a retried request) answer the same run."""
+    _live_session(session, project, body.session_id)
+    trainable = {m.model_name for m in capabilities(settings).supported_models if m.trainable}
+    if body.base_model not in trainable:
+        raise APIError(400, f"The base model '{body.base_model}' is not trained here; "
+                       f"get_server_capabilities lists those that are.",
+                       param="base_model", code="model_not_found")
+    lora = body.lora_config
+    if not (lora.train_mlp or lora.train_attn or lora.train_unembed):
+        raise APIError(400, "At least one of train_mlp, train_attn or train_unembed must be "
+                       "true.", param="lora_config")
+    model_id = f"{body.session_id}:train:{body.model_seq_id}"
+    row = session.scalar(select(TinkerModel).where(TinkerModel.id == model_id,
+                                                   TinkerModel.project_id == project.id))
+    if row is None:
+        held = session.scalar(select(func.count()).select_from(TinkerModel)
+                              .where(TinkerModel.project_id == project.id))
+        if (held or 0) >= MAX_MODELS:
+            raise APIError(429, f"This project has {MAX_MODELS} training runs, the most it "
+                           "may hold; delete one first.", code="too_many_models")
+        session.add(TinkerModel(
+            id=model_id, project_id=project.id, session_id=body.session_id,
+            base_model=body.base_model, lora_config=lora.model_dump(),
+            optimizer_config=body.optimizer_config.model_dump(),
+            user_metadata=body.user_metadata or {}, created_at=int(time.time())))
+    future = _done(session, project, "create_model", model_id,
+                   {"type": "create_model", "model_id": model_id})
+    session.commit()
+    return UntypedFuture(request_id=future.id, model_id=model_id)
+
+
+def _own_model(session: Session, project: Project, model_id: str) -> TinkerModel:
+    row = session.scalar(select(TinkerModel).where(TinkerModel.id == model_id,
+                                                   TinkerModel.project_id == project.id))
+    if row is None:
+        raise APIError(404, f"No training run '{model_id}' in this project.",
+                       param="model_id", code="model_not_found")
+    return row
+
+
+def get_info(session: Session, settings: Settings, project: Project,
+             model_id: str) -> GetInfoResponse:
+    row = _own_model(session, project, model_id)
+    spec = base_models(settings).get(row.base_model)
+    architectures = spec.config.get("architectures") if spec is not None else None
+    return GetInfoResponse(
+        model_id=row.id, lora_rank=int(row.lora_config["rank"]), model_name=row.base_model,
+        optimizer_config=OptimizerConfig.model_validate(row.optimizer_config),
+        model_data=ModelData(arch=architectures[0] if architectures else None,
+                             model_name=row.base_model, tokenizer_id=row.base_model))
+
+
+def future_result(session: Session, project: Project, request_id: str) -> dict[str, Any] | None:
+    """The future's answer as the SDK reads it (a result, or `{error, category}`); None
+    while it is pending."""
+    row = session.scalar(select(TinkerFuture).where(TinkerFuture.id == request_id,
+                                                    TinkerFuture.project_id == project.id))
+    if row is None:
+        raise APIError(404, f"No request '{request_id}' in this project (or its answer "
+                       f"expired after {FUTURE_TTL_SECONDS} s).", param="request_id",
+                       code="request_not_found")
+    if row.status == FutureStatus.PENDING:
+        return None
+    return row.result or {}
