@@ -44,10 +44,7 @@ async def authenticate_tinker(keys: KeyCache, key: str | None) -> Project:
     if not secret:
         raise APIError(401, "You didn't provide an API key. Send it as 'X-API-Key: YOUR_KEY'.",
                        code="missing_api_key")
-    project = await keys.project(secret)
-    if project is None:
-        raise APIError(401, "Incorrect API key provided.", code="invalid_api_key")
-    return project
+    return await _project_of(keys, secret)
 
 
 async def authenticate(keys: KeyCache, authorization: str | None) -> Project:
@@ -59,6 +56,10 @@ async def authenticate(keys: KeyCache, authorization: str | None) -> Project:
             "You didn't provide an API key. Send it as 'Authorization: Bearer YOUR_KEY'.",
             code="missing_api_key",
         )
+    return await _project_of(keys, secret)
+
+
+async def _project_of(keys: KeyCache, secret: str) -> Project:
     project = await keys.project(secret)
     if project is None:
         raise APIError(401, "Incorrect API key provided.", code="invalid_api_key")

@@ -209,7 +209,7 @@ class AdapterManager:
         registered = list(current)
         engine = replica.engine
         return ReplicaLoad(
-            name=replica.engine.name, running=replica.running, waiting=waiting,
+            name=engine.name, running=replica.running, waiting=waiting,
             adapters=frozenset(registered) | engine.announced,
             slots=self.settings.max_loaded_adapters,
             pinned=sum(1 for reg in current.values() if reg.leases),

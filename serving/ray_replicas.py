@@ -41,7 +41,7 @@ SCALE_UP_LOOKS = 2
 # At most this many of the adapters in a replica's disk cache (the newest first: a node's
 # cache holds ~1,000 adapters of an 8B base, 40 GB), and of those its vLLM has registered, are
 # announced with each beat: enough for the router's tiers, bounded for the DB row.
-DISK_ANNOUNCED = 1000
+ANNOUNCED_LIMIT = 1000
 
 
 # vLLM adds each middleware outside the ones before it: the key is checked first, on every
@@ -102,7 +102,7 @@ class ReplicaHost:
             cards = response.json()["data"]
         except (httpx.HTTPError, ValueError, KeyError, TypeError):
             return None
-        return [str(card["id"]) for card in cards if card.get("parent")][:DISK_ANNOUNCED]
+        return [str(card["id"]) for card in cards if card.get("parent")][:ANNOUNCED_LIMIT]
 
     def _write_beat(self, registered: list[str] | None) -> None:
         e = self.engine
@@ -132,7 +132,7 @@ class ReplicaHost:
         return parse_engine_load((await self.engine.http.get("/metrics", timeout=3)).text)
 
 
-def cached_adapters(cache_dir: Path | None, limit: int = DISK_ANNOUNCED) -> list[str]:
+def cached_adapters(cache_dir: Path | None, limit: int = ANNOUNCED_LIMIT) -> list[str]:
     """The adapters in a node's adapter cache (`serving.adapter_cache`: one directory each,
     fetches in progress under dot names), the newest `limit` first."""
     entries: list[tuple[float, str]] = []

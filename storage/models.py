@@ -246,7 +246,7 @@ class ServingReplica(Base):
     # Adapters it keeps registered at once.
     adapter_slots: Mapped[int] = mapped_column(BigInteger)
     # The served names in its node's adapter cache on disk, newest first and at most
-    # `serving.ray_replicas.DISK_ANNOUNCED`: the router's disk tier (a load, not a fetch).
+    # `serving.ray_replicas.ANNOUNCED_LIMIT`: the router's disk tier (a load, not a fetch).
     disk_adapters: Mapped[list[str]] = mapped_column(JSON, default=list)
     # The served names its vLLM has registered (host memory), whichever API node loaded them.
     host_adapters: Mapped[list[str]] = mapped_column(JSON, default=list)
