@@ -107,3 +107,11 @@ def test_a_lora_training_client_is_created_and_its_run_is_its_project_s(
         "session_id": session_id, "model_seq_id": 100, "base_model": BASE,
         "lora_config": {"rank": 8}})
     assert ended.status_code == 410
+
+
+def test_a_session_id_past_its_bound_is_a_400_naming_it(local_server: TuneserveServer) -> None:
+    key = _key(local_server, "tinker-f")
+    answer = httpx.post(f"{_root(local_server)}/api/v1/sessions/{'s' * 5000}/finish",
+                        json={"reason": {"type": "success"}}, headers={"X-API-Key": key},
+                        timeout=10)
+    assert answer.status_code == 400 and answer.json()["error"]["param"] == "session_id"

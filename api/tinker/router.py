@@ -2,10 +2,10 @@
 before any route runs); everything a route touches is the key's project's."""
 
 import time
-from typing import Any
+from typing import Annotated, Any
 
 import anyio
-from fastapi import APIRouter
+from fastapi import APIRouter, Path
 
 from api.deps import DB, AppSettings, DBFactory, TinkerProject
 from api.errors import error_responses
@@ -75,7 +75,8 @@ def session_heartbeat(body: SessionHeartbeatRequest, project: TinkerProject,
 
 
 @router.post("/sessions/{session_id}/finish", status_code=200, responses=error_responses(404))
-def finish_session(session_id: str, body: FinishSessionRequest, project: TinkerProject,
+def finish_session(session_id: Annotated[str, Path(max_length=64)], body: FinishSessionRequest,
+                   project: TinkerProject,
                    session: DB) -> None:
     service.finish(session, project, session_id, body)
 
