@@ -39,6 +39,25 @@ class ForkedWorker:
 Worker = subprocess.Popen[bytes] | ForkedWorker
 
 
+def worker_env(s: TrainingSettings) -> dict[str, str]:
+    """A worker's environment: it reads exactly the storage the API uses, however the API
+    was configured."""
+    env = dict(os.environ)
+    env.update({
+        "TUNESERVE_DATA_DIR": str(s.data_dir.resolve()),
+        "TUNESERVE_BLOB_URL": s.blob_url,
+        "TUNESERVE_DATABASE_URL": s.resolved_database_url,
+        "TUNESERVE_BASE_MODELS": s.base_models,
+        "TUNESERVE_CHECKPOINT_EVERY_SECONDS": str(s.checkpoint_every_seconds),
+        "TUNESERVE_API_URL": s.api_url,
+    })
+    if s.models_dir:
+        env["TUNESERVE_MODELS_DIR"] = str(s.models_dir.resolve())
+    if s.s3_endpoint:
+        env["TUNESERVE_S3_ENDPOINT"] = s.s3_endpoint
+    return env
+
+
 class LocalExecutor:
     name = "local"
 
@@ -50,26 +69,9 @@ class LocalExecutor:
         # Workers of attempts that were superseded (they stop themselves once they notice):
         # reaped here, since nobody asks about their attempts any more.
         self._superseded: list[Worker] = []
-        self._launcher = (PreloadedLauncher(self._env(), REPO_ROOT, self.log_dir / "launcher.log")
+        self._launcher = (PreloadedLauncher(worker_env(settings), REPO_ROOT,
+                                            self.log_dir / "launcher.log")
                           if settings.worker_preload else None)
-
-    def _env(self) -> dict[str, str]:
-        s = self.settings
-        env = dict(os.environ)
-        # The worker reads exactly the storage the API uses, however the API was configured.
-        env.update({
-            "TUNESERVE_DATA_DIR": str(s.data_dir.resolve()),
-            "TUNESERVE_BLOB_URL": s.blob_url,
-            "TUNESERVE_DATABASE_URL": s.resolved_database_url,
-            "TUNESERVE_BASE_MODELS": s.base_models,
-            "TUNESERVE_CHECKPOINT_EVERY_SECONDS": str(s.checkpoint_every_seconds),
-            "TUNESERVE_API_URL": s.api_url,
-        })
-        if s.models_dir:
-            env["TUNESERVE_MODELS_DIR"] = str(s.models_dir.resolve())
-        if s.s3_endpoint:
-            env["TUNESERVE_S3_ENDPOINT"] = s.s3_endpoint
-        return env
 
     def _log_path(self, job_id: str, attempt: int) -> Path:
         return self.log_dir / f"{job_id}-a{attempt}.log"
@@ -89,7 +91,7 @@ class LocalExecutor:
                 # and an API restart leaves a running worker to finish.
                 proc = subprocess.Popen(
                     [sys.executable, "-m", "training.worker", job_id, str(attempt)],
-                    env=self._env(), stdout=log, stderr=subprocess.STDOUT,
+                    env=worker_env(self.settings), stdout=log, stderr=subprocess.STDOUT,
                     stdin=subprocess.DEVNULL, start_new_session=True, cwd=REPO_ROOT,
                 )
         for key in [k for k in self._procs if k[0] == job_id]:
