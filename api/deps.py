@@ -13,6 +13,7 @@ from api.settings import Settings
 from storage.blob import BlobStore
 from storage.db import Database
 from storage.models import Project
+from training.tinker.launch import TinkerTrainers
 
 _bearer = HTTPBearer(auto_error=False, description="An API key: `Authorization: Bearer sk-…`")
 _tinker_key = APIKeyHeader(name="X-API-Key", auto_error=False,
@@ -48,9 +49,14 @@ def _session(db: Annotated[Database, Depends(_database)]) -> Iterator[Session]:
 
 
 AppSettings = Annotated[Settings, Depends(_settings)]
+async def _tinker_trainers(services: AppServices) -> TinkerTrainers:
+    return services.tinker_trainers
+
+
 DB = Annotated[Session, Depends(_session)]
 DBFactory = Annotated[Database, Depends(_database)]
 Storage = Annotated[BlobStore, Depends(_storage)]
+Trainers = Annotated[TinkerTrainers, Depends(_tinker_trainers)]
 
 
 async def _current_project(

@@ -17,12 +17,15 @@ from api.background.key_cache import KeyCache
 from api.errors import APIError, error_response
 from api.services import services_of
 from storage.models import Project
+from training.tinker.wire import MAX_FORWARD_BACKWARD_BYTES
 
 # Routes whose body is a file, streamed to storage and counted there.
 _STREAMED = re.compile(r"^/v1/(files|uploads/[^/]+/parts)/?$")
 _INFERENCE = re.compile(r"^/v1/(chat/completions|completions|responses)/?$")
-# The Tinker API's routes (api/tinker/): keyed by `X-API-Key`, capped as control routes.
+# The Tinker API's routes (api/tinker/): keyed by `X-API-Key`, capped as control routes but
+# for forward_backward, whose protobuf body carries a batch of tokens.
 TINKER_PREFIX = "/api/v1/"
+_TINKER_FORWARD_BACKWARD = "/api/v1/forward_backward"
 
 
 class RequestTooLarge(StarletteHTTPException):
@@ -74,6 +77,8 @@ class RequestGate:
         """The route's body cap in bytes; None for the streamed uploads."""
         if method == "POST" and _STREAMED.match(path):
             return None
+        if path == _TINKER_FORWARD_BACKWARD:
+            return MAX_FORWARD_BACKWARD_BYTES
         return self.inference_cap if _INFERENCE.match(path) else self.control_cap
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:

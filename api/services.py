@@ -31,6 +31,7 @@ from storage.blob import BlobStore, open_blob_store
 from storage.db import Database
 from training.executors import open_executor
 from training.scheduler import Scheduler
+from training.tinker.launch import TinkerTrainers
 
 log = logging.getLogger("tuneserve.api")
 
@@ -106,6 +107,7 @@ class Services:
     store: BlobStore
     keys: KeyCache  # API key -> project, with revocations heard at once
     scheduler: Scheduler  # starts, watches and fails over training jobs
+    tinker_trainers: TinkerTrainers  # the Tinker API's trainer processes on this node
     webhooks: WebhookDispatcher  # delivers queued webhook events
     event_streams: StreamSlots  # the event streams open on this node, per project
     serving: Serving | None  # None: serving is turned off, or its base is not prepared
@@ -142,6 +144,8 @@ async def _start(settings: Settings, parts: Parts) -> Services:
     scheduler = Scheduler(settings, db, store, open_executor(settings))
     scheduler.start()
     parts.started("scheduler", _in_thread(scheduler.stop))
+    tinker_trainers = TinkerTrainers(settings, db)
+    parts.started("tinker trainers", _in_thread(tinker_trainers.close))
     webhooks = WebhookDispatcher(settings, db)
     webhooks.start()
     parts.started("webhook dispatcher", webhooks.stop)
@@ -149,7 +153,7 @@ async def _start(settings: Settings, parts: Parts) -> Services:
     log.info("tuneserve listening on http://%s:%d (dashboard at /, API at /v1); %s",
              settings.host, settings.port, where_key)
     return Services(settings=settings, db=db, store=store, keys=keys, scheduler=scheduler,
-                    webhooks=webhooks,
+                    tinker_trainers=tinker_trainers, webhooks=webhooks,
                     event_streams=StreamSlots(settings.max_event_streams_per_project),
                     serving=serving, parts=parts)
 

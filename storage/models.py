@@ -9,6 +9,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     String,
     Text,
     UniqueConstraint,
@@ -406,6 +407,11 @@ class TinkerModel(Base):
     optimizer_config: Mapped[dict[str, Any]] = mapped_column(JSON)
     user_metadata: Mapped[dict[str, str]] = mapped_column(JSON)
     created_at: Mapped[int] = mapped_column(BigInteger)
+    # The trainer process that holds the run's weights (training/tinker/trainer.py): each new
+    # one takes the next attempt, and one whose attempt is no longer this stops. It beats
+    # `trainer_beat_at`; a silent one is replaced.
+    trainer_attempt: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    trainer_beat_at: Mapped[int | None] = mapped_column(BigInteger, default=None)
 
 
 class TinkerFuture(Base):
@@ -413,7 +419,9 @@ class TinkerFuture(Base):
     pending until its work is done, then its answer (or its error) as the SDK reads it."""
 
     __tablename__ = "tinker_futures"
-    __table_args__ = (Index("ix_tinker_futures_project_seq", "project_id", "seq"),)
+    __table_args__ = (Index("ix_tinker_futures_project_seq", "project_id", "seq"),
+                      # A retried request (same run, same seq_id) is the same future.
+                      UniqueConstraint("model_id", "seq_id", name="uq_tinker_futures_model_seq"))
 
     seq: Mapped[int] = mapped_column(SeqType, primary_key=True, autoincrement=True)
     id: Mapped[str] = mapped_column(String(64), unique=True)
@@ -424,3 +432,11 @@ class TinkerFuture(Base):
     result: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
     created_at: Mapped[int] = mapped_column(BigInteger)
     finished_at: Mapped[int | None] = mapped_column(BigInteger, default=None)
+    # Requests the run's trainer executes, in the training client's `seq_id` order.
+    seq_id: Mapped[int | None] = mapped_column(BigInteger, default=None)
+    # What the trainer needs: the request's JSON fields, and a forward_backward's protobuf
+    # body (decompressed); both dropped once the request is done.
+    request: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
+    payload: Mapped[bytes | None] = mapped_column(LargeBinary, default=None)
+    # A forward_backward's answer, as the SDK reads it: a ForwardBackwardOutput protobuf.
+    result_proto: Mapped[bytes | None] = mapped_column(LargeBinary, default=None)

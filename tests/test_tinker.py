@@ -115,3 +115,52 @@ def test_a_session_id_past_its_bound_is_a_400_naming_it(local_server: TuneserveS
                         json={"reason": {"type": "success"}}, headers={"X-API-Key": key},
                         timeout=10)
     assert answer.status_code == 400 and answer.json()["error"]["param"] == "session_id"
+
+
+def _datum(tokens: list[int]) -> tinker.Datum:
+    """The next-token shape the SDK's users build: input tokens[:-1], targets tokens[1:]."""
+    return tinker.Datum(
+        model_input=tinker.ModelInput.from_ints(tokens[:-1]),
+        loss_fn_inputs={"target_tokens": tinker.TensorData(data=tokens[1:], dtype="int64"),
+                        "weights": tinker.TensorData(data=[1.0] * (len(tokens) - 1),
+                                                     dtype="float32")})
+
+
+def test_forward_backward_and_optim_step_train_the_run_in_order(
+    local_server: TuneserveServer
+) -> None:
+    root, key = _root(local_server), _key(local_server, "tinker-g")
+    client = tinker.ServiceClient(base_url=root, api_key=key)
+    training = client.create_lora_training_client(base_model=BASE, rank=8).result()
+    data = [_datum(list(range(200, 216))), _datum(list(range(300, 312)))]
+    adam = tinker.AdamParams(learning_rate=2e-3)
+    losses = []
+    for _ in range(4):
+        # Submitted together, as the cookbook's loops do: executed in seq_id order.
+        step = training.forward_backward(data, "cross_entropy")
+        optim = training.optim_step(adam)
+        out = step.result()
+        optim.result()
+        losses.append(out.metrics["loss:sum"])
+        # A log-probability per target token, each datum's own, summing to minus the loss.
+        assert [len(o["logprobs"].tolist()) for o in out.loss_fn_outputs] == [15, 11]
+        total = sum(sum(o["logprobs"].tolist()) for o in out.loss_fn_outputs)
+        assert total == pytest.approx(-out.metrics["loss:sum"], rel=1e-3)
+    assert losses[-1] < 0.5 * losses[0], losses
+    # forward() computes without training: asked twice, the same loss.
+    seen = [training.forward(data, "cross_entropy").result().metrics["loss:sum"]
+            for _ in range(2)]
+    assert seen[0] == pytest.approx(seen[1], rel=1e-4) and seen[0] < losses[0]
+    # A loss the SDK knows but this server does not train is the request's error, named.
+    with pytest.raises(Exception, match="gspo"):
+        training.forward_backward(data, "gspo").result()
+    # A token outside the base's vocabulary is the tenant's error too.
+    with pytest.raises(Exception, match="vocabulary"):
+        training.forward_backward([_datum([1, 2, 10**7])], "cross_entropy").result()
+    # Another project cannot train the run.
+    other = httpx.post(root + "/api/v1/optim_step", timeout=10,
+                       headers={"X-API-Key": _key(local_server, "tinker-h")},
+                       json={"model_id": training.model_id, "seq_id": 999,
+                             "adam_params": {"learning_rate": 1e-4}})
+    assert other.status_code == 404 and other.json()["error"]["param"] == "model_id"
+    client.close("success").result()

@@ -1,14 +1,16 @@
 """`/api/v1`: the Tinker SDK's routes. The key comes as `X-API-Key` (api/gate.py checks it
 before any route runs); everything a route touches is the key's project's."""
 
+import io
 import time
 from typing import Annotated, Any
 
 import anyio
-from fastapi import APIRouter, Path
+import zstandard
+from fastapi import APIRouter, Path, Request, Response
 
-from api.deps import DB, AppSettings, DBFactory, TinkerProject
-from api.errors import error_responses
+from api.deps import DB, AppSettings, DBFactory, TinkerProject, Trainers
+from api.errors import APIError, error_responses
 from api.tinker import service
 from api.tinker.schemas import (
     ClientConfig,
@@ -21,6 +23,7 @@ from api.tinker.schemas import (
     GetInfoRequest,
     GetInfoResponse,
     Health,
+    OptimStepRequest,
     RetrieveFutureRequest,
     ServerCapabilities,
     SessionHeartbeatRequest,
@@ -28,9 +31,13 @@ from api.tinker.schemas import (
     TryAgain,
     UntypedFuture,
 )
+from training.tinker.launch import TinkerTrainers, TrainersBusy
+from training.tinker.wire import MAX_FORWARD_BACKWARD_BYTES, BadRequest, header
 
 router = APIRouter(prefix="/api/v1", tags=["tinker"],
                    responses=error_responses(400, 401, 413, 500, 503))
+
+PROTOBUF = "application/x-protobuf"
 
 # How long one `retrieve_future` waits for a pending answer before it says try again (the SDK
 # asks again at once): a long poll, so a result is seen as it lands.
@@ -94,14 +101,74 @@ def get_info(body: GetInfoRequest, project: TinkerProject, session: DB,
     return service.get_info(session, settings, project, body.model_id)
 
 
+async def _body(request: Request) -> bytes:
+    """The protobuf body, zstd-decompressed where the SDK compressed it, within its bound."""
+    raw = await request.body()
+    if request.headers.get("content-encoding", "").lower() != "zstd":
+        body = raw
+    else:
+        try:
+            body = zstandard.ZstdDecompressor().stream_reader(io.BytesIO(raw)).read(
+                MAX_FORWARD_BACKWARD_BYTES + 1)
+        except zstandard.ZstdError as exc:
+            raise APIError(400, "The body is not valid zstd.", code="invalid_body") from exc
+    if len(body) > MAX_FORWARD_BACKWARD_BYTES:
+        raise APIError(413, f"A forward_backward body may be at most "
+                       f"{MAX_FORWARD_BACKWARD_BYTES} bytes decompressed.",
+                       code="request_too_large")
+    return body
+
+
+@router.post("/forward_backward", response_model=UntypedFuture,
+             responses=error_responses(404, 410, 429))
+async def forward_backward(request: Request, project: TinkerProject, db: DBFactory,
+                           trainers: Trainers) -> UntypedFuture:
+    """A ForwardBackwardRequest protobuf (the SDK's `forward_backward` and `forward`),
+    queued for the run's trainer; the answer is a ForwardBackwardOutput protobuf."""
+    body = await _body(request)
+    try:
+        model_id, seq_id = header(body)
+    except BadRequest as exc:
+        raise APIError(400, str(exc), code="invalid_body") from exc
+
+    def submit() -> UntypedFuture:
+        with db.session() as session:
+            future = service.submit(session, project, "forward_backward", model_id, seq_id,
+                                    payload=body)
+        _start_trainer(trainers, model_id)
+        return future
+
+    return await anyio.to_thread.run_sync(submit)
+
+
+@router.post("/optim_step", response_model=UntypedFuture,
+             responses=error_responses(404, 410, 429))
+def optim_step(body: OptimStepRequest, project: TinkerProject, session: DB,
+               trainers: Trainers) -> UntypedFuture:
+    future = service.submit(session, project, "optim_step", body.model_id, body.seq_id,
+                            request={"adam_params": body.adam_params.model_dump()})
+    _start_trainer(trainers, body.model_id)
+    return future
+
+
+def _start_trainer(trainers: TinkerTrainers, model_id: str) -> None:
+    try:
+        trainers.ensure(model_id)
+    except TrainersBusy as exc:
+        # The SDK waits and submits again (the request itself is kept: same seq_id).
+        raise APIError(429, f"Every trainer this server may run ({exc.args[0]}) is busy with "
+                       "another run; the request is retried.", code="trainers_busy") from exc
+
+
 @router.post("/retrieve_future", response_model=dict[str, Any],
              responses=error_responses(404))
 async def retrieve_future(body: RetrieveFutureRequest, project: TinkerProject,
-                          db: DBFactory) -> dict[str, Any]:
-    """The request's answer as the SDK reads it (its result, or `{error, category}`), or
-    `{"type": "try_again"}` while it is still being worked on."""
+                          db: DBFactory, trainers: Trainers) -> Any:
+    """The request's answer as the SDK reads it (its result, or `{error, category}`; a
+    forward_backward's as a protobuf), or `{"type": "try_again"}` while it is still being
+    worked on."""
 
-    def look() -> dict[str, Any] | None:
+    def look() -> dict[str, Any] | bytes | None:
         with db.session() as session:
             return service.future_result(session, project, body.request_id)
 
@@ -109,5 +176,7 @@ async def retrieve_future(body: RetrieveFutureRequest, project: TinkerProject,
     while (result := await anyio.to_thread.run_sync(look)) is None:
         if time.monotonic() >= deadline:
             return TryAgain(request_id=body.request_id).model_dump()
-        await anyio.sleep(0.1)
+        await anyio.sleep(0.05)
+    if isinstance(result, bytes):
+        return Response(content=result, media_type=PROTOBUF)
     return result

@@ -27,6 +27,9 @@ class ClientConfig(BaseModel):
     # usually loopback or LAN, deployment.
     use_pyqwest_transport: bool = False
     parallel_fwdbwd_chunks: bool = True
+    # The SDK's own default, announced: forward_backward bodies are capped a little above it
+    # (training/tinker/wire.py).
+    fwdbwd_max_chunk_bytes_count: int = 5_000_000
     proto_compress_fwdbwd: bool = False
     sample_use_retrieve_futures: bool = False
     custom_loss_server_side: bool = False
@@ -167,3 +170,25 @@ class GetInfoResponse(BaseModel):
     lora_rank: int
     model_name: str
     optimizer_config: OptimizerConfig
+
+
+class AdamParams(TinkerRequest):
+    """One optimizer step's numbers, as the SDK's AdamParams (its defaults)."""
+
+    learning_rate: float = Field(default=1e-4, ge=0, le=1)
+    beta1: float = Field(default=0.9, ge=0, lt=1)
+    beta2: float = Field(default=0.95, ge=0, lt=1)
+    eps: float = Field(default=1e-12, gt=0, le=1)
+    weight_decay: float = Field(default=0.0, ge=0, le=1)
+    # 0: no clipping.
+    grad_clip_norm: float = Field(default=0.0, ge=0)
+
+
+class OptimStepRequest(TinkerRequest):
+    model_config = ConfigDict(extra="ignore", protected_namespaces=())
+
+    # The SDK sends `adam_params` (`optimizer_params` for other optimizers, refused here).
+    adam_params: AdamParams
+    model_id: str = Field(max_length=128)
+    seq_id: int = Field(ge=0, le=2**62)
+    type: Literal["optim_step"] = "optim_step"

@@ -8,10 +8,10 @@ answers a future at once (`tinker_futures`), `pending` until the work is done, t
 another project's session, run or future is not found."""
 
 import time
-from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import ColumnElement, and_, delete, func, select, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from api.errors import APIError
@@ -31,37 +31,20 @@ from storage.base_models import base_models
 from storage.ids import new_id
 from storage.models import Project, TinkerFuture, TinkerModel, TinkerSession
 from storage.states import check_transition
+from training.tinker.futures import FutureStatus
+from training.tinker.sessions import SESSION_IDLE_SECONDS, SessionStatus, is_live
+from training.tinker.sessions import TRANSITIONS as SESSION_TRANSITIONS
 
-# A session whose client has not beaten for this long is gone (the SDK beats every 10 s).
-SESSION_IDLE_SECONDS = 600
 # Active sessions one project may hold at once: a client that opens sessions in a loop must
 # not fill the table.
 MAX_ACTIVE_SESSIONS = 256
-
-
-class SessionStatus(StrEnum):
-    ACTIVE = "active"
-    FINISHED = "finished"
-
-
-SESSION_TRANSITIONS: dict[SessionStatus, frozenset[SessionStatus]] = {
-    SessionStatus.ACTIVE: frozenset({SessionStatus.FINISHED}),
-    SessionStatus.FINISHED: frozenset(),
-}
-
 # Training runs one project may hold.
 MAX_MODELS = 256
 # A future's answer is kept this long for the SDK to fetch (it polls as soon as it submits).
 FUTURE_TTL_SECONDS = 3600
-
-
-class FutureStatus(StrEnum):
-    # pending -> succeeded | failed, written by whoever does the request's work (only
-    # create_model so far, which is done at once).
-    PENDING = "pending"
-    SUCCEEDED = "succeeded"
-    FAILED = "failed"
-
+# Requests of one run waiting for its trainer: a client that submits without waiting for
+# answers must not fill the table (the SDK keeps a few in flight).
+MAX_PENDING_PER_RUN = 64
 
 
 def capabilities(settings: Settings) -> ServerCapabilities:
@@ -111,14 +94,9 @@ def _own(session: Session, project: Project, session_id: str) -> TinkerSession:
 def heartbeat(session: Session, project: Project, session_id: str) -> None:
     """Keeps the session alive; a finished or expired one answers 410, which stops the
     SDK's heartbeat loop."""
-    row = _own(session, project, session_id)
-    now = int(time.time())
-    if (row.status != SessionStatus.ACTIVE
-            or row.last_heartbeat_at <= now - SESSION_IDLE_SECONDS):
-        raise APIError(410, f"Session '{session_id}' has ended.", param="session_id",
-                       code="session_ended")
+    row = _live_session(session, project, session_id)
     session.execute(update(TinkerSession).where(TinkerSession.seq == row.seq)
-                    .values(last_heartbeat_at=now))
+                    .values(last_heartbeat_at=int(time.time())))
     session.commit()
 
 
@@ -138,20 +116,24 @@ def finish(session: Session, project: Project, session_id: str,
 
 def _live_session(session: Session, project: Project, session_id: str) -> TinkerSession:
     row = _own(session, project, session_id)
-    if (row.status != SessionStatus.ACTIVE
-            or row.last_heartbeat_at <= int(time.time()) - SESSION_IDLE_SECONDS):
+    if not is_live(row):
         raise APIError(410, f"Session '{session_id}' has ended.", param="session_id",
                        code="session_ended")
     return row
 
 
-def _done(session: Session, project: Project, kind: str, model_id: str | None,
-          result: dict[str, Any]) -> TinkerFuture:
-    """A future whose work is already done (`result` is its answer); expired ones go."""
-    now = int(time.time())
+def _expire(session: Session, project: Project, now: int) -> None:
+    """The project's futures whose answers were kept long enough go."""
     session.execute(delete(TinkerFuture).where(
         TinkerFuture.project_id == project.id,
         TinkerFuture.created_at < now - FUTURE_TTL_SECONDS))
+
+
+def _done(session: Session, project: Project, kind: str, model_id: str | None,
+          result: dict[str, Any]) -> TinkerFuture:
+    """A future whose work is already done (`result` is its answer)."""
+    now = int(time.time())
+    _expire(session, project, now)
     future = TinkerFuture(id=new_id("req-"), project_id=project.id, model_id=model_id,
                           kind=kind, status=FutureStatus.SUCCEEDED, result=result,
                           created_at=now, finished_at=now)
@@ -214,7 +196,8 @@ def get_info(session: Session, settings: Settings, project: Project,
                              model_name=row.base_model, tokenizer_id=row.base_model))
 
 
-def future_result(session: Session, project: Project, request_id: str) -> dict[str, Any] | None:
+def future_result(session: Session, project: Project,
+                  request_id: str) -> dict[str, Any] | bytes | None:
     """The future's answer as the SDK reads it (a result, or `{error, category}`); None
     while it is pending."""
     row = session.scalar(select(TinkerFuture).where(TinkerFuture.id == request_id,
@@ -225,4 +208,40 @@ def future_result(session: Session, project: Project, request_id: str) -> dict[s
                        code="request_not_found")
     if row.status == FutureStatus.PENDING:
         return None
-    return row.result or {}
+    # A forward_backward's answer is a protobuf; every other is the JSON the SDK reads.
+    return row.result_proto if row.result_proto is not None else row.result or {}
+
+
+def submit(session: Session, project: Project, kind: str, model_id: str, seq_id: int, *,
+           request: dict[str, Any] | None = None,
+           payload: bytes | None = None) -> UntypedFuture:
+    """A request for the run's trainer, pending until it is done. The same run and `seq_id`
+    (a submit the SDK retried) answer the same future."""
+    run = _own_model(session, project, model_id)
+    _live_session(session, project, run.session_id)
+    same = select(TinkerFuture.id).where(TinkerFuture.model_id == model_id,
+                                         TinkerFuture.seq_id == seq_id)
+    existing = session.scalar(same)
+    if existing is not None:
+        return UntypedFuture(request_id=existing, model_id=model_id)
+    pending = session.scalar(select(func.count()).select_from(TinkerFuture).where(
+        TinkerFuture.model_id == model_id, TinkerFuture.status == FutureStatus.PENDING))
+    if (pending or 0) >= MAX_PENDING_PER_RUN:
+        raise APIError(429, f"Run '{model_id}' has {MAX_PENDING_PER_RUN} requests waiting, "
+                       "the most it may; wait for their results.", code="too_many_requests")
+    now = int(time.time())
+    _expire(session, project, now)
+    future = TinkerFuture(id=new_id("req-"), project_id=project.id, model_id=model_id,
+                          kind=kind, status=FutureStatus.PENDING, seq_id=seq_id,
+                          request=request, payload=payload, created_at=now)
+    session.add(future)
+    try:
+        session.commit()
+    except IntegrityError:
+        # The same submit, retried while the first was being stored: that one stands.
+        session.rollback()
+        if (existing := session.scalar(same)) is None:
+            raise
+        return UntypedFuture(request_id=existing, model_id=model_id)
+    return UntypedFuture(request_id=future.id, model_id=model_id)
+
