@@ -37,13 +37,17 @@ from serving.settings import ServingSettings
 from storage.base_models import base_models
 from storage.blob import BlobStore
 from storage.db import Database
-from storage.models import FineTunedModel
-from storage.sharing import usable_model
+from storage.models import FineTunedModel, TinkerCheckpoint
+from storage.sharing import usable_model, usable_sampler_weights
 
 __all__ = ["AdapterLoadError", "AdapterManager", "Lease", "ModelNotFound", "ModelNotServed",
            "served_name"]
 
 log = logging.getLogger("tuneserve.adapters")
+
+
+# A Tinker run's saved weights are named by path (`tinker://...`), never an `ft:` id.
+TINKER_SCHEME = "tinker://"
 
 
 def served_name(model_id: str) -> str:
@@ -222,12 +226,29 @@ class AdapterManager:
             return _Target(model, model, None)
         if model in self.base_names:
             raise self._unserved(model, model)
+        if model.startswith(TINKER_SCHEME):
+            return await self._resolve_tinker(project_id, model)
         row = await asyncio.to_thread(self._lookup, project_id, model)
         if row is None:
             raise ModelNotFound(model)
         if not groups.get(row.base_model):
             raise self._unserved(row.base_model, model)
         return _Target(row.base_model, served_name(row.id), row.adapter_prefix)
+
+    async def _resolve_tinker(self, project_id: str, path: str) -> _Target:
+        """A Tinker run's sampler weights (`tinker://{run}/sampler_weights/{name}`): an adapter
+        like a job's, named for serving by its checkpoint's id."""
+
+        def lookup() -> TinkerCheckpoint | None:
+            with self.db.session() as s:
+                return usable_sampler_weights(s, project_id, path)
+
+        row = await asyncio.to_thread(lookup)
+        if row is None:
+            raise ModelNotFound(path)
+        if not self.registry.groups.get(row.base_model):
+            raise self._unserved(row.base_model, path)
+        return _Target(row.base_model, served_name(row.id), row.blob_prefix)
 
     def _unserved(self, base: str, model: str) -> Exception:
         """No replica serves `base` now: for a base this deployment serves, one is starting

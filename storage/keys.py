@@ -18,6 +18,12 @@ def job_prefix(project_id: str, job_id: str) -> str:
     return f"jobs/{project_id}/{job_id}/"
 
 
+def tinker_checkpoint_prefix(project_id: str, checkpoint_id: str) -> str:
+    """A Tinker run's saved weights: a PEFT adapter (and, for a training state, the
+    optimizer's), named by the checkpoint's server id, never by the client's name."""
+    return f"tinker/{project_id}/{checkpoint_id}/"
+
+
 def adapter_prefix(project_id: str, model_key: str) -> str:
     """A servable PEFT adapter; `model_key` is made of the job's id and attempt, plus
     `-ckpt-step-N` for a checkpoint (`training.jobs.model_key`). Read back only from the

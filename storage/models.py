@@ -440,3 +440,49 @@ class TinkerFuture(Base):
     payload: Mapped[bytes | None] = mapped_column(LargeBinary, default=None)
     # A forward_backward's answer, as the SDK reads it: a ForwardBackwardOutput protobuf.
     result_proto: Mapped[bytes | None] = mapped_column(LargeBinary, default=None)
+
+
+class TinkerCheckpoint(Base):
+    """Weights a Tinker run saved: `weights` (save_state: the LoRA and the optimizer, to load
+    and train on) or `sampler` (save_weights_for_sampler: the LoRA alone, which serving loads
+    like a job's adapter). Its name to clients is `path`:
+    `tinker://{run}/{weights|sampler_weights}/{name}`."""
+
+    __tablename__ = "tinker_checkpoints"
+    __table_args__ = (Index("ix_tinker_checkpoints_project_seq", "project_id", "seq"),
+                      Index("ix_tinker_checkpoints_model", "model_id"))
+
+    seq: Mapped[int] = mapped_column(SeqType, primary_key=True, autoincrement=True)
+    id: Mapped[str] = mapped_column(String(64), unique=True)
+    project_id: Mapped[str] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"))
+    model_id: Mapped[str] = mapped_column(String(128))
+    kind: Mapped[str] = mapped_column(String(16))
+    name: Mapped[str] = mapped_column(String(128))
+    path: Mapped[str] = mapped_column(String(512), unique=True)
+    base_model: Mapped[str] = mapped_column(String(256))
+    # Blob prefix of the PEFT adapter (and, for `weights`, optimizer.pt).
+    blob_prefix: Mapped[str] = mapped_column(String(512))
+    size_bytes: Mapped[int] = mapped_column(BigInteger)
+    user_metadata: Mapped[dict[str, str]] = mapped_column(JSON)
+    created_at: Mapped[int] = mapped_column(BigInteger)
+    # None: kept until deleted.
+    expires_at: Mapped[int | None] = mapped_column(BigInteger, default=None)
+
+
+class TinkerSampler(Base):
+    """A Tinker sampling session (`create_sampling_session`, or save_weights_for_sampler
+    without a name): what `asample` requests sample from, a base or a sampler checkpoint."""
+
+    __tablename__ = "tinker_samplers"
+    __table_args__ = (UniqueConstraint("session_id", "session_seq_id",
+                                       name="uq_tinker_samplers_session_seq"),)
+
+    seq: Mapped[int] = mapped_column(SeqType, primary_key=True, autoincrement=True)
+    id: Mapped[str] = mapped_column(String(64), unique=True)
+    project_id: Mapped[str] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"))
+    session_id: Mapped[str] = mapped_column(String(64))
+    session_seq_id: Mapped[int] = mapped_column(BigInteger)
+    base_model: Mapped[str] = mapped_column(String(256))
+    # The sampler checkpoint's path; None: the base itself.
+    model_path: Mapped[str | None] = mapped_column(String(512), default=None)
+    created_at: Mapped[int] = mapped_column(BigInteger)

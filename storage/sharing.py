@@ -7,7 +7,7 @@ its trainer's to take away: see `foreign_ancestor`."""
 from sqlalchemy import Exists, exists, or_, select
 from sqlalchemy.orm import Session
 
-from storage.models import CheckpointPermission, FineTunedModel, FineTuningJob
+from storage.models import CheckpointPermission, FineTunedModel, FineTuningJob, TinkerCheckpoint
 
 # A checkpoint's name is its job's final model name plus this and the step.
 CHECKPOINT_MARK = ":ckpt-step-"
@@ -23,6 +23,14 @@ def usable_model(session: Session, project_id: str, model_id: str) -> FineTunedM
     return session.scalar(select(FineTunedModel).where(
         FineTunedModel.id == model_id,
         or_(FineTunedModel.project_id == project_id, granted_to(project_id))))
+
+
+def usable_sampler_weights(session: Session, project_id: str,
+                           path: str) -> TinkerCheckpoint | None:
+    """A Tinker run's sampler weights (`tinker://...`), the project's own only."""
+    return session.scalar(select(TinkerCheckpoint).where(
+        TinkerCheckpoint.path == path, TinkerCheckpoint.project_id == project_id,
+        TinkerCheckpoint.kind == "sampler"))
 
 
 def _maker(session: Session, name: str) -> tuple[str, FineTuningJob | None] | None:

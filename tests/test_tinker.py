@@ -157,10 +157,50 @@ def test_forward_backward_and_optim_step_train_the_run_in_order(
     # A token outside the base's vocabulary is the tenant's error too.
     with pytest.raises(Exception, match="vocabulary"):
         training.forward_backward([_datum([1, 2, 10**7])], "cross_entropy").result()
+    # The training state, saved under its name; the name again is the tenant's error.
+    saved = training.save_state("after-4").result().path
+    assert saved == f"tinker://{training.model_id}/weights/after-4"
+    with pytest.raises(Exception, match="exists"):
+        training.save_state("after-4").result()
     # Another project cannot train the run.
     other = httpx.post(root + "/api/v1/optim_step", timeout=10,
                        headers={"X-API-Key": _key(local_server, "tinker-h")},
                        json={"model_id": training.model_id, "seq_id": 999,
                              "adam_params": {"learning_rate": 1e-4}})
     assert other.status_code == 404 and other.json()["error"]["param"] == "model_id"
+    client.close("success").result()
+
+
+def test_saved_weights_are_sampled_through_serving_at_once(chat_server: TuneserveServer) -> None:
+    root, key = _root(chat_server), _key(chat_server, "tinker-i")
+    client = tinker.ServiceClient(base_url=root, api_key=key)
+    training = client.create_lora_training_client(base_model=BASE, rank=8).result()
+    sequence = list(range(400, 424))
+    prompt = tinker.ModelInput.from_ints(sequence[:8])
+    greedy = tinker.SamplingParams(max_tokens=6, temperature=0.0)
+    base = client.create_sampling_client(base_model=BASE).result()
+    before = base.sample(prompt, 1, greedy).result().sequences[0].tokens
+    for _ in range(8):
+        training.forward_backward([_datum(sequence)], "cross_entropy")
+        training.optim_step(tinker.AdamParams(learning_rate=3e-3)).result()
+    # The weights as they are now, hot-loaded onto the engine that serves chat.
+    sampler = training.save_weights_and_get_sampling_client().result()
+    answer = sampler.sample(prompt, 2, greedy).result()
+    assert [s.tokens for s in answer.sequences] == [sequence[8:14]] * 2 != [before]
+    first = answer.sequences[0]
+    assert len(first.logprobs or []) == 6 and all(lp <= 0 for lp in first.logprobs or [])
+    assert len({s.sequence_id for s in answer.sequences}) == 2
+    # Prompt log-probabilities (the cookbook's compute_logprobs): none for the first token.
+    scored = sampler.compute_logprobs(tinker.ModelInput.from_ints(sequence[:8])).result()
+    assert scored[0] is None and len(scored) == 8
+    assert all(lp is not None and lp <= 0 for lp in scored[1:])
+    # Named weights are a tinker:// path, which another project cannot sample.
+    path = training.save_weights_for_sampler("step-8").result().path
+    assert path == f"tinker://{training.model_id}/sampler_weights/step-8"
+    named = client.create_sampling_client(model_path=path).result()
+    assert named.sample(prompt, 1, greedy).result().sequences[0].tokens == sequence[8:14]
+    other = tinker.ServiceClient(base_url=root, api_key=_key(chat_server, "tinker-j"))
+    with pytest.raises(tinker.NotFoundError):
+        other.create_sampling_client(model_path=path).result()
+    other.close("success").result()
     client.close("success").result()

@@ -7,24 +7,31 @@ from typing import Annotated, Any
 
 import anyio
 import zstandard
-from fastapi import APIRouter, Path, Request, Response
+from fastapi import APIRouter, BackgroundTasks, Path, Request, Response
 
-from api.deps import DB, AppSettings, DBFactory, TinkerProject, Trainers
+from api.deps import DB, AppServices, AppSettings, DBFactory, TinkerProject, Trainers
 from api.errors import APIError, error_responses
 from api.tinker import service
+from api.tinker.sampling import run_sample
 from api.tinker.schemas import (
     ClientConfig,
     ClientConfigRequest,
     CreateModelRequest,
+    CreateSamplingSessionRequest,
+    CreateSamplingSessionResponse,
     CreateSessionRequest,
     CreateSessionResponse,
     DynamicConfig,
     FinishSessionRequest,
     GetInfoRequest,
     GetInfoResponse,
+    GetSamplerResponse,
     Health,
     OptimStepRequest,
     RetrieveFutureRequest,
+    SampleRequest,
+    SaveWeightsForSamplerRequest,
+    SaveWeightsRequest,
     ServerCapabilities,
     SessionHeartbeatRequest,
     SessionHeartbeatResponse,
@@ -148,6 +155,55 @@ def optim_step(body: OptimStepRequest, project: TinkerProject, session: DB,
     future = service.submit(session, project, "optim_step", body.model_id, body.seq_id,
                             request={"adam_params": body.adam_params.model_dump()})
     _start_trainer(trainers, body.model_id)
+    return future
+
+
+@router.post("/save_weights", response_model=UntypedFuture,
+             responses=error_responses(404, 410, 429))
+def save_weights(body: SaveWeightsRequest, project: TinkerProject, session: DB,
+                 trainers: Trainers) -> UntypedFuture:
+    """`save_state(name)`: the run's LoRA and optimizer, at `tinker://{run}/weights/{name}`."""
+    future = service.save_weights(session, project, body)
+    _start_trainer(trainers, body.model_id)
+    return future
+
+
+@router.post("/save_weights_for_sampler", response_model=UntypedFuture,
+             responses=error_responses(404, 410, 429))
+def save_weights_for_sampler(body: SaveWeightsForSamplerRequest, project: TinkerProject,
+                             session: DB, trainers: Trainers) -> UntypedFuture:
+    """The run's LoRA for sampling, at `tinker://{run}/sampler_weights/{name}`; without a
+    name, a sampling session on it (`save_weights_and_get_sampling_client`)."""
+    future = service.save_weights_for_sampler(session, project, body)
+    _start_trainer(trainers, body.model_id)
+    return future
+
+
+@router.post("/create_sampling_session", response_model=CreateSamplingSessionResponse,
+             responses=error_responses(404, 410))
+def create_sampling_session(body: CreateSamplingSessionRequest, project: TinkerProject,
+                            session: DB, settings: AppSettings) -> CreateSamplingSessionResponse:
+    return CreateSamplingSessionResponse(
+        sampling_session_id=service.create_sampling_session(session, settings, project, body))
+
+
+@router.get("/samplers/{sampler_id}", response_model=GetSamplerResponse,
+            responses=error_responses(404))
+def get_sampler(sampler_id: Annotated[str, Path(max_length=64)], project: TinkerProject,
+                session: DB) -> GetSamplerResponse:
+    row = service.get_sampler(session, project, sampler_id)
+    return GetSamplerResponse(sampler_id=row.id, base_model=row.base_model,
+                              model_path=row.model_path)
+
+
+@router.post("/asample", response_model=UntypedFuture, responses=error_responses(404, 429))
+def asample(body: SampleRequest, project: TinkerProject, session: DB,
+            services: AppServices, background: BackgroundTasks) -> UntypedFuture:
+    """A sample from the sampler's model, done once this answer is sent; the future carries
+    an id for each sequence it will return."""
+    future, sampler = service.sample(session, project, body)
+    if sampler is not None:
+        background.add_task(run_sample, services, future.request_id, sampler, body)
     return future
 
 

@@ -130,6 +130,8 @@ class UntypedFuture(BaseModel):
 
     request_id: str
     model_id: str | None = None
+    # A sample's: one id per sequence it will return.
+    sample_sequence_ids: list[str] | None = None
 
 
 class RetrieveFutureRequest(TinkerRequest):
@@ -192,3 +194,106 @@ class OptimStepRequest(TinkerRequest):
     model_id: str = Field(max_length=128)
     seq_id: int = Field(ge=0, le=2**62)
     type: Literal["optim_step"] = "optim_step"
+
+
+# A checkpoint's name: it becomes part of a `tinker://` path.
+CheckpointName = Annotated[str, StringConstraints(min_length=1, max_length=128,
+                                                  pattern=r"^[A-Za-z0-9._-]+$")]
+# 1 hour to 10 years, as the SDK documents; None keeps it until deleted.
+TtlSeconds = Annotated[int, Field(ge=3600, le=10 * 365 * 86400)]
+
+
+class SaveWeightsRequest(TinkerRequest):
+    """`TrainingClient.save_state(name)`: the LoRA and the optimizer, to load again."""
+
+    model_config = ConfigDict(extra="ignore", protected_namespaces=())
+
+    model_id: str = Field(max_length=128)
+    path: CheckpointName
+    seq_id: int = Field(ge=0, le=2**62)
+    ttl_seconds: TtlSeconds | None = None
+    overwrite: bool = False
+    user_metadata: dict[MetadataKey, MetadataValue] | None = Field(default=None, max_length=16)
+    type: Literal["save_weights"] = "save_weights"
+
+
+class SaveWeightsForSamplerRequest(TinkerRequest):
+    """`save_weights_for_sampler(name)`, or without a name (`sampling_session_seq_id` set)
+    `save_weights_and_get_sampling_client()`: the LoRA, for sampling."""
+
+    model_config = ConfigDict(extra="ignore", protected_namespaces=())
+
+    model_id: str = Field(max_length=128)
+    path: CheckpointName | None = None
+    sampling_session_seq_id: int | None = Field(default=None, ge=0, le=2**62)
+    seq_id: int = Field(ge=0, le=2**62)
+    ttl_seconds: TtlSeconds | None = None
+    user_metadata: dict[MetadataKey, MetadataValue] | None = Field(default=None, max_length=16)
+    type: Literal["save_weights_for_sampler"] = "save_weights_for_sampler"
+
+
+TinkerPath = Annotated[str, StringConstraints(max_length=512, pattern=r"^tinker://")]
+
+
+class CreateSamplingSessionRequest(TinkerRequest):
+    model_config = ConfigDict(extra="ignore", protected_namespaces=())
+
+    session_id: str = Field(max_length=64)
+    sampling_session_seq_id: int = Field(ge=0, le=2**62)
+    base_model: str | None = Field(default=None, max_length=256)
+    model_path: TinkerPath | None = None
+    type: Literal["create_sampling_session"] = "create_sampling_session"
+
+
+class CreateSamplingSessionResponse(BaseModel):
+    type: Literal["create_sampling_session"] = "create_sampling_session"
+    sampling_session_id: str
+
+
+class GetSamplerResponse(BaseModel):
+    model_config = ConfigDict(protected_namespaces=())
+
+    sampler_id: str
+    base_model: str
+    model_path: str | None = None
+
+
+class EncodedText(TinkerRequest):
+    type: Literal["encoded_text"] = "encoded_text"
+    # Token ids; bounded again by the base's context length.
+    tokens: list[Annotated[int, Field(ge=0, lt=2**31)]] = Field(max_length=131072)
+
+
+class ModelInput(TinkerRequest):
+    # Text only: an image or audio chunk is refused by its `type`.
+    chunks: list[EncodedText] = Field(min_length=1, max_length=256)
+
+
+class SamplingParams(TinkerRequest):
+    max_tokens: int | None = Field(default=None, ge=1, le=131072)
+    seed: int | None = None
+    # A string, strings, or token ids; None keeps stopping at EOS, [] does not stop at all.
+    stop: (Annotated[str, StringConstraints(max_length=256)]
+           | Annotated[list[Annotated[str, StringConstraints(max_length=256)]],
+                       Field(max_length=16)]
+           | Annotated[list[Annotated[int, Field(ge=0, lt=2**31)]], Field(max_length=16)]
+           | None) = None
+    temperature: float = Field(default=1.0, ge=0, le=100)
+    top_k: int = Field(default=-1, ge=-1)
+    top_p: float = Field(default=1.0, gt=0, le=1)
+
+
+class SampleRequest(TinkerRequest):
+    model_config = ConfigDict(extra="ignore", protected_namespaces=())
+
+    sampling_session_id: str = Field(max_length=64)
+    seq_id: int = Field(ge=0, le=2**62)
+    num_samples: int = Field(default=1, ge=1, le=128)
+    prompt: ModelInput
+    sampling_params: SamplingParams
+    prompt_logprobs: bool | None = None
+    # Top-k logprobs are not computed here: 0 only.
+    topk_prompt_logprobs: int = Field(default=0, ge=0, le=0)
+    topk_sample_logprobs: int = Field(default=0, ge=0, le=0)
+    prompt_alt_tokens_k: int = Field(default=0, ge=0, le=0)
+    type: Literal["sample"] = "sample"

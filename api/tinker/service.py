@@ -18,18 +18,29 @@ from api.errors import APIError
 from api.settings import Settings
 from api.tinker.schemas import (
     CreateModelRequest,
+    CreateSamplingSessionRequest,
     CreateSessionRequest,
     FinishSessionRequest,
     GetInfoResponse,
     ModelData,
     OptimizerConfig,
+    SampleRequest,
+    SaveWeightsForSamplerRequest,
+    SaveWeightsRequest,
     ServerCapabilities,
     SupportedModel,
     UntypedFuture,
 )
 from storage.base_models import base_models
 from storage.ids import new_id
-from storage.models import Project, TinkerFuture, TinkerModel, TinkerSession
+from storage.models import (
+    Project,
+    TinkerCheckpoint,
+    TinkerFuture,
+    TinkerModel,
+    TinkerSampler,
+    TinkerSession,
+)
 from storage.states import check_transition
 from training.tinker.futures import FutureStatus
 from training.tinker.sessions import SESSION_IDLE_SECONDS, SessionStatus, is_live
@@ -45,6 +56,9 @@ FUTURE_TTL_SECONDS = 3600
 # Requests of one run waiting for its trainer: a client that submits without waiting for
 # answers must not fill the table (the SDK keeps a few in flight).
 MAX_PENDING_PER_RUN = 64
+# Samples one sampler may have under way (the SDK's own bound is 2,000 in flight; an RL
+# step of 128 prompts x 16 samples sends 128).
+MAX_PENDING_PER_SAMPLER = 512
 
 
 def capabilities(settings: Settings) -> ServerCapabilities:
@@ -212,26 +226,24 @@ def future_result(session: Session, project: Project,
     return row.result_proto if row.result_proto is not None else row.result or {}
 
 
-def submit(session: Session, project: Project, kind: str, model_id: str, seq_id: int, *,
-           request: dict[str, Any] | None = None,
-           payload: bytes | None = None) -> UntypedFuture:
-    """A request for the run's trainer, pending until it is done. The same run and `seq_id`
-    (a submit the SDK retried) answer the same future."""
-    run = _own_model(session, project, model_id)
-    _live_session(session, project, run.session_id)
-    same = select(TinkerFuture.id).where(TinkerFuture.model_id == model_id,
-                                         TinkerFuture.seq_id == seq_id)
+def _enqueue(session: Session, project: Project, kind: str, owner: str, seq_id: int,
+             max_pending: int, *, request: dict[str, Any] | None = None,
+             payload: bytes | None = None) -> tuple[TinkerFuture, bool]:
+    """A pending future for `owner` (a run, or a sampler) and whether it is new: the same
+    owner and `seq_id` (a submit the SDK retried) answer the same future."""
+    same = select(TinkerFuture).where(TinkerFuture.model_id == owner,
+                                      TinkerFuture.seq_id == seq_id)
     existing = session.scalar(same)
     if existing is not None:
-        return UntypedFuture(request_id=existing, model_id=model_id)
+        return existing, False
     pending = session.scalar(select(func.count()).select_from(TinkerFuture).where(
-        TinkerFuture.model_id == model_id, TinkerFuture.status == FutureStatus.PENDING))
-    if (pending or 0) >= MAX_PENDING_PER_RUN:
-        raise APIError(429, f"Run '{model_id}' has {MAX_PENDING_PER_RUN} requests waiting, "
-                       "the most it may; wait for their results.", code="too_many_requests")
+        TinkerFuture.model_id == owner, TinkerFuture.status == FutureStatus.PENDING))
+    if (pending or 0) >= max_pending:
+        raise APIError(429, f"'{owner}' has {max_pending} requests waiting, the most it may; "
+                       "wait for their results.", code="too_many_requests")
     now = int(time.time())
     _expire(session, project, now)
-    future = TinkerFuture(id=new_id("req-"), project_id=project.id, model_id=model_id,
+    future = TinkerFuture(id=new_id("req-"), project_id=project.id, model_id=owner,
                           kind=kind, status=FutureStatus.PENDING, seq_id=seq_id,
                           request=request, payload=payload, created_at=now)
     session.add(future)
@@ -242,6 +254,96 @@ def submit(session: Session, project: Project, kind: str, model_id: str, seq_id:
         session.rollback()
         if (existing := session.scalar(same)) is None:
             raise
-        return UntypedFuture(request_id=existing, model_id=model_id)
+        return existing, False
+    return future, True
+
+
+def submit(session: Session, project: Project, kind: str, model_id: str, seq_id: int, *,
+           request: dict[str, Any] | None = None,
+           payload: bytes | None = None) -> UntypedFuture:
+    """A request for the run's trainer, pending until it is done."""
+    run = _own_model(session, project, model_id)
+    _live_session(session, project, run.session_id)
+    future, _ = _enqueue(session, project, kind, model_id, seq_id, MAX_PENDING_PER_RUN,
+                         request=request, payload=payload)
     return UntypedFuture(request_id=future.id, model_id=model_id)
 
+
+def save_weights(session: Session, project: Project, body: SaveWeightsRequest) -> UntypedFuture:
+    return submit(session, project, "save_weights", body.model_id, body.seq_id, request={
+        "name": body.path, "ttl_seconds": body.ttl_seconds, "overwrite": body.overwrite,
+        "user_metadata": body.user_metadata})
+
+
+def save_weights_for_sampler(session: Session, project: Project,
+                             body: SaveWeightsForSamplerRequest) -> UntypedFuture:
+    if (body.path is None) == (body.sampling_session_seq_id is None):
+        raise APIError(400, "Send either a path (a name for the weights) or a "
+                       "sampling_session_seq_id, not both or neither.", param="path")
+    return submit(session, project, "save_weights_for_sampler", body.model_id, body.seq_id,
+                  request={"name": body.path, "ttl_seconds": body.ttl_seconds,
+                           "sampling_session_seq_id": body.sampling_session_seq_id,
+                           "user_metadata": body.user_metadata})
+
+
+def _own_sampler_checkpoint(session: Session, project: Project, path: str) -> TinkerCheckpoint:
+    row = session.scalar(select(TinkerCheckpoint).where(
+        TinkerCheckpoint.path == path, TinkerCheckpoint.project_id == project.id,
+        TinkerCheckpoint.kind == "sampler"))
+    if row is None:
+        raise APIError(404, f"No sampler weights '{path}' in this project "
+                       "(save_weights_for_sampler makes them).", param="model_path",
+                       code="model_not_found")
+    return row
+
+
+def create_sampling_session(session: Session, settings: Settings, project: Project,
+                            body: CreateSamplingSessionRequest) -> str:
+    """A sampler on a served base or on the project's sampler weights; the same session and
+    number (a retried request) answer the same sampler."""
+    _live_session(session, project, body.session_id)
+    existing = session.scalar(select(TinkerSampler.id).where(
+        TinkerSampler.session_id == body.session_id,
+        TinkerSampler.session_seq_id == body.sampling_session_seq_id))
+    if existing is not None:
+        return existing
+    if body.model_path is not None:
+        base = _own_sampler_checkpoint(session, project, body.model_path).base_model
+    elif body.base_model is not None:
+        base = body.base_model
+    else:
+        raise APIError(400, "Name a base_model or a model_path to sample from.",
+                       param="base_model")
+    if base not in (settings.served_bases() or []):
+        raise APIError(400, f"The base model '{base}' is not served here; "
+                       "get_server_capabilities lists those that sample.",
+                       param="base_model", code="model_not_found")
+    sampler = TinkerSampler(id=new_id("sampler-"), project_id=project.id,
+                            session_id=body.session_id,
+                            session_seq_id=body.sampling_session_seq_id, base_model=base,
+                            model_path=body.model_path, created_at=int(time.time()))
+    session.add(sampler)
+    session.commit()
+    return sampler.id
+
+
+def get_sampler(session: Session, project: Project, sampler_id: str) -> TinkerSampler:
+    row = session.scalar(select(TinkerSampler).where(TinkerSampler.id == sampler_id,
+                                                     TinkerSampler.project_id == project.id))
+    if row is None:
+        raise APIError(404, f"No sampler '{sampler_id}' in this project.",
+                       param="sampling_session_id", code="sampler_not_found")
+    return row
+
+
+def sample(session: Session, project: Project,
+           body: SampleRequest) -> tuple[UntypedFuture, TinkerSampler | None]:
+    """A pending sample, and the sampler to run it on when it is new (None: a retried
+    submit, already under way)."""
+    sampler = get_sampler(session, project, body.sampling_session_id)
+    session.expunge(sampler)
+    future, new = _enqueue(session, project, "sample", sampler.id, body.seq_id,
+                           MAX_PENDING_PER_SAMPLER)
+    ids = [f"{future.id}:{i}" for i in range(body.num_samples)]
+    return (UntypedFuture(request_id=future.id, sample_sequence_ids=ids),
+            sampler if new else None)

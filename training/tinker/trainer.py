@@ -23,11 +23,12 @@ import numpy as np
 from sqlalchemy import Select, select
 
 from storage.base_models import base_models
+from storage.blob import BlobStore, open_blob_store
 from storage.db import Database
 from storage.models import TinkerFuture, TinkerModel
 from training.hyperparameters import ALL_PROJECTIONS, RULE_ALPHA, Hyperparameters
 from training.settings import TrainingSettings
-from training.tinker import futures, runs, sessions
+from training.tinker import checkpoints, futures, runs, sessions
 from training.tinker.futures import FutureStatus
 from training.tinker.losses import loss_for
 from training.tinker.wire import (
@@ -203,8 +204,16 @@ class Beat:
                 self._beat()
 
 
-def execute(trainer: Trainer | None, request: TinkerFuture) -> tuple[dict[str, Any] | None,
-                                                                     bytes | None]:
+@dataclass(frozen=True)
+class RunContext:
+    db: Database
+    store: BlobStore
+    run: TinkerModel
+    workdir: Path
+
+
+def execute(trainer: Trainer | None, request: TinkerFuture,
+            ctx: RunContext) -> tuple[dict[str, Any] | None, bytes | None]:
     """The request's answer: a JSON result, or a forward_backward's protobuf."""
     if trainer is None:
         raise BadRequest("This run's trainer was restarted and its weights since the last "
@@ -215,12 +224,20 @@ def execute(trainer: Trainer | None, request: TinkerFuture) -> tuple[dict[str, A
     if request.kind == "optim_step":
         assert request.request is not None
         return trainer.optim_step(request.request["adam_params"]), None
+    if request.kind in SAVES:
+        assert request.request is not None
+        return checkpoints.save(ctx.db, ctx.store, ctx.run, trainer.model, trainer.optimizer,
+                                SAVES[request.kind], request.request, ctx.workdir), None
     raise BadRequest(f"Requests of kind '{request.kind}' are not supported here.")
 
 
-def serve(db: Database, model_id: str, attempt: int, trainer: Trainer | None,
-          beat: Beat) -> None:
+# Requests that save the run's weights, and the checkpoint kind each makes.
+SAVES = {"save_weights": "weights", "save_weights_for_sampler": "sampler"}
+
+
+def serve(ctx: RunContext, attempt: int, trainer: Trainer | None, beat: Beat) -> None:
     """Runs the run's requests in order until the session ends or another trainer holds it."""
+    db, model_id = ctx.db, ctx.run.id
     with db.session() as s:
         expected = futures.last_done_seq_id(s, model_id) + 1
     waiting_since: float | None = None
@@ -243,7 +260,7 @@ def serve(db: Database, model_id: str, attempt: int, trainer: Trainer | None,
                 continue
             log.warning("request %s never arrived; going on with %s", expected, request.seq_id)
         waiting_since = None
-        _answer(db, model_id, attempt, trainer, request)
+        _answer(ctx, attempt, trainer, request)
         expected = max(expected, request.seq_id + 1)
 
 
@@ -251,11 +268,11 @@ def select_run(model_id: str) -> Select[TinkerModel]:
     return select(TinkerModel).where(TinkerModel.id == model_id)
 
 
-def _answer(db: Database, model_id: str, attempt: int, trainer: Trainer | None,
+def _answer(ctx: RunContext, attempt: int, trainer: Trainer | None,
             request: TinkerFuture) -> None:
     started = time.monotonic()
     try:
-        result, proto = execute(trainer, request)
+        result, proto = execute(trainer, request, ctx)
         status = FutureStatus.SUCCEEDED
     except BadRequest as exc:
         result, proto, status = futures.user_error(str(exc)), None, FutureStatus.SUCCEEDED
@@ -264,9 +281,9 @@ def _answer(db: Database, model_id: str, attempt: int, trainer: Trainer | None,
         result, proto = futures.server_error(f"The request failed with an internal error "
                                              f"({type(exc).__name__})."), None
         status = FutureStatus.FAILED
-    with db.session() as s:
+    with ctx.db.session() as s:
         futures.finish(s, request.id, status, result=result, result_proto=proto,
-                       model_id=model_id, attempt=attempt)
+                       model_id=ctx.run.id, attempt=attempt)
     log.info("request %s (%s, seq %s) answered in %.2f s", request.id, request.kind,
              request.seq_id, time.monotonic() - started)
 
@@ -291,7 +308,8 @@ def main(argv: list[str] | None = None) -> int:
             # A later attempt has no weights to go on from: the first held them in memory.
             trainer = load_trainer(run, settings, Path(workdir)) if attempt == 1 else None
             log.info("trainer for %s (attempt %s) ready", model_id, attempt)
-            serve(db, model_id, attempt, trainer, beat)
+            serve(RunContext(db, open_blob_store(settings), run, Path(workdir)), attempt,
+                  trainer, beat)
         return 0
     finally:
         beat.stop()

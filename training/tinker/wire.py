@@ -120,3 +120,26 @@ def encode_output(outputs: list[dict[str, np.ndarray]], metrics: dict[str, float
         msg.metrics[key] = value
     encoded: bytes = msg.SerializeToString()
     return encoded
+
+
+@dataclass(frozen=True)
+class SampledSequence:
+    tokens: list[int]
+    logprobs: list[float]
+    stopped: bool  # False: it ran to max_tokens
+
+
+def encode_sample(sequences: list[SampledSequence],
+                  prompt_logprobs: list[float] | None) -> bytes:
+    """A SampleResponse: each sequence's tokens (int32) and logprobs (float32), and where
+    asked the prompt's logprobs (NaN for the first token, which nothing predicts)."""
+    msg = pb.SampleResponse()
+    for seq in sequences:
+        out = msg.sequences.add()
+        out.stop_reason = pb.STOP_REASON_STOP if seq.stopped else pb.STOP_REASON_LENGTH
+        out.tokens = np.asarray(seq.tokens, dtype=np.int32).tobytes()
+        out.logprobs = np.asarray(seq.logprobs, dtype=np.float32).tobytes()
+    if prompt_logprobs is not None:
+        msg.prompt_logprobs = np.asarray(prompt_logprobs, dtype=np.float32).tobytes()
+    encoded: bytes = msg.SerializeToString()
+    return encoded
