@@ -460,6 +460,8 @@ class TinkerCheckpoint(Base):
     name: Mapped[str] = mapped_column(String(128))
     path: Mapped[str] = mapped_column(String(512), unique=True)
     base_model: Mapped[str] = mapped_column(String(256))
+    # The run's LoRA shape, which a run created by loading this checkpoint takes.
+    lora_config: Mapped[dict[str, Any]] = mapped_column(JSON)
     # Blob prefix of the PEFT adapter (and, for `weights`, optimizer.pt).
     blob_prefix: Mapped[str] = mapped_column(String(512))
     size_bytes: Mapped[int] = mapped_column(BigInteger)

@@ -162,6 +162,20 @@ def test_forward_backward_and_optim_step_train_the_run_in_order(
     assert saved == f"tinker://{training.model_id}/weights/after-4"
     with pytest.raises(Exception, match="exists"):
         training.save_state("after-4").result()
+    # A new run made from the saved state (the SDK names it; the load is its first request)
+    # computes what the run computed when it was saved.
+    resumed = client.create_training_client_from_state_with_optimizer(saved).result()
+    assert resumed.model_id != training.model_id
+    assert resumed.get_info().lora_rank == 8
+    loss = resumed.forward(data, "cross_entropy").result().metrics["loss:sum"]
+    assert loss == pytest.approx(seen[0], rel=1e-3)
+    # Loading into the run itself undoes the steps since.
+    training.forward_backward(data, "cross_entropy")
+    training.optim_step(tinker.AdamParams(learning_rate=1e-2)).result()
+    moved = training.forward(data, "cross_entropy").result().metrics["loss:sum"]
+    training.load_state(saved).result()
+    back = training.forward(data, "cross_entropy").result().metrics["loss:sum"]
+    assert back == pytest.approx(seen[0], rel=1e-3) != pytest.approx(moved, rel=1e-3)
     # Another project cannot train the run.
     other = httpx.post(root + "/api/v1/optim_step", timeout=10,
                        headers={"X-API-Key": _key(local_server, "tinker-h")},

@@ -27,6 +27,7 @@ from api.tinker.schemas import (
     GetInfoResponse,
     GetSamplerResponse,
     Health,
+    LoadWeightsRequest,
     OptimStepRequest,
     RetrieveFutureRequest,
     SampleRequest,
@@ -165,6 +166,17 @@ def save_weights(body: SaveWeightsRequest, project: TinkerProject, session: DB,
     """`save_state(name)`: the run's LoRA and optimizer, at `tinker://{run}/weights/{name}`."""
     future = service.save_weights(session, project, body)
     _start_trainer(trainers, body.model_id)
+    return future
+
+
+@router.post("/load_weights", response_model=UntypedFuture,
+             responses=error_responses(404, 410, 429))
+def load_weights(body: LoadWeightsRequest, project: TinkerProject, session: DB,
+                 trainers: Trainers) -> UntypedFuture:
+    """`load_state(path)`, or a training client created from a saved state."""
+    future = service.load_weights(session, project, body)
+    assert future.model_id is not None
+    _start_trainer(trainers, future.model_id)
     return future
 
 

@@ -297,3 +297,22 @@ class SampleRequest(TinkerRequest):
     topk_sample_logprobs: int = Field(default=0, ge=0, le=0)
     prompt_alt_tokens_k: int = Field(default=0, ge=0, le=0)
     type: Literal["sample"] = "sample"
+
+
+class LoadWeightsRequest(TinkerRequest):
+    """`load_state(path)` into a run (`model_id` + `seq_id`), or
+    `create_training_client_from_state[_with_optimizer](path)`: a new run made by the load
+    (`session_id` + `model_seq_id`), shaped as the saved one."""
+
+    model_config = ConfigDict(extra="ignore", protected_namespaces=())
+
+    model_id: str | None = Field(default=None, max_length=128)
+    seq_id: int | None = Field(default=None, ge=0, le=2**62)
+    session_id: str | None = Field(default=None, max_length=64)
+    model_seq_id: int | None = Field(default=None, ge=0, le=2**31)
+    base_model: str | None = Field(default=None, max_length=256)
+    user_metadata: dict[MetadataKey, MetadataValue] | None = Field(default=None, max_length=16)
+    path: TinkerPath
+    optimizer: bool
+    optimizer_config: OptimizerConfig | None = None
+    type: Literal["load_weights"] = "load_weights"

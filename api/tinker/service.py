@@ -22,6 +22,7 @@ from api.tinker.schemas import (
     CreateSessionRequest,
     FinishSessionRequest,
     GetInfoResponse,
+    LoadWeightsRequest,
     ModelData,
     OptimizerConfig,
     SampleRequest,
@@ -169,7 +170,21 @@ def create_model(session: Session, settings: Settings, project: Project,
     if not (lora.train_mlp or lora.train_attn or lora.train_unembed):
         raise APIError(400, "At least one of train_mlp, train_attn or train_unembed must be "
                        "true.", param="lora_config")
-    model_id = f"{body.session_id}:train:{body.model_seq_id}"
+    model_id = _new_run(session, project, body.session_id, body.model_seq_id, body.base_model,
+                        lora.model_dump(), body.optimizer_config.model_dump(),
+                        body.user_metadata or {})
+    future = _done(session, project, "create_model", model_id,
+                   {"type": "create_model", "model_id": model_id})
+    session.commit()
+    return UntypedFuture(request_id=future.id, model_id=model_id)
+
+
+def _new_run(session: Session, project: Project, session_id: str, model_seq_id: int,
+             base_model: str, lora_config: dict[str, Any], optimizer_config: dict[str, Any],
+             user_metadata: dict[str, str]) -> str:
+    """The run `{session}:train:{model_seq_id}`, added unless it exists (a retried create),
+    as the SDK names it."""
+    model_id = f"{session_id}:train:{model_seq_id}"
     row = session.scalar(select(TinkerModel).where(TinkerModel.id == model_id,
                                                    TinkerModel.project_id == project.id))
     if row is None:
@@ -179,13 +194,46 @@ def create_model(session: Session, settings: Settings, project: Project,
             raise APIError(429, f"This project has {MAX_MODELS} training runs, the most it "
                            "may hold; delete one first.", code="too_many_models")
         session.add(TinkerModel(
-            id=model_id, project_id=project.id, session_id=body.session_id,
-            base_model=body.base_model, lora_config=lora.model_dump(),
-            optimizer_config=body.optimizer_config.model_dump(),
-            user_metadata=body.user_metadata or {}, created_at=int(time.time())))
-    future = _done(session, project, "create_model", model_id,
-                   {"type": "create_model", "model_id": model_id})
-    session.commit()
+            id=model_id, project_id=project.id, session_id=session_id, base_model=base_model,
+            lora_config=lora_config, optimizer_config=optimizer_config,
+            user_metadata=user_metadata, created_at=int(time.time())))
+    return model_id
+
+
+def load_weights(session: Session, project: Project, body: LoadWeightsRequest) -> UntypedFuture:
+    """A saved state into a run: an existing one (`model_id`, in its `seq_id` order), or a
+    new one made by the load (`session_id` + `model_seq_id`: the run's first request)."""
+    checkpoint = session.scalar(select(TinkerCheckpoint).where(
+        TinkerCheckpoint.path == body.path, TinkerCheckpoint.project_id == project.id,
+        TinkerCheckpoint.kind == "weights"))
+    if checkpoint is None:
+        raise APIError(404, f"No saved state '{body.path}' in this project (save_state makes "
+                       "them).", param="path", code="checkpoint_not_found")
+    request = {"checkpoint_id": checkpoint.id, "optimizer": body.optimizer}
+    if body.model_id is not None:
+        if body.session_id is not None or body.seq_id is None:
+            raise APIError(400, "Load into a run with model_id and seq_id, or create one with "
+                           "session_id and model_seq_id.", param="model_id")
+        run = _own_model(session, project, body.model_id)
+        if run.lora_config.get("rank") != checkpoint.lora_config.get("rank"):
+            raise APIError(400, f"{body.path} has LoRA rank {checkpoint.lora_config['rank']}; "
+                           f"this run's is {run.lora_config['rank']}.", param="path")
+        return submit(session, project, "load_weights", body.model_id, body.seq_id,
+                      request=request)
+    if body.session_id is None or body.model_seq_id is None:
+        raise APIError(400, "Load into a run with model_id and seq_id, or create one with "
+                       "session_id and model_seq_id.", param="session_id")
+    _live_session(session, project, body.session_id)
+    if body.base_model is not None and body.base_model != checkpoint.base_model:
+        raise APIError(400, f"{body.path} was trained on '{checkpoint.base_model}'.",
+                       param="base_model")
+    optimizer = body.optimizer_config.model_dump() if body.optimizer_config else {"type": "adamw"}
+    model_id = _new_run(session, project, body.session_id, body.model_seq_id,
+                        checkpoint.base_model, checkpoint.lora_config, optimizer,
+                        body.user_metadata or {})
+    # The load is the new run's request 0: its trainer does it before anything else.
+    future, _ = _enqueue(session, project, "load_weights", model_id, 0, MAX_PENDING_PER_RUN,
+                         request=request)
     return UntypedFuture(request_id=future.id, model_id=model_id)
 
 

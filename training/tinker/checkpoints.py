@@ -60,7 +60,8 @@ def save(db: Database, store: BlobStore, run: TinkerModel, model: Any, optimizer
             s.flush()
         s.add(TinkerCheckpoint(
             id=checkpoint_id, project_id=run.project_id, model_id=run.id, kind=kind,
-            name=name, path=path, base_model=run.base_model, blob_prefix=prefix,
+            name=name, path=path, base_model=run.base_model, lora_config=run.lora_config,
+            blob_prefix=prefix,
             size_bytes=size, user_metadata=request.get("user_metadata") or {},
             created_at=now, expires_at=now + ttl if ttl else None))
         sampler_id = None
@@ -77,3 +78,24 @@ def save(db: Database, store: BlobStore, run: TinkerModel, model: Any, optimizer
         return {"type": "save_weights_for_sampler", "sampling_session_id": sampler_id}
     return {"type": "save_weights" if kind == "weights" else "save_weights_for_sampler",
             "path": path}
+
+
+def load(store: BlobStore, checkpoint: TinkerCheckpoint, model: Any, optimizer: Any,
+         with_optimizer: bool, workdir: Path) -> None:
+    """Puts a saved state's LoRA (and, asked, its optimizer state) into the run; gradients
+    not yet applied are dropped."""
+    import torch
+    from peft import set_peft_model_state_dict
+    from safetensors.torch import load_file
+
+    local = workdir / f"load-{checkpoint.id}"
+    store.download_prefix(checkpoint.blob_prefix, local)
+    # peft annotates the result as `namedtuple`; it is torch's (missing, unexpected) keys.
+    loaded: Any = set_peft_model_state_dict(model, load_file(local / ADAPTER_FILES[1]))
+    if loaded.unexpected_keys:
+        raise BadRequest(f"The weights at {checkpoint.path} do not fit this run's LoRA.")
+    if with_optimizer:
+        if not (local / OPTIMIZER_FILE).is_file():
+            raise BadRequest(f"{checkpoint.path} holds no optimizer state.")
+        optimizer.load_state_dict(torch.load(local / OPTIMIZER_FILE, weights_only=True))
+    optimizer.zero_grad(set_to_none=True)

@@ -77,3 +77,11 @@ def last_done_seq_id(session: Session, model_id: str) -> int:
                                  TinkerFuture.seq_id.is_not(None))
                           .order_by(TinkerFuture.seq_id.desc()).limit(1))
     return int(done or 0)
+
+
+def answered_any(session: Session, model_id: str) -> bool:
+    """Whether the run's trainer has answered one of its requests (its weights have moved
+    from a fresh LoRA, or been loaded)."""
+    return session.scalar(select(TinkerFuture.id).where(
+        TinkerFuture.model_id == model_id, TinkerFuture.status != FutureStatus.PENDING,
+        TinkerFuture.seq_id.is_not(None)).limit(1)) is not None

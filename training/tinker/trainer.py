@@ -25,7 +25,7 @@ from sqlalchemy import Select, select
 from storage.base_models import base_models
 from storage.blob import BlobStore, open_blob_store
 from storage.db import Database
-from storage.models import TinkerFuture, TinkerModel
+from storage.models import TinkerCheckpoint, TinkerFuture, TinkerModel
 from training.hyperparameters import ALL_PROJECTIONS, RULE_ALPHA, Hyperparameters
 from training.settings import TrainingSettings
 from training.tinker import checkpoints, futures, runs, sessions
@@ -68,6 +68,9 @@ class Trainer:
     optimizer: Any
     vocab_size: int
     context_length: int
+    # A later trainer of a run that had trained: its weights went with the one before, and
+    # only a load brings the run back.
+    weights_lost: bool = False
 
     def forward_backward(self, request: ForwardBackward) -> bytes:
         import torch
@@ -212,12 +215,28 @@ class RunContext:
     workdir: Path
 
 
-def execute(trainer: Trainer | None, request: TinkerFuture,
+def _checkpoint(db: Database, checkpoint_id: str) -> TinkerCheckpoint:
+    with db.session() as s:
+        row = s.scalar(select(TinkerCheckpoint).where(TinkerCheckpoint.id == checkpoint_id))
+        if row is None:
+            raise BadRequest("The saved state was deleted before it could be loaded.")
+        s.expunge(row)
+        return row
+
+
+def execute(trainer: Trainer, request: TinkerFuture,
             ctx: RunContext) -> tuple[dict[str, Any] | None, bytes | None]:
     """The request's answer: a JSON result, or a forward_backward's protobuf."""
-    if trainer is None:
+    if request.kind == "load_weights":
+        assert request.request is not None
+        checkpoint = _checkpoint(ctx.db, request.request["checkpoint_id"])
+        checkpoints.load(ctx.store, checkpoint, trainer.model, trainer.optimizer,
+                         bool(request.request["optimizer"]), ctx.workdir)
+        trainer.weights_lost = False
+        return {"type": "load_weights", "path": checkpoint.path, "model_id": ctx.run.id}, None
+    if trainer.weights_lost:
         raise BadRequest("This run's trainer was restarted and its weights since the last "
-                         "save_state are gone; load a saved state into a new training client.")
+                         "save_state are gone; load a saved state (load_state) to go on.")
     if request.kind == "forward_backward":
         assert request.payload is not None
         return None, trainer.forward_backward(decode_forward_backward(request.payload))
@@ -235,7 +254,7 @@ def execute(trainer: Trainer | None, request: TinkerFuture,
 SAVES = {"save_weights": "weights", "save_weights_for_sampler": "sampler"}
 
 
-def serve(ctx: RunContext, attempt: int, trainer: Trainer | None, beat: Beat) -> None:
+def serve(ctx: RunContext, attempt: int, trainer: Trainer, beat: Beat) -> None:
     """Runs the run's requests in order until the session ends or another trainer holds it."""
     db, model_id = ctx.db, ctx.run.id
     with db.session() as s:
@@ -268,7 +287,7 @@ def select_run(model_id: str) -> Select[TinkerModel]:
     return select(TinkerModel).where(TinkerModel.id == model_id)
 
 
-def _answer(ctx: RunContext, attempt: int, trainer: Trainer | None,
+def _answer(ctx: RunContext, attempt: int, trainer: Trainer,
             request: TinkerFuture) -> None:
     started = time.monotonic()
     try:
@@ -304,9 +323,12 @@ def main(argv: list[str] | None = None) -> int:
             run = s.scalar(select_run(model_id))
             assert run is not None  # it held the run a moment ago
             s.expunge(run)
+        with db.session() as s:
+            trained = futures.answered_any(s, model_id)
         with tempfile.TemporaryDirectory(prefix="tuneserve-tinker-") as workdir:
-            # A later attempt has no weights to go on from: the first held them in memory.
-            trainer = load_trainer(run, settings, Path(workdir)) if attempt == 1 else None
+            trainer = load_trainer(run, settings, Path(workdir))
+            # The weights the run had were in the memory of the trainer before this one.
+            trainer.weights_lost = trained
             log.info("trainer for %s (attempt %s) ready", model_id, attempt)
             serve(RunContext(db, open_blob_store(settings), run, Path(workdir)), attempt,
                   trainer, beat)

@@ -37,6 +37,7 @@ def upgrade() -> None:
         sa.Column("name", sa.String(length=128), nullable=False),
         sa.Column("path", sa.String(length=512), nullable=False),
         sa.Column("base_model", sa.String(length=256), nullable=False),
+        sa.Column("lora_config", sa.JSON(), nullable=False),
         sa.Column("blob_prefix", sa.String(length=512), nullable=False),
         sa.Column("size_bytes", sa.BigInteger(), nullable=False),
         sa.Column("user_metadata", sa.JSON(), nullable=False),
