@@ -216,5 +216,29 @@ def test_saved_weights_are_sampled_through_serving_at_once(chat_server: Tuneserv
     other = tinker.ServiceClient(base_url=root, api_key=_key(chat_server, "tinker-j"))
     with pytest.raises(tinker.NotFoundError):
         other.create_sampling_client(model_path=path).result()
+    # The REST client lists the run and its checkpoints (the unnamed one too); another
+    # project sees none of them.
+    rest = client.create_rest_client()
+    runs = rest.list_training_runs().result()
+    assert training.model_id in {r.training_run_id for r in runs.training_runs}
+    run = rest.get_training_run(training.model_id).result()
+    assert run.lora_rank == 8 and run.last_sampler_checkpoint is not None
+    assert run.last_sampler_checkpoint.tinker_path == path
+    listed = rest.list_checkpoints(training.model_id).result().checkpoints
+    assert [c.checkpoint_type for c in listed] == ["sampler", "sampler"]
+    assert path in {c.tinker_path for c in listed} and all(c.size_bytes for c in listed)
+    info = rest.get_weights_info_by_tinker_path(path).result()
+    assert (info.base_model, info.lora_rank) == (BASE, 8)
+    other_rest = other.create_rest_client()
+    assert training.model_id not in {
+        r.training_run_id for r in other_rest.list_training_runs().result().training_runs}
+    with pytest.raises(tinker.NotFoundError):
+        other_rest.list_checkpoints(training.model_id).result()
+    # Deleted: gone from the list and from serving.
+    rest.delete_checkpoint_from_tinker_path(path).result()
+    assert path not in {c.tinker_path
+                        for c in rest.list_checkpoints(training.model_id).result().checkpoints}
+    with pytest.raises(tinker.NotFoundError):
+        client.create_sampling_client(model_path=path).result()
     other.close("success").result()
     client.close("success").result()

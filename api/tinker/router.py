@@ -7,13 +7,14 @@ from typing import Annotated, Any
 
 import anyio
 import zstandard
-from fastapi import APIRouter, BackgroundTasks, Path, Request, Response
+from fastapi import APIRouter, BackgroundTasks, Path, Query, Request, Response
 
 from api.deps import DB, AppServices, AppSettings, DBFactory, TinkerProject, Trainers
 from api.errors import APIError, error_responses
 from api.tinker import service
 from api.tinker.sampling import run_sample
 from api.tinker.schemas import (
+    CheckpointsListResponse,
     ClientConfig,
     ClientConfigRequest,
     CreateModelRequest,
@@ -36,9 +37,14 @@ from api.tinker.schemas import (
     ServerCapabilities,
     SessionHeartbeatRequest,
     SessionHeartbeatResponse,
+    TrainingRun,
+    TrainingRunsResponse,
     TryAgain,
     UntypedFuture,
+    WeightsInfoRequest,
+    WeightsInfoResponse,
 )
+from storage.models import TinkerCheckpoint
 from training.tinker.launch import TinkerTrainers, TrainersBusy
 from training.tinker.wire import MAX_FORWARD_BACKWARD_BYTES, BadRequest, header
 
@@ -217,6 +223,52 @@ def asample(body: SampleRequest, project: TinkerProject, session: DB,
     if sampler is not None:
         background.add_task(run_sample, services, future.request_id, sampler, body)
     return future
+
+
+# The REST client's view (tinker.RestClient): the project's runs and their checkpoints.
+
+@router.get("/training_runs", response_model=TrainingRunsResponse)
+def list_training_runs(project: TinkerProject, session: DB,
+                       limit: Annotated[int, Query(ge=1, le=100)] = 20,
+                       offset: Annotated[int, Query(ge=0, le=2**31)] = 0) -> TrainingRunsResponse:
+    return service.list_runs(session, project, limit, offset)
+
+
+@router.get("/training_runs/{run_id}", response_model=TrainingRun,
+            responses=error_responses(404))
+def get_training_run(run_id: Annotated[str, Path(max_length=128)], project: TinkerProject,
+                     session: DB) -> TrainingRun:
+    return service.get_run(session, project, run_id)
+
+
+@router.get("/training_runs/{run_id}/checkpoints", response_model=CheckpointsListResponse,
+            responses=error_responses(404))
+def list_checkpoints(run_id: Annotated[str, Path(max_length=128)], project: TinkerProject,
+                     session: DB) -> CheckpointsListResponse:
+    return service.list_checkpoints(session, project, run_id)
+
+
+@router.delete("/training_runs/{run_id}/checkpoints/{checkpoint_id:path}", status_code=200,
+               responses=error_responses(404))
+async def delete_checkpoint(run_id: Annotated[str, Path(max_length=128)],
+                            checkpoint_id: Annotated[str, Path(max_length=160)],
+                            project: TinkerProject, services: AppServices) -> None:
+    """Deletes the checkpoint, its stored weights, and (sampler weights) its served copy."""
+
+    def delete() -> TinkerCheckpoint:
+        with services.db.session() as session:
+            return service.delete_checkpoint(session, project, run_id, checkpoint_id)
+
+    row = await anyio.to_thread.run_sync(delete)
+    if services.serving is not None:
+        await services.serving.adapters.forget(row.id)
+    await anyio.to_thread.run_sync(services.store.delete_prefix, row.blob_prefix)
+
+
+@router.post("/weights_info", response_model=WeightsInfoResponse, responses=error_responses(404))
+def weights_info(body: WeightsInfoRequest, project: TinkerProject,
+                 session: DB) -> WeightsInfoResponse:
+    return service.weights_info(session, project, body.tinker_path)
 
 
 def _start_trainer(trainers: TinkerTrainers, model_id: str) -> None:

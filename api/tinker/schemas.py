@@ -1,6 +1,7 @@
 """Request and response bodies of the Tinker API, as the SDK sends and validates them. Every
 string and list a client sends is bounded; fields the SDK adds later are ignored."""
 
+from datetime import datetime
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
@@ -316,3 +317,57 @@ class LoadWeightsRequest(TinkerRequest):
     optimizer: bool
     optimizer_config: OptimizerConfig | None = None
     type: Literal["load_weights"] = "load_weights"
+
+
+class Checkpoint(BaseModel):
+    checkpoint_id: str  # `weights/{name}` or `sampler_weights/{name}`, as the SDK parses paths
+    checkpoint_type: Literal["training", "sampler"]
+    time: datetime
+    tinker_path: str
+    size_bytes: int | None = None
+    public: bool = False
+    user_metadata: dict[str, str] | None = None
+    expires_at: datetime | None = None
+
+
+class Cursor(BaseModel):
+    offset: int
+    limit: int
+    total_count: int
+
+
+class TrainingRun(BaseModel):
+    training_run_id: str
+    base_model: str
+    model_owner: str
+    is_lora: bool = True
+    corrupted: bool = False
+    lora_rank: int | None = None
+    last_request_time: datetime
+    last_checkpoint: Checkpoint | None = None
+    last_sampler_checkpoint: Checkpoint | None = None
+    user_metadata: dict[str, str] | None = None
+
+
+class TrainingRunsResponse(BaseModel):
+    training_runs: list[TrainingRun]
+    cursor: Cursor
+
+
+class CheckpointsListResponse(BaseModel):
+    checkpoints: list[Checkpoint]
+    cursor: Cursor | None = None
+
+
+class WeightsInfoRequest(TinkerRequest):
+    tinker_path: TinkerPath
+
+
+class WeightsInfoResponse(BaseModel):
+    base_model: str
+    optimizer_config: OptimizerConfig = OptimizerConfig()
+    is_lora: bool = True
+    lora_rank: int | None = None
+    train_unembed: bool | None = None
+    train_mlp: bool | None = None
+    train_attn: bool | None = None

@@ -8,18 +8,22 @@ answers a future at once (`tinker_futures`), `pending` until the work is done, t
 another project's session, run or future is not found."""
 
 import time
+from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, delete, func, select, update
+from sqlalchemy import ColumnElement, and_, delete, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from api.errors import APIError
 from api.settings import Settings
 from api.tinker.schemas import (
+    Checkpoint,
+    CheckpointsListResponse,
     CreateModelRequest,
     CreateSamplingSessionRequest,
     CreateSessionRequest,
+    Cursor,
     FinishSessionRequest,
     GetInfoResponse,
     LoadWeightsRequest,
@@ -30,7 +34,10 @@ from api.tinker.schemas import (
     SaveWeightsRequest,
     ServerCapabilities,
     SupportedModel,
+    TrainingRun,
+    TrainingRunsResponse,
     UntypedFuture,
+    WeightsInfoResponse,
 )
 from storage.base_models import base_models
 from storage.ids import new_id
@@ -395,3 +402,86 @@ def sample(session: Session, project: Project,
     ids = [f"{future.id}:{i}" for i in range(body.num_samples)]
     return (UntypedFuture(request_id=future.id, sample_sequence_ids=ids),
             sampler if new else None)
+
+
+def _checkpoint_view(row: TinkerCheckpoint) -> Checkpoint:
+    return Checkpoint(
+        checkpoint_id=row.path.split("/", 3)[3], tinker_path=row.path,
+        checkpoint_type="training" if row.kind == "weights" else "sampler",
+        time=datetime.fromtimestamp(row.created_at, UTC), size_bytes=row.size_bytes,
+        user_metadata=row.user_metadata or None,
+        expires_at=datetime.fromtimestamp(row.expires_at, UTC) if row.expires_at else None)
+
+
+def _live_checkpoints(project: Project) -> ColumnElement[bool]:
+    return and_(TinkerCheckpoint.project_id == project.id,
+                or_(TinkerCheckpoint.expires_at.is_(None),
+                    TinkerCheckpoint.expires_at > int(time.time())))
+
+
+def _run_view(session: Session, project: Project, run: TinkerModel) -> TrainingRun:
+    latest = {kind: session.scalar(select(TinkerCheckpoint).where(
+        _live_checkpoints(project), TinkerCheckpoint.model_id == run.id,
+        TinkerCheckpoint.kind == kind).order_by(TinkerCheckpoint.seq.desc()).limit(1))
+        for kind in ("weights", "sampler")}
+    last = session.scalar(select(func.max(TinkerFuture.created_at))
+                          .where(TinkerFuture.model_id == run.id)) or run.created_at
+    return TrainingRun(
+        training_run_id=run.id, base_model=run.base_model, model_owner=project.name,
+        lora_rank=int(run.lora_config["rank"]),
+        last_request_time=datetime.fromtimestamp(last, UTC),
+        last_checkpoint=_checkpoint_view(latest["weights"]) if latest["weights"] else None,
+        last_sampler_checkpoint=(_checkpoint_view(latest["sampler"])
+                                 if latest["sampler"] else None),
+        user_metadata=run.user_metadata or None)
+
+
+def list_runs(session: Session, project: Project, limit: int, offset: int) -> TrainingRunsResponse:
+    """The project's training runs, newest first."""
+    total = session.scalar(select(func.count()).select_from(TinkerModel)
+                           .where(TinkerModel.project_id == project.id)) or 0
+    rows = session.scalars(select(TinkerModel).where(TinkerModel.project_id == project.id)
+                           .order_by(TinkerModel.seq.desc()).offset(offset).limit(limit))
+    return TrainingRunsResponse(training_runs=[_run_view(session, project, r) for r in rows],
+                                cursor=Cursor(offset=offset, limit=limit, total_count=total))
+
+
+def get_run(session: Session, project: Project, run_id: str) -> TrainingRun:
+    return _run_view(session, project, _own_model(session, project, run_id))
+
+
+def list_checkpoints(session: Session, project: Project, run_id: str) -> CheckpointsListResponse:
+    run = _own_model(session, project, run_id)
+    rows = session.scalars(select(TinkerCheckpoint).where(
+        _live_checkpoints(project), TinkerCheckpoint.model_id == run.id)
+        .order_by(TinkerCheckpoint.seq))
+    return CheckpointsListResponse(checkpoints=[_checkpoint_view(r) for r in rows])
+
+
+def delete_checkpoint(session: Session, project: Project, run_id: str,
+                      checkpoint_id: str) -> TinkerCheckpoint:
+    """Deletes the checkpoint's row and answers it (its blobs and any served copy are the
+    caller's to drop)."""
+    run = _own_model(session, project, run_id)
+    path = f"tinker://{run.id}/{checkpoint_id}"
+    row = session.scalar(select(TinkerCheckpoint).where(
+        TinkerCheckpoint.path == path, TinkerCheckpoint.project_id == project.id))
+    if row is None:
+        raise APIError(404, f"No checkpoint '{checkpoint_id}' in run '{run_id}'.",
+                       param="checkpoint_id", code="checkpoint_not_found")
+    session.delete(row)
+    session.commit()
+    return row
+
+
+def weights_info(session: Session, project: Project, path: str) -> WeightsInfoResponse:
+    row = session.scalar(select(TinkerCheckpoint).where(
+        _live_checkpoints(project), TinkerCheckpoint.path == path))
+    if row is None:
+        raise APIError(404, f"No checkpoint '{path}' in this project.", param="tinker_path",
+                       code="checkpoint_not_found")
+    lora = row.lora_config
+    return WeightsInfoResponse(base_model=row.base_model, lora_rank=int(lora["rank"]),
+                               train_unembed=lora.get("train_unembed"),
+                               train_mlp=lora.get("train_mlp"),
+                               train_attn=lora.get("train_attn"))
