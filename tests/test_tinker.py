@@ -126,6 +126,7 @@ def _datum(tokens: list[int]) -> tinker.Datum:
                                                      dtype="float32")})
 
 
+@pytest.mark.training
 def test_forward_backward_and_optim_step_train_the_run_in_order(
     local_server: TuneserveServer
 ) -> None:
@@ -185,6 +186,7 @@ def test_forward_backward_and_optim_step_train_the_run_in_order(
     client.close("success").result()
 
 
+@pytest.mark.training
 def test_saved_weights_are_sampled_through_serving_at_once(chat_server: TuneserveServer) -> None:
     root, key = _root(chat_server), _key(chat_server, "tinker-i")
     client = tinker.ServiceClient(base_url=root, api_key=key)
@@ -218,7 +220,7 @@ def test_saved_weights_are_sampled_through_serving_at_once(chat_server: Tuneserv
         other.create_sampling_client(model_path=path).result()
     # The REST client lists the run and its checkpoints (the unnamed one too); another
     # project sees none of them.
-    rest = client.create_rest_client()
+    rest = tinker.RestClient(base_url=root, api_key=key)
     runs = rest.list_training_runs().result()
     assert training.model_id in {r.training_run_id for r in runs.training_runs}
     run = rest.get_training_run(training.model_id).result()
@@ -229,7 +231,7 @@ def test_saved_weights_are_sampled_through_serving_at_once(chat_server: Tuneserv
     assert path in {c.tinker_path for c in listed} and all(c.size_bytes for c in listed)
     info = rest.get_weights_info_by_tinker_path(path).result()
     assert (info.base_model, info.lora_rank) == (BASE, 8)
-    other_rest = other.create_rest_client()
+    other_rest = tinker.RestClient(base_url=root, api_key=_key(chat_server, "tinker-k"))
     assert training.model_id not in {
         r.training_run_id for r in other_rest.list_training_runs().result().training_runs}
     with pytest.raises(tinker.NotFoundError):
