@@ -1,6 +1,8 @@
 """The Tinker API (`/api/v1`) through the official `tinker` SDK 0.38, as its users call it:
 keys, sessions and the server's capabilities so far (issue 27 builds the rest on these)."""
 
+from pathlib import Path
+
 import httpx
 import pytest
 import tinker
@@ -187,7 +189,8 @@ def test_forward_backward_and_optim_step_train_the_run_in_order(
 
 
 @pytest.mark.training
-def test_saved_weights_are_sampled_through_serving_at_once(chat_server: TuneserveServer) -> None:
+def test_saved_weights_are_sampled_through_serving_at_once(chat_server: TuneserveServer,
+                                                          models_dir: Path) -> None:
     root, key = _root(chat_server), _key(chat_server, "tinker-i")
     client = tinker.ServiceClient(base_url=root, api_key=key)
     training = client.create_lora_training_client(base_model=BASE, rank=8).result()
@@ -215,6 +218,24 @@ def test_saved_weights_are_sampled_through_serving_at_once(chat_server: Tuneserv
     assert path == f"tinker://{training.model_id}/sampler_weights/step-8"
     named = client.create_sampling_client(model_path=path).result()
     assert named.sample(prompt, 1, greedy).result().sequences[0].tokens == sequence[8:14]
+    # Promoted, the weights are an ft: model the openai client lists and completes with
+    # (the tml- key is the project's key on /v1 too).
+    promoted = httpx.post(
+        f"{root}/api/v1/training_runs/{training.model_id}/checkpoints/sampler_weights/step-8"
+        "/promote", json={"suffix": "tinker"}, headers={"X-API-Key": key}, timeout=30)
+    model = promoted.json()["model"]
+    assert model.startswith(f"ft:{BASE}:tinker-i:tinker:")
+    openai_client = chat_server.client(api_key=key)
+    assert model in {m.id for m in openai_client.models.list()}
+
+    def complete(name: str) -> str:
+        return openai_client.completions.create(model=name, prompt=sequence[:8], max_tokens=6,
+                                                temperature=0).choices[0].text
+
+    from transformers import AutoTokenizer
+
+    decoded = AutoTokenizer.from_pretrained(str(models_dir / BASE)).decode(sequence[8:14])
+    assert complete(model) == decoded != complete(BASE)
     other = tinker.ServiceClient(base_url=root, api_key=_key(chat_server, "tinker-j"))
     with pytest.raises(tinker.NotFoundError):
         other.create_sampling_client(model_path=path).result()

@@ -9,7 +9,15 @@ import anyio
 import zstandard
 from fastapi import APIRouter, BackgroundTasks, Path, Query, Request, Response
 
-from api.deps import DB, AppServices, AppSettings, DBFactory, TinkerProject, Trainers
+from api.deps import (
+    DB,
+    AppServices,
+    AppSettings,
+    DBFactory,
+    Storage,
+    TinkerProject,
+    Trainers,
+)
 from api.errors import APIError, error_responses
 from api.tinker import service
 from api.tinker.sampling import run_sample
@@ -30,6 +38,8 @@ from api.tinker.schemas import (
     Health,
     LoadWeightsRequest,
     OptimStepRequest,
+    PromoteRequest,
+    PromoteResponse,
     RetrieveFutureRequest,
     SampleRequest,
     SaveWeightsForSamplerRequest,
@@ -263,6 +273,18 @@ async def delete_checkpoint(run_id: Annotated[str, Path(max_length=128)],
     if services.serving is not None:
         await services.serving.adapters.forget(row.id)
     await anyio.to_thread.run_sync(services.store.delete_prefix, row.blob_prefix)
+
+
+@router.post("/training_runs/{run_id}/checkpoints/{checkpoint_id:path}/promote",
+             response_model=PromoteResponse, responses=error_responses(404))
+def promote_checkpoint(run_id: Annotated[str, Path(max_length=128)],
+                       checkpoint_id: Annotated[str, Path(max_length=160)],
+                       body: PromoteRequest, project: TinkerProject, session: DB,
+                       store: Storage) -> PromoteResponse:
+    """tuneserve's own route: sampler weights become an `ft:` model of the project, served
+    by chat completions, listed, shared and exported like a job's."""
+    return PromoteResponse(model=service.promote(session, store, project, run_id,
+                                                 checkpoint_id, body.suffix))
 
 
 @router.post("/weights_info", response_model=WeightsInfoResponse, responses=error_responses(404))

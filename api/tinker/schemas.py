@@ -6,6 +6,8 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
+from api.fine_tuning.jobs.schemas import SUFFIX
+
 # The SDK sends its version with every config and session request.
 SdkVersion = Field(max_length=64)
 
@@ -371,3 +373,18 @@ class WeightsInfoResponse(BaseModel):
     train_unembed: bool | None = None
     train_mlp: bool | None = None
     train_attn: bool | None = None
+
+
+# As a job's `suffix`: part of the model's `:`-separated name.
+Suffix = Annotated[str, Field(min_length=1, max_length=64, pattern=SUFFIX)]
+
+
+class PromoteRequest(TinkerRequest):
+    """tuneserve's own: sampler weights made an `ft:` model (OpenAI's `suffix` shape)."""
+
+    suffix: Suffix | None = None
+
+
+class PromoteResponse(BaseModel):
+    # The `ft:` model's name, as /v1/models lists it and chat completions take it.
+    model: str

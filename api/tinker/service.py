@@ -40,8 +40,11 @@ from api.tinker.schemas import (
     WeightsInfoResponse,
 )
 from storage.base_models import base_models
-from storage.ids import new_id
+from storage.blob import BlobStore
+from storage.ids import new_id, random_token
+from storage.keys import adapter_prefix
 from storage.models import (
+    FineTunedModel,
     Project,
     TinkerCheckpoint,
     TinkerFuture,
@@ -50,6 +53,8 @@ from storage.models import (
     TinkerSession,
 )
 from storage.states import check_transition
+from training.jobs import fine_tuned_model_name
+from training.tinker.checkpoints import ADAPTER_FILES
 from training.tinker.futures import FutureStatus
 from training.tinker.sessions import SESSION_IDLE_SECONDS, SessionStatus, is_live
 from training.tinker.sessions import TRANSITIONS as SESSION_TRANSITIONS
@@ -485,3 +490,30 @@ def weights_info(session: Session, project: Project, path: str) -> WeightsInfoRe
                                train_unembed=lora.get("train_unembed"),
                                train_mlp=lora.get("train_mlp"),
                                train_attn=lora.get("train_attn"))
+
+
+def promote(session: Session, store: BlobStore, project: Project, run_id: str,
+            checkpoint_id: str, suffix: str | None) -> str:
+    """Sampler weights made an `ft:` model of the project, which chat, the models list,
+    sharing and export handle as a job's: the adapter is copied (deleting the checkpoint
+    later leaves the model whole)."""
+    run = _own_model(session, project, run_id)
+    path = f"tinker://{run.id}/{checkpoint_id}"
+    checkpoint = session.scalar(select(TinkerCheckpoint).where(
+        _live_checkpoints(project), TinkerCheckpoint.path == path,
+        TinkerCheckpoint.kind == "sampler"))
+    if checkpoint is None:
+        raise APIError(404, f"No sampler weights '{checkpoint_id}' in run '{run_id}' "
+                       "(save_weights_for_sampler makes them).", param="checkpoint_id",
+                       code="checkpoint_not_found")
+    prefix = adapter_prefix(project.id, f"tinker-{checkpoint.id}-{random_token(6)}")
+    for key in store.list_keys(checkpoint.blob_prefix):
+        name = key[len(checkpoint.blob_prefix):]
+        if name in ADAPTER_FILES:
+            store.put(prefix + name, store.read(key))
+    name = fine_tuned_model_name(checkpoint.base_model, project.name, suffix)
+    session.add(FineTunedModel(id=name, project_id=project.id, job_id=checkpoint.id,
+                               base_model=checkpoint.base_model, adapter_prefix=prefix,
+                               created_at=int(time.time())))
+    session.commit()
+    return name
