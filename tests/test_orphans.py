@@ -8,8 +8,14 @@ from api.tenancy import get_or_create_project
 from storage.blob import BlobStore, LocalBlobStore
 from storage.db import Database
 from storage.files import add_file
-from storage.keys import adapter_prefix, file_key, job_prefix, upload_part_key
-from storage.models import FineTunedModel, FineTuningJob, Upload
+from storage.keys import (
+    adapter_prefix,
+    file_key,
+    job_prefix,
+    tinker_checkpoint_prefix,
+    upload_part_key,
+)
+from storage.models import FineTunedModel, FineTuningJob, TinkerCheckpoint, Upload
 from training.jobs import JobStatus
 
 GRACE = 3600.0
@@ -43,12 +49,20 @@ def test_orphans_are_swept_after_the_grace_period(database: Database,
         s.add(FineTunedModel(id="ft:m:p::done1", project_id=p, job_id="ftjob-done",
                              base_model="m", adapter_prefix=adapter_prefix(p, "done1-a1"),
                              created_at=0))
-    kept = [file_key(p, "file-kept"), upload_part_key(p, "upload_open", "part_1"),
+        s.add(TinkerCheckpoint(id="ckpt-kept", project_id=p, model_id="s:train:0",
+                               kind="sampler", name="n",
+                               path="tinker://s:train:0/sampler_weights/n",
+                               base_model="m", lora_config={"rank": 8},
+                               blob_prefix=tinker_checkpoint_prefix(p, "ckpt-kept"),
+                               size_bytes=1, user_metadata={}, created_at=0))
+    kept = [tinker_checkpoint_prefix(p, "ckpt-kept") + "adapter_model.safetensors",
+            file_key(p, "file-kept"), upload_part_key(p, "upload_open", "part_1"),
             job_prefix(p, "ftjob-running") + "state.tar",
             adapter_prefix(p, "done1-a1") + "adapter_model.safetensors",
             # A running job's checkpoint, uploaded before its row.
             adapter_prefix(p, "run1-ckpt-step-3-a1") + "adapter_model.safetensors"]
-    orphans = [file_key(p, "file-gone"), upload_part_key(p, "upload_done", "part_1"),
+    orphans = [tinker_checkpoint_prefix(p, "ckpt-gone") + "adapter_model.safetensors",
+               file_key(p, "file-gone"), upload_part_key(p, "upload_done", "part_1"),
                job_prefix(p, "ftjob-failed") + "state.tar",
                # The losing attempt's adapter, and one of a job deleted meanwhile.
                adapter_prefix(p, "done1-a2") + "adapter_model.safetensors",

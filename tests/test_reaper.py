@@ -98,3 +98,28 @@ def test_stored_responses_are_kept_for_their_retention_only(
     assert reap_expired(database, blob_store, response_retention_seconds=30 * day) == 1
     with database.session() as s:
         assert list(s.scalars(select(StoredResponse.id))) == ["resp_new"]
+
+
+def test_tinker_checkpoints_go_when_their_ttl_ends(database: Database,
+                                                   blob_store: BlobStore) -> None:
+    from storage.keys import tinker_checkpoint_prefix
+    from storage.models import TinkerCheckpoint
+
+    now = int(time.time())
+    with database.session() as s:
+        project = get_or_create_project(s, "p")
+        for name, expires_at in (("ckpt-old", now - 1), ("ckpt-kept", None),
+                                 ("ckpt-later", now + 3600)):
+            prefix = tinker_checkpoint_prefix(project.id, name)
+            s.add(TinkerCheckpoint(id=name, project_id=project.id, model_id="s:train:0",
+                                   kind="weights", name=name, path=f"tinker://s:train:0/weights/"
+                                   f"{name}", base_model="b", lora_config={"rank": 8},
+                                   blob_prefix=prefix, size_bytes=1, user_metadata={},
+                                   created_at=now, expires_at=expires_at))
+            blob_store.put(prefix + "adapter_model.safetensors", b"x")
+        s.commit()
+    assert reap_expired(database, blob_store) == 1
+    with database.session() as s:
+        assert sorted(s.scalars(select(TinkerCheckpoint.id))) == ["ckpt-kept", "ckpt-later"]
+    assert not blob_store.list_keys(tinker_checkpoint_prefix(project.id, "ckpt-old"))
+    assert blob_store.list_keys(tinker_checkpoint_prefix(project.id, "ckpt-kept"))

@@ -10,7 +10,9 @@ older ones are taken. What counts as live, per top-level prefix of `storage/keys
 - `jobs/{project}/{job}/…` (resumable training state): the job is not finished;
 - `adapters/{project}/{model key}/…`: a model (or checkpoint) row names that prefix, or its
   job is still active (its checkpoints are written before their rows); the key begins with
-  the job's id (`training/jobs.py`)."""
+  the job's id (`training/jobs.py`);
+- `tinker/{project}/{checkpoint}/…` (a Tinker run's saved weights): its checkpoint row
+  exists (the trainer uploads before it writes the row)."""
 
 import logging
 import time
@@ -20,7 +22,7 @@ from sqlalchemy import select
 from storage.blob import BlobStore
 from storage.db import Database
 from storage.keys import adapter_prefix
-from storage.models import File, FineTunedModel, FineTuningJob, Upload
+from storage.models import File, FineTunedModel, FineTuningJob, TinkerCheckpoint, Upload
 from training.jobs import ACTIVE, adapter_keys_start
 
 log = logging.getLogger("tuneserve.api")
@@ -53,8 +55,9 @@ def sweep_orphans(db: Database, store: BlobStore, grace_seconds: float,
                   now: float | None = None) -> list[str]:
     """Deletes orphaned blobs older than the grace period; returns their keys."""
     older_than = (now or time.time()) - grace_seconds
-    files, uploads, states, adapters = (_grouped(store, top, older_than)
-                                        for top in ("files", "uploads", "jobs", "adapters"))
+    files, uploads, states, adapters, tinker = (
+        _grouped(store, top, older_than)
+        for top in ("files", "uploads", "jobs", "adapters", "tinker"))
     with db.session() as s:
         live_files = set(s.scalars(select(File.id)))
         pending = set(s.scalars(select(Upload.id).where(Upload.status == "pending")))
@@ -62,6 +65,7 @@ def sweep_orphans(db: Database, store: BlobStore, grace_seconds: float,
                                        FineTuningJob.model_name)
                                 .where(FineTuningJob.status.in_(ACTIVE))))
         prefixes = {p.rstrip("/") for p in s.scalars(select(FineTunedModel.adapter_prefix))}
+        saved = {p.rstrip("/") for p in s.scalars(select(TinkerCheckpoint.blob_prefix))}
     active_jobs = {job_id for job_id, _, _ in active}
     # An active job's adapters are named after its id (`training/jobs.py`), or, where a worker
     # of an older release still runs it, after its model's short id: only ever a reason to keep.
@@ -76,7 +80,8 @@ def sweep_orphans(db: Database, store: BlobStore, grace_seconds: float,
     for groups, live in ((files, lambda g: g.rsplit("/", 1)[1] in live_files),
                          (uploads, lambda g: g.rsplit("/", 1)[1] in pending),
                          (states, lambda g: g.rsplit("/", 1)[1] in active_jobs),
-                         (adapters, live_adapter)):
+                         (adapters, live_adapter),
+                         (tinker, lambda g: g in saved)):
         for group, (keys, old) in groups.items():
             if old and not live(group):
                 doomed += keys

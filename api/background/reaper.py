@@ -1,5 +1,5 @@
-"""Sweeps away expired files, uploads and stored responses, so their bytes do not linger in
-storage."""
+"""Sweeps away expired files, uploads, stored responses and Tinker checkpoints (their
+`ttl_seconds`), so their bytes do not linger in storage."""
 
 import asyncio
 import logging
@@ -16,7 +16,7 @@ from storage.blob import BlobStore
 from storage.db import Database
 from storage.keys import file_key, upload_prefix
 from storage.logs import remove_old
-from storage.models import File, StoredResponse, Upload
+from storage.models import File, StoredResponse, TinkerCheckpoint, Upload
 from storage.tombstones import forget_old
 from storage.uploads import UploadStatus, finish
 
@@ -46,13 +46,20 @@ def reap_expired(db: Database, store: BlobStore, batch: int = 500,
         expired = set(finish(session, [u.id for u in uploads], UploadStatus.EXPIRED, now=now)
                       if uploads else ())
         uploads = [u for u in uploads if u.id in expired]
+        checkpoints = list(session.scalars(
+            select(TinkerCheckpoint).where(TinkerCheckpoint.expires_at.is_not(None),
+                                           TinkerCheckpoint.expires_at <= now).limit(batch)))
+        for checkpoint in checkpoints:
+            session.delete(checkpoint)
         forget_old_windows(session, now)
         forget_old(session, now)
+    for checkpoint in checkpoints:
+        store.delete_prefix(checkpoint.blob_prefix)
     for row in files:
         store.delete(file_key(row.project_id, row.id))
     for upload in uploads:
         store.delete_prefix(upload_prefix(upload.project_id, upload.id))
-    return len(files) + len(uploads) + len(responses)
+    return len(files) + len(uploads) + len(responses) + len(checkpoints)
 
 
 def _old_responses(session: Session, cutoff: int, batch: int) -> list[int]:
