@@ -1,6 +1,7 @@
 """`/api/v1`: the Tinker SDK's routes. The key comes as `X-API-Key` (api/gate.py checks it
 before any route runs); everything a route touches is the key's project's."""
 
+import contextlib
 import io
 import time
 from typing import Annotated, Any
@@ -115,8 +116,14 @@ def finish_session(session_id: Annotated[str, Path(max_length=64)], body: Finish
 @router.post("/create_model", response_model=UntypedFuture,
              responses=error_responses(404, 410, 429))
 def create_model(body: CreateModelRequest, project: TinkerProject, session: DB,
-                 settings: AppSettings) -> UntypedFuture:
-    return service.create_model(session, settings, project, body)
+                 settings: AppSettings, trainers: Trainers) -> UntypedFuture:
+    future = service.create_model(session, settings, project, body)
+    assert future.model_id is not None
+    # The trainer loads the base while the client prepares its first batch; with every
+    # trainer busy, the run's first request asks again (and waits its turn).
+    with contextlib.suppress(TrainersBusy):
+        trainers.ensure(future.model_id)
+    return future
 
 
 @router.post("/get_info", response_model=GetInfoResponse, responses=error_responses(404))
