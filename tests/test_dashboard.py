@@ -605,3 +605,23 @@ def test_project_keys_from_the_dashboard(local_server: TuneserveServer, browser:
             "Authorization": f"Bearer {secret}"}).status_code == 401
         keys = http.get(f"/organization/projects/{project_id}/api_keys").json()["data"]
         assert key_id not in [k["id"] for k in keys]
+
+
+@needs_browser
+def test_tinker_training_runs_are_listed_beside_jobs(local_server: TuneserveServer,
+                                                      browser: Browser, tmp_path: Path) -> None:
+    import tinker
+
+    # A run made through the Tinker SDK with a tml- key of the dashboard's project.
+    project = httpx.get(local_server.base_url + "/me", headers={
+        "Authorization": f"Bearer {local_server.api_key}"}).json()["name"]
+    key = local_server.cli("keys", "create", "--project", project, "--tinker").strip()
+    client = tinker.ServiceClient(base_url=_root(local_server), api_key=key)
+    run = client.create_lora_training_client(base_model=BASE, rank=4).result()
+    with Dashboard(browser, local_server, tmp_path) as ui:
+        ui.enter()
+        ui.page.get_by_test_id("nav-jobs").click()
+        row = ui.page.locator(f'[data-testid="tinker-run-row"][data-id="{run.model_id}"]')
+        expect(row).to_contain_text(BASE)
+        expect(row).to_contain_text("4")
+    client.close("success").result()

@@ -4,6 +4,8 @@
 
 const KEY_ITEM = 'tuneserve.apiKey';
 const API = '/v1';
+// The Tinker API's routes (the same project key, sent as Tinker's SDK sends it).
+const TINKER_API = '/api/v1';
 
 export class ApiError extends Error {
   constructor(status, message) {
@@ -38,7 +40,7 @@ function reportAuthLoss(error) {
   if (error.status === 401) window.dispatchEvent(new CustomEvent('auth-lost', { detail: error.message }));
 }
 
-async function send(method, path, { body, key, signal, headers = {} } = {}) {
+async function send(method, path, { body, key, signal, headers = {}, root = API } = {}) {
   const init = { method, signal, headers: { ...authHeaders(key), ...headers } };
   if (body !== undefined) {
     init.body = JSON.stringify(body);
@@ -46,7 +48,7 @@ async function send(method, path, { body, key, signal, headers = {} } = {}) {
   }
   let response;
   try {
-    response = await fetch(API + path, init);
+    response = await fetch(root + path, init);
   } catch (err) {
     if (err.name === 'AbortError') throw err;
     throw new ApiError(0, 'The server cannot be reached.');
@@ -139,4 +141,11 @@ export async function downloadFile(id, filename) {
   link.download = filename || id;
   link.click();
   setTimeout(() => URL.revokeObjectURL(url), 10_000);
+}
+
+// A Tinker API call (`/api/v1`, the key as `X-API-Key`): the project's training runs.
+export async function tinker(method, path) {
+  const key = session.key();
+  const response = await send(method, path, { root: TINKER_API, headers: { 'X-API-Key': key } });
+  return response.json();
 }

@@ -1,7 +1,7 @@
 // Jobs: the list (polled while shown) and the form that creates an SFT, DPO or
 // reinforcement job (its grader edited and tried in the form: grader-editor.js).
 
-import { api } from '../api.js';
+import { api, tinker } from '../api.js';
 import { POLL_MS, isBase, methodShort } from '../domain.js';
 import { graderText, parseJson } from './grader-editor.js';
 
@@ -57,6 +57,8 @@ export function jobsPage() {
   let timer = null;
   return {
     jobs: [],
+    // Training runs driven through the Tinker API (their loops run on the user's machine).
+    runs: [],
     loaded: false,
     error: '',
     showForm: false,
@@ -78,7 +80,19 @@ export function jobsPage() {
 
     async refresh() {
       try {
-        this.jobs = (await api('GET', `/fine_tuning/jobs?limit=${LIST_LIMIT}`)).data;
+        const [jobs, runs] = await Promise.all([
+          api('GET', `/fine_tuning/jobs?limit=${LIST_LIMIT}`),
+          tinker('GET', `/training_runs?limit=${LIST_LIMIT}`),
+        ]);
+        this.jobs = jobs.data;
+        // What the table shows (Alpine's CSP build evaluates plain property reads only).
+        this.runs = runs.training_runs.map((run) => ({
+          id: run.training_run_id,
+          base: run.base_model,
+          rank: run.lora_rank,
+          lastRequest: Date.parse(run.last_request_time) / 1000,
+          sampler: run.last_sampler_checkpoint ? run.last_sampler_checkpoint.tinker_path : '–',
+        }));
         this.error = '';
       } catch (err) {
         this.error = err.message;
