@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed-$(EXTRA)
 
 .PHONY: install model run test test-fast lint openapi docs bench-upload bench-train bench-serve bench-queue postgres \
 	chromium node-clients \
-	bench-route bench-route-sim bench-load \
+	bench-route bench-route-sim bench-load bench-tinker \
 	check-gpu-deps
 
 install: $(STAMP)
@@ -98,6 +98,9 @@ bench-train: model
 
 bench-serve: model
 	$(BIN)/python bench/serve.py
+
+bench-tinker: model
+	$(BIN)/python bench/tinker_api.py
 
 bench-queue: model postgres
 	$(BIN)/python bench/job_queue.py
