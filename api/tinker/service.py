@@ -42,7 +42,7 @@ from api.tinker.schemas import (
 from storage.base_models import base_models
 from storage.blob import BlobStore
 from storage.ids import new_id, random_token
-from storage.keys import adapter_prefix
+from storage.keys import ADAPTER_FILES, adapter_prefix
 from storage.models import (
     FineTunedModel,
     Project,
@@ -52,9 +52,9 @@ from storage.models import (
     TinkerSampler,
     TinkerSession,
 )
+from storage.sharing import usable_sampler_weights
 from storage.states import check_transition
 from training.jobs import fine_tuned_model_name
-from training.tinker.checkpoints import ADAPTER_FILES
 from training.tinker.futures import FutureStatus
 from training.tinker.sessions import SESSION_IDLE_SECONDS, SessionStatus, is_live
 from training.tinker.sessions import TRANSITIONS as SESSION_TRANSITIONS
@@ -347,9 +347,7 @@ def save_weights_for_sampler(session: Session, project: Project,
 
 
 def _own_sampler_checkpoint(session: Session, project: Project, path: str) -> TinkerCheckpoint:
-    row = session.scalar(select(TinkerCheckpoint).where(
-        TinkerCheckpoint.path == path, TinkerCheckpoint.project_id == project.id,
-        TinkerCheckpoint.kind == "sampler"))
+    row = usable_sampler_weights(session, project.id, path)
     if row is None:
         raise APIError(404, f"No sampler weights '{path}' in this project "
                        "(save_weights_for_sampler makes them).", param="model_path",
