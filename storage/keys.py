@@ -1,6 +1,11 @@
 """Where each kind of object lives in the blob store. The one place that knows the layout."""
 
 
+# The files of a servable PEFT adapter, wherever it is stored (a job's model or checkpoint, a
+# Tinker run's saved weights): what serving loads.
+ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")
+
+
 def file_key(project_id: str, file_id: str) -> str:
     return f"files/{project_id}/{file_id}"
 

@@ -17,7 +17,7 @@ from transformers import TrainerCallback
 from storage.blob import BlobStore
 from storage.db import Database
 from storage.ids import new_id
-from storage.keys import adapter_prefix, job_prefix
+from storage.keys import ADAPTER_FILES, adapter_prefix, job_prefix
 from storage.models import FineTunedModel, JobCheckpoint
 from training import jobs
 from training.heartbeat import Heartbeat
@@ -26,7 +26,6 @@ from training.rewards import ERROR_RATE_METRIC
 log = logging.getLogger("tuneserve.worker")
 
 KEEP_CHECKPOINTS = 3
-ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
                    "chat_template.jinja", "generation_config.json")
 

@@ -18,7 +18,7 @@ from storage.blob import BlobNotFound, BlobStore
 from storage.db import Database
 from storage.files import add_file
 from storage.ids import new_id
-from storage.keys import adapter_prefix, file_key
+from storage.keys import ADAPTER_FILES, adapter_prefix, file_key
 from storage.models import FineTunedModel, FineTuningJob, JobEvent
 from storage.sharing import usable_model
 from training import evaluation_state, jobs
@@ -38,7 +38,6 @@ from training.hyperparameters import Hyperparameters
 from training.jobs import JobStatus
 from training.judge import job_judge
 from training.progress import (
-    ADAPTER_FILES,
     TOKENIZER_FILES,
     JobContext,
     JobProgress,

@@ -13,11 +13,10 @@ from sqlalchemy import select
 from storage.blob import BlobStore
 from storage.db import Database
 from storage.ids import new_id
-from storage.keys import tinker_checkpoint_prefix
+from storage.keys import ADAPTER_FILES, tinker_checkpoint_prefix
 from storage.models import TinkerCheckpoint, TinkerModel, TinkerSampler
 from training.tinker.wire import BadRequest
 
-ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")
 # The optimizer's moments, beside the adapter in a training state (`save_state`).
 OPTIMIZER_FILE = "optimizer.pt"
 # Where each kind's paths live, as the SDK names them.
