@@ -265,3 +265,55 @@ def test_saved_weights_are_sampled_through_serving_at_once(chat_server: Tuneserv
         client.create_sampling_client(model_path=path).result()
     other.close("success").result()
     client.close("success").result()
+
+
+def test_bad_requests_are_refused_naming_their_field(local_server: TuneserveServer) -> None:
+    """No trainer starts: every one is refused before any work."""
+    root, key = _root(local_server), _key(local_server, "tinker-l")
+    client = tinker.ServiceClient(base_url=root, api_key=key)
+    session_id = client.holder.get_session_id()
+
+    def post(path: str, headers: dict[str, str] | None = None,
+             **kwargs: object) -> httpx.Response:
+        return httpx.post(root + "/api/v1/" + path, timeout=30,  # type: ignore[arg-type]
+                          headers={"X-API-Key": key, **(headers or {})}, **kwargs)
+
+    def refused(answer: httpx.Response, status: int, param: str | None) -> None:
+        assert answer.status_code == status, answer.text
+        assert answer.json()["error"]["param"] == param
+
+    run = client.create_lora_training_client(base_model=BASE, rank=4).result().model_id
+    refused(post("forward_backward", content=b"\xff\xff",
+                 headers={"Content-Type": "application/x-protobuf"}), 400, None)
+    refused(post("forward_backward", content=b"not zstd",
+                 headers={"Content-Encoding": "zstd"}), 400, None)
+    assert post("forward_backward", content=b"\0" * (9 * 1024 * 1024)).status_code == 413
+    refused(post("save_weights_for_sampler", json={"model_id": run, "seq_id": 1, "path": "a",
+                                                   "sampling_session_seq_id": 0}), 400, "path")
+    refused(post("save_weights", json={"model_id": run, "seq_id": 1, "path": "../x"}), 400,
+            "path")
+    refused(post("create_sampling_session", json={"session_id": session_id,
+                                                  "sampling_session_seq_id": 7}), 400,
+            "base_model")
+    refused(post("create_sampling_session", json={
+        "session_id": session_id, "sampling_session_seq_id": 8, "base_model": "Qwen/Qwen3-8B"}),
+        400, "base_model")
+    refused(post("load_weights", json={"path": f"tinker://{run}/weights/none",
+                                       "optimizer": False, "model_id": run, "seq_id": 1}),
+            404, "path")
+    refused(post("weights_info", json={"tinker_path": f"tinker://{run}/weights/none"}), 404,
+            "tinker_path")
+    refused(post(f"training_runs/{run}/checkpoints/sampler_weights/none/promote", json={}),
+            404, "checkpoint_id")
+    refused(httpx.delete(f"{root}/api/v1/training_runs/{run}/checkpoints/weights/none",
+                         headers={"X-API-Key": key}, timeout=30), 404, "checkpoint_id")
+    refused(httpx.get(f"{root}/api/v1/samplers/sampler-none", headers={"X-API-Key": key},
+                      timeout=30), 404, "sampling_session_id")
+    sampler = post("create_sampling_session", json={
+        "session_id": session_id, "sampling_session_seq_id": 9, "base_model": BASE}).json()
+    topk = post("asample", json={
+        "sampling_session_id": sampler["sampling_session_id"], "seq_id": 0,
+        "prompt": {"chunks": [{"type": "encoded_text", "tokens": [1, 2]}]},
+        "sampling_params": {"max_tokens": 1}, "topk_sample_logprobs": 5})
+    assert topk.status_code == 400 and "topk_sample_logprobs" in topk.json()["error"]["param"]
+    client.close("success").result()
