@@ -29,7 +29,7 @@ from serving.remote import ReplicaDirectory
 from storage.base_models import base_models
 from storage.blob import BlobStore, open_blob_store
 from storage.db import Database
-from training.executors import open_executor
+from training.executors import TINKER_TRAINER, LocalExecutor, open_executor
 from training.scheduler import Scheduler
 from training.tinker.launch import TinkerTrainers
 
@@ -141,10 +141,14 @@ async def _start(settings: Settings, parts: Parts) -> Services:
     keys.start()
     parts.started("key listener", _in_thread(keys.stop))
     parts.started("reaper", _cancelling(asyncio.create_task(run_reaper(db, store, settings))))
-    scheduler = Scheduler(settings, db, store, open_executor(settings))
+    executor = open_executor(settings)
+    scheduler = Scheduler(settings, db, store, executor)
     scheduler.start()
     parts.started("scheduler", _in_thread(scheduler.stop))
-    tinker_trainers = TinkerTrainers(settings, db)
+    # Trainers fork from the jobs' launcher where jobs run locally: the same imports.
+    launcher = executor.launcher if isinstance(executor, LocalExecutor) else None
+    tinker_trainers = TinkerTrainers(
+        settings, db, open_executor(settings, TINKER_TRAINER, launcher=launcher))
     parts.started("tinker trainers", _in_thread(tinker_trainers.close))
     webhooks = WebhookDispatcher(settings, db)
     webhooks.start()

@@ -242,6 +242,7 @@ def ray_servers(ray_cluster: "RayCluster", ray_storage: dict[str, str],
     env = {**ray_storage, "TUNESERVE_EXECUTOR": "ray",
            "TUNESERVE_RAY_ADDRESS": ray_cluster.address,
            "TUNESERVE_RAY_WORKER_COMMAND": f"{sys.executable} -m training.worker",
+           "TUNESERVE_RAY_TINKER_COMMAND": f"{sys.executable} -m training.tinker.trainer",
            "TUNESERVE_RAY_STOP_WAIT_SECONDS": "60",
            "TUNESERVE_WORKER_HEARTBEAT_TIMEOUT": "10"}
     a = TuneserveServer(tmp_path_factory.mktemp("ray-api-a"),

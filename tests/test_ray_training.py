@@ -12,10 +12,12 @@ from typing import Any
 
 import openai
 import psycopg
+import pytest
 
 from tests.support.chat import engine_process, wait_for_engine
 from tests.support.ray_cluster import RayCluster
 from tests.support.server import TuneserveServer
+from tests.support.tinker_data import datum, tinker_key, tinker_root
 from tests.support.training import (
     BASE,
     events,
@@ -59,8 +61,10 @@ class RayJobWatcher:
                 if job.submission_id:
                     self.seen[job.submission_id] = job
 
-    def of(self, job_id: str) -> list[Any]:
-        return [j for j in self.seen.values() if (j.metadata or {}).get("tuneserve_job") == job_id]
+    def of(self, job_id: str, kind: str = "job") -> list[Any]:
+        """The Ray jobs of a tuneserve job (or, `kind` "tinker_run", of a Tinker run)."""
+        return [j for j in self.seen.values()
+                if (j.metadata or {}).get(f"tuneserve_{kind}") == job_id]
 
 
 def _tiny_job(client: openai.OpenAI, training_file: str, **hp: int) -> str:
@@ -168,6 +172,50 @@ def test_pause_and_resume_through_ray_train_every_step_once(
     assert any(f"resumed from step {at}" in e.message for e in events(client, job_id))
 
 
+def test_a_tinker_run_trains_in_a_ray_job_on_the_gpu_node(
+    ray_servers: Servers, ray_cluster: RayCluster, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import tinker
+
+    from training.executors import TINKER_TRAINER
+
+    monkeypatch.setenv("TINKER_TELEMETRY", "0")
+    a, b = ray_servers
+    key = tinker_key(a, "tinker-ray")
+    client = tinker.ServiceClient(base_url=tinker_root(a), api_key=key)
+    with RayJobWatcher(ray_cluster) as ray_jobs:
+        training = client.create_lora_training_client(base_model=BASE, rank=8).result()
+        data = [datum(list(range(200, 216)))]
+        losses = []
+        for _ in range(3):
+            step = training.forward_backward(data, "cross_entropy")
+            training.optim_step(tinker.AdamParams(learning_rate=2e-3)).result()
+            losses.append(step.result().metrics["loss:sum"])
+        assert losses[-1] < losses[0], losses
+        # The other API node hears the same run (its answers come through the shared DB).
+        other_node = tinker.RestClient(base_url=tinker_root(b), api_key=key)
+        run = other_node.get_training_run(training.model_id).result()
+        assert run.training_run_id == training.model_id
+        # One trainer, a Ray job on the GPU node (here a process of the loopback cluster),
+        # not a process of either API node or their launchers.
+        trainers = worker_processes(training.model_id, TINKER_TRAINER.module)
+        api_nodes = {s.proc.pid for s in (a, b) if s.proc is not None}
+        assert len(trainers) == 1
+        assert not api_nodes & {p.pid for p in trainers[0].parents()}
+        assert not any("training.launcher" in " ".join(p.cmdline())
+                       for p in trainers[0].parents())
+        assert len(ray_cluster.driver_logs(TINKER_TRAINER.submission_id(training.model_id, 1)
+                                           .removesuffix("-attempt-1"))) == 1
+        client.close("success").result()
+        deadline = time.monotonic() + 60
+        while not (seen := ray_jobs.of(training.model_id, "tinker_run")) or \
+                str(seen[0].status) not in ("SUCCEEDED", "JobStatus.SUCCEEDED"):
+            # Its session ended: the trainer exits and frees the GPU for jobs.
+            assert time.monotonic() < deadline, seen
+            time.sleep(0.5)
+    assert seen[0].driver_node_id in ray_cluster.gpu_node_ids
+
+
 def test_killed_api_nodes_leave_the_ray_job_training_and_a_restarted_one_reports_it(
     ray_servers: Servers, ray_cluster: RayCluster
 ) -> None:
@@ -221,3 +269,12 @@ def test_the_executor_knows_what_no_node_can_place(
     sent = str(options)
     assert all(value not in sent for key, value in ray_storage.items()
                if key.startswith(("AWS_", "TUNESERVE_DATABASE")))
+    # A Tinker run's trainer asks for what a job's worker asks for, under its own ids.
+    from training.executors import TINKER_TRAINER
+
+    trainer = RayExecutor(TrainingSettings(executor="ray", ray_address=ray_cluster.address),
+                          TINKER_TRAINER).entrypoint_options("s1:train:0", 2)
+    assert trainer["submission_id"] == "tinker-s1_train_0-attempt-2"
+    assert trainer["entrypoint"] == "python -m training.tinker.trainer s1:train:0 2"
+    assert trainer["entrypoint_num_gpus"] == options["entrypoint_num_gpus"]
+    assert trainer["metadata"]["tuneserve_tinker_run"] == "s1:train:0"

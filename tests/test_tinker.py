@@ -8,7 +8,8 @@ import pytest
 import tinker
 
 from tests.support.server import TuneserveServer
-from tests.support.training import BASE
+from tests.support.tinker_data import datum, tinker_key, tinker_root
+from tests.support.training import BASE, worker_processes
 
 pytestmark = pytest.mark.server
 
@@ -18,23 +19,16 @@ def _no_telemetry(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("TINKER_TELEMETRY", "0")
 
 
-def _root(server: TuneserveServer) -> str:
-    return server.base_url.removesuffix("/v1")
-
-
-def _key(server: TuneserveServer, project: str) -> str:
-    return server.cli("keys", "create", "--project", project, "--tinker").strip()
-
-
 def _heartbeat(server: TuneserveServer, key: str, session_id: str) -> httpx.Response:
-    return httpx.post(_root(server) + "/api/v1/session_heartbeat", timeout=10,
+    return httpx.post(tinker_root(server) + "/api/v1/session_heartbeat", timeout=10,
                       headers={"X-API-Key": key}, json={"session_id": session_id})
 
 
 def test_a_tinker_key_connects_the_sdk_which_sees_the_served_bases(
     local_server: TuneserveServer
 ) -> None:
-    rest = tinker.RestClient(base_url=_root(local_server), api_key=_key(local_server, "tinker-a"))
+    rest = tinker.RestClient(base_url=tinker_root(local_server),
+                             api_key=tinker_key(local_server, "tinker-a"))
     models = {m.model_name: (m.trainable, m.sampleable)
               for m in rest.get_server_capabilities().result().supported_models}
     # The bases /v1/models lists: the served one trains and samples (this server may also
@@ -46,13 +40,13 @@ def test_a_tinker_key_connects_the_sdk_which_sees_the_served_bases(
 def test_a_session_is_its_project_s_and_ends_when_the_client_closes(
     local_server: TuneserveServer
 ) -> None:
-    key = _key(local_server, "tinker-b")
+    key = tinker_key(local_server, "tinker-b")
     assert key.startswith("tml-")
-    client = tinker.ServiceClient(base_url=_root(local_server), api_key=key)
+    client = tinker.ServiceClient(base_url=tinker_root(local_server), api_key=key)
     session_id = client.holder.get_session_id()
     assert _heartbeat(local_server, key, session_id).status_code == 200
     # Another project's key does not find it.
-    other = _key(local_server, "tinker-c")
+    other = tinker_key(local_server, "tinker-c")
     refused = _heartbeat(local_server, other, session_id)
     assert refused.status_code == 404 and refused.json()["error"]["param"] == "session_id"
     client.close("success", detail="done").result()
@@ -61,7 +55,7 @@ def test_a_session_is_its_project_s_and_ends_when_the_client_closes(
 
 
 def test_no_key_or_a_wrong_one_is_refused(local_server: TuneserveServer) -> None:
-    root = _root(local_server)
+    root = tinker_root(local_server)
     missing = httpx.get(root + "/api/v1/get_server_capabilities", timeout=10)
     assert missing.status_code == 401 and "X-API-Key" in missing.json()["error"]["message"]
     with pytest.raises(tinker.AuthenticationError):
@@ -72,7 +66,7 @@ def test_no_key_or_a_wrong_one_is_refused(local_server: TuneserveServer) -> None
 def test_a_lora_training_client_is_created_and_its_run_is_its_project_s(
     local_server: TuneserveServer
 ) -> None:
-    root, key = _root(local_server), _key(local_server, "tinker-d")
+    root, key = tinker_root(local_server), tinker_key(local_server, "tinker-d")
     client = tinker.ServiceClient(base_url=root, api_key=key)
     session_id = client.holder.get_session_id()
     training = client.create_lora_training_client(base_model=BASE, rank=8,
@@ -85,7 +79,7 @@ def test_a_lora_training_client_is_created_and_its_run_is_its_project_s(
     def ask(path: str, body: dict[str, object], as_key: str = key) -> httpx.Response:
         return httpx.post(root + path, json=body, headers={"X-API-Key": as_key}, timeout=30)
 
-    other = _key(local_server, "tinker-e")
+    other = tinker_key(local_server, "tinker-e")
     refused = ask("/api/v1/get_info", {"model_id": info.model_id}, other)
     assert refused.status_code == 404 and refused.json()["error"]["param"] == "model_id"
     # What the SDK would send for a base this server does not train: a 400 naming it.
@@ -112,30 +106,25 @@ def test_a_lora_training_client_is_created_and_its_run_is_its_project_s(
 
 
 def test_a_session_id_past_its_bound_is_a_400_naming_it(local_server: TuneserveServer) -> None:
-    key = _key(local_server, "tinker-f")
-    answer = httpx.post(f"{_root(local_server)}/api/v1/sessions/{'s' * 5000}/finish",
+    key = tinker_key(local_server, "tinker-f")
+    answer = httpx.post(f"{tinker_root(local_server)}/api/v1/sessions/{'s' * 5000}/finish",
                         json={"reason": {"type": "success"}}, headers={"X-API-Key": key},
                         timeout=10)
     assert answer.status_code == 400 and answer.json()["error"]["param"] == "session_id"
 
 
-def _datum(tokens: list[int]) -> tinker.Datum:
-    """The next-token shape the SDK's users build: input tokens[:-1], targets tokens[1:]."""
-    return tinker.Datum(
-        model_input=tinker.ModelInput.from_ints(tokens[:-1]),
-        loss_fn_inputs={"target_tokens": tinker.TensorData(data=tokens[1:], dtype="int64"),
-                        "weights": tinker.TensorData(data=[1.0] * (len(tokens) - 1),
-                                                     dtype="float32")})
-
-
 @pytest.mark.training
 def test_forward_backward_and_optim_step_train_the_run_in_order(
-    local_server: TuneserveServer
+    local_server: TuneserveServer, sft_job: object
 ) -> None:
-    root, key = _root(local_server), _key(local_server, "tinker-g")
+    root, key = tinker_root(local_server), tinker_key(local_server, "tinker-g")
     client = tinker.ServiceClient(base_url=root, api_key=key)
     training = client.create_lora_training_client(base_model=BASE, rank=8).result()
-    data = [_datum(list(range(200, 216))), _datum(list(range(300, 312)))]
+    # After the node's first job (`sft_job`), its trainer is forked from the launcher that
+    # preloaded the jobs' imports, as a job's worker is: no cold start.
+    trainer = worker_processes(training.model_id, "training.tinker.trainer")
+    assert len(trainer) == 1 and "training.launcher" in trainer[0].parent().cmdline()
+    data = [datum(list(range(200, 216))), datum(list(range(300, 312)))]
     adam = tinker.AdamParams(learning_rate=2e-3)
     losses = []
     for _ in range(4):
@@ -159,7 +148,7 @@ def test_forward_backward_and_optim_step_train_the_run_in_order(
         training.forward_backward(data, "gspo").result()
     # A token outside the base's vocabulary is the tenant's error too.
     with pytest.raises(Exception, match="vocabulary"):
-        training.forward_backward([_datum([1, 2, 10**7])], "cross_entropy").result()
+        training.forward_backward([datum([1, 2, 10**7])], "cross_entropy").result()
     # The training state, saved under its name; the name again is the tenant's error.
     saved = training.save_state("after-4").result().path
     assert saved == f"tinker://{training.model_id}/weights/after-4"
@@ -181,7 +170,7 @@ def test_forward_backward_and_optim_step_train_the_run_in_order(
     assert back == pytest.approx(seen[0], rel=1e-3) != pytest.approx(moved, rel=1e-3)
     # Another project cannot train the run.
     other = httpx.post(root + "/api/v1/optim_step", timeout=10,
-                       headers={"X-API-Key": _key(local_server, "tinker-h")},
+                       headers={"X-API-Key": tinker_key(local_server, "tinker-h")},
                        json={"model_id": training.model_id, "seq_id": 999,
                              "adam_params": {"learning_rate": 1e-4}})
     assert other.status_code == 404 and other.json()["error"]["param"] == "model_id"
@@ -191,7 +180,7 @@ def test_forward_backward_and_optim_step_train_the_run_in_order(
 @pytest.mark.training
 def test_saved_weights_are_sampled_through_serving_at_once(chat_server: TuneserveServer,
                                                           models_dir: Path) -> None:
-    root, key = _root(chat_server), _key(chat_server, "tinker-i")
+    root, key = tinker_root(chat_server), tinker_key(chat_server, "tinker-i")
     client = tinker.ServiceClient(base_url=root, api_key=key)
     training = client.create_lora_training_client(base_model=BASE, rank=8).result()
     sequence = list(range(400, 424))
@@ -200,7 +189,7 @@ def test_saved_weights_are_sampled_through_serving_at_once(chat_server: Tuneserv
     base = client.create_sampling_client(base_model=BASE).result()
     before = base.sample(prompt, 1, greedy).result().sequences[0].tokens
     for _ in range(8):
-        training.forward_backward([_datum(sequence)], "cross_entropy")
+        training.forward_backward([datum(sequence)], "cross_entropy")
         training.optim_step(tinker.AdamParams(learning_rate=3e-3)).result()
     # The weights as they are now, hot-loaded onto the engine that serves chat.
     sampler = training.save_weights_and_get_sampling_client().result()
@@ -236,7 +225,7 @@ def test_saved_weights_are_sampled_through_serving_at_once(chat_server: Tuneserv
 
     decoded = AutoTokenizer.from_pretrained(str(models_dir / BASE)).decode(sequence[8:14])
     assert complete(model) == decoded != complete(BASE)
-    other = tinker.ServiceClient(base_url=root, api_key=_key(chat_server, "tinker-j"))
+    other = tinker.ServiceClient(base_url=root, api_key=tinker_key(chat_server, "tinker-j"))
     with pytest.raises(tinker.NotFoundError):
         other.create_sampling_client(model_path=path).result()
     # The REST client lists the run and its checkpoints (the unnamed one too); another
@@ -252,7 +241,7 @@ def test_saved_weights_are_sampled_through_serving_at_once(chat_server: Tuneserv
     assert path in {c.tinker_path for c in listed} and all(c.size_bytes for c in listed)
     info = rest.get_weights_info_by_tinker_path(path).result()
     assert (info.base_model, info.lora_rank) == (BASE, 8)
-    other_rest = tinker.RestClient(base_url=root, api_key=_key(chat_server, "tinker-k"))
+    other_rest = tinker.RestClient(base_url=root, api_key=tinker_key(chat_server, "tinker-k"))
     assert training.model_id not in {
         r.training_run_id for r in other_rest.list_training_runs().result().training_runs}
     with pytest.raises(tinker.NotFoundError):
@@ -269,7 +258,7 @@ def test_saved_weights_are_sampled_through_serving_at_once(chat_server: Tuneserv
 
 def test_bad_requests_are_refused_naming_their_field(local_server: TuneserveServer) -> None:
     """No trainer starts: every one is refused before any work."""
-    root, key = _root(local_server), _key(local_server, "tinker-l")
+    root, key = tinker_root(local_server), tinker_key(local_server, "tinker-l")
     client = tinker.ServiceClient(base_url=root, api_key=key)
     session_id = client.holder.get_session_id()
 

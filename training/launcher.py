@@ -1,13 +1,15 @@
 """`python -m training.launcher`: the preloaded launcher of the local executor
 (training/executors/preloaded.py starts it and talks to it). It imports training's libraries
-once, then forks a worker per request, exactly as a cold `python -m training.worker` would
-run; never on a node with CUDA (CUDA does not survive a fork).
+once, then forks a process per request, exactly as a cold `python -m training.worker` (or
+`python -m training.tinker.trainer`) would run; never on a node with CUDA (CUDA does not
+survive a fork).
 
-Requests arrive on stdin as JSON lines (`{"job_id", "attempt", "log"}`); its answers
+Requests arrive on stdin as JSON lines (`{"module", "job_id", "attempt", "log"}`); its answers
 (`ready`, `started`, `exited`, `unavailable`) leave on the stdout it had at its start, and
 everything else it or the imported libraries print goes to stderr."""
 
 import contextlib
+import importlib
 import json
 import os
 import selectors
@@ -42,8 +44,12 @@ def threads_after_fork(threads: int) -> None:
     torch.set_num_threads(threads)
 
 
-def _run_worker(job_id: str, attempt: int, log_path: str, threads: int) -> int:
-    """In the forked child: becomes a worker exactly as a cold one is, then trains."""
+# What it may be asked to run: a job's worker or a Tinker run's trainer.
+PROGRAMS = ("training.worker", "training.tinker.trainer")
+
+
+def _run_worker(module: str, job_id: str, attempt: int, log_path: str, threads: int) -> int:
+    """In the forked child: becomes the program exactly as a cold one is, then trains."""
     threads_after_fork(threads)
     os.setsid()
     for sig in (signal.SIGCHLD, signal.SIGTERM, signal.SIGINT):
@@ -55,15 +61,14 @@ def _run_worker(job_id: str, attempt: int, log_path: str, threads: int) -> int:
     null = os.open(os.devnull, os.O_RDONLY)
     os.dup2(null, 0)
     os.close(null)
-    argv = ["-m", "training.worker", job_id, str(attempt)]
+    argv = ["-m", module, job_id, str(attempt)]
     import setproctitle
 
     # Operators (and `ps`, `pkill -f training.worker`) see the command a cold worker has.
     setproctitle.setproctitle(" ".join([sys.executable, *argv]))
     sys.argv = argv[1:]
-    from training import worker
-
-    return worker.main([job_id, str(attempt)])
+    program = importlib.import_module(module)
+    return int(program.main([job_id, str(attempt)]))
 
 
 def _fork_worker(request: dict[str, Any], protocol: IO[str], threads: int) -> int:
@@ -73,7 +78,11 @@ def _fork_worker(request: dict[str, Any], protocol: IO[str], threads: int) -> in
     code = 1
     try:
         protocol.close()
-        code = _run_worker(request["job_id"], int(request["attempt"]), request["log"], threads)
+        module = request.get("module", "training.worker")
+        if module not in PROGRAMS:
+            raise ValueError(f"not a program the launcher runs: {module!r}")
+        code = _run_worker(module, request["job_id"], int(request["attempt"]), request["log"],
+                           threads)
     except SystemExit as exc:
         code = exc.code if isinstance(exc.code, int) else 1
     except BaseException:
@@ -116,6 +125,7 @@ def main() -> int:
     import unsloth  # noqa: F401  - patches TRL and transformers; must come first
 
     import training.run  # noqa: F401  - what a worker imports next
+    import training.tinker.trainer  # noqa: F401
     import training.worker  # noqa: F401
 
     # For operators (and bench/worker_start.py): what each forked worker no longer pays.
@@ -134,8 +144,8 @@ def main() -> int:
             for line in lines:
                 request = json.loads(line)
                 pid = _fork_worker(request, protocol, threads)
-                _send(protocol, started=pid, job_id=request["job_id"],
-                      attempt=int(request["attempt"]))
+                _send(protocol, started=pid, module=request.get("module", "training.worker"),
+                      job_id=request["job_id"], attempt=int(request["attempt"]))
         _reap(protocol)
 
 

@@ -172,6 +172,13 @@ class TrainingSettings(StorageSettings):
             "Ray executor: the command a GPU node runs; tuneserve must be installed in its Python."
         ),
     )
+    ray_tinker_command: str = Field(
+        "python -m training.tinker.trainer",
+        description=(
+            "Ray executor: the command a GPU node runs for a Tinker training run's trainer (it "
+            "gets the GPUs, resources and labels a job's worker gets)."
+        ),
+    )
     ray_placement_timeout: float = Field(
         600.0,
         description=(

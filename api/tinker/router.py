@@ -56,6 +56,7 @@ from api.tinker.schemas import (
     WeightsInfoResponse,
 )
 from storage.models import TinkerCheckpoint
+from training.executors import ExecutorUnavailable
 from training.tinker.launch import TinkerTrainers, TrainersBusy
 from training.tinker.wire import MAX_FORWARD_BACKWARD_BYTES, BadRequest, header
 
@@ -307,6 +308,9 @@ def _start_trainer(trainers: TinkerTrainers, model_id: str) -> None:
         # The SDK waits and submits again (the request itself is kept: same seq_id).
         raise APIError(429, f"Every trainer this server may run ({exc.args[0]}) is busy with "
                        "another run; the request is retried.", code="trainers_busy") from exc
+    except ExecutorUnavailable as exc:
+        raise APIError(503, f"No trainer can be started now ({exc}); the request is "
+                       "retried.", code="trainers_unavailable") from exc
 
 
 @router.post("/retrieve_future", response_model=dict[str, Any],

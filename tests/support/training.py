@@ -108,11 +108,12 @@ def train_steps(client: openai.OpenAI, job_id: str) -> list[int]:
             if e.type == "metrics" and "train_loss" in e.data]
 
 
-def worker_processes(job_id: str) -> list[psutil.Process]:
-    """This machine's training workers of a job (any attempt)."""
+def worker_processes(job_id: str, module: str = "training.worker") -> list[psutil.Process]:
+    """This machine's training workers of a job (any attempt); with `module`
+    "training.tinker.trainer", the trainers of a Tinker run (`job_id`: its model id)."""
     found = []
     for proc in psutil.process_iter(["cmdline"]):
         cmd = proc.info["cmdline"] or []
-        if "training.worker" in cmd and job_id in cmd:
+        if module in cmd and job_id in cmd:
             found.append(proc)
     return found

@@ -9,6 +9,33 @@ from typing import Protocol
 EXIT_OUTAGE = 75
 
 
+@dataclass(frozen=True)
+class Program:
+    """What an executor runs, one process per attempt: `python -m MODULE ID ATTEMPT`."""
+
+    module: str
+    # What its id names, in a Ray submission's metadata (`tuneserve_{kind}`).
+    kind: str
+    # Prefixes its logs' names and its Ray submission ids, so two programs' ids never meet.
+    prefix: str = ""
+
+    def _safe(self, run_id: str) -> str:
+        return self.prefix + "".join(c if c.isalnum() or c in "-_" else "_" for c in run_id)
+
+    def submission_id(self, run_id: str, attempt: int) -> str:
+        """The attempt's Ray submission id (Ray refuses a reused one)."""
+        return f"{self._safe(run_id)}-attempt-{attempt}"
+
+    def log_name(self, run_id: str, attempt: int) -> str:
+        return f"{self._safe(run_id)}-a{attempt}.log"
+
+
+# A fine-tuning job's worker (training/worker.py).
+WORKER = Program("training.worker", kind="job")
+# A Tinker training run's trainer (training/tinker/trainer.py): its id is the run's model id.
+TINKER_TRAINER = Program("training.tinker.trainer", kind="tinker_run", prefix="tinker-")
+
+
 class WorkerState(Enum):
     # Accepted, waiting for a node with the resources it asks for.
     PENDING = "pending"

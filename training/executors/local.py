@@ -8,7 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from training.executors.base import WorkerInfo, WorkerState
+from training.executors.base import WORKER, Program, WorkerInfo, WorkerState
 from training.executors.preloaded import PreloadedLauncher
 from training.settings import TrainingSettings
 
@@ -61,36 +61,40 @@ def worker_env(s: TrainingSettings) -> dict[str, str]:
 class LocalExecutor:
     name = "local"
 
-    def __init__(self, settings: TrainingSettings) -> None:
-        self.settings = settings
+    def __init__(self, settings: TrainingSettings, program: Program = WORKER,
+                 launcher: PreloadedLauncher | None = None) -> None:
+        """Runs `program`; forks it from `launcher` when given (another executor's, shared:
+        its imports are the same), else from a launcher of its own if `worker_preload`."""
+        self.settings, self.program = settings, program
         self.log_dir = settings.data_dir.resolve() / "logs"
         self.node_prefix = f"local:{socket.gethostname()}:"
         self._procs: dict[tuple[str, int], Worker] = {}
         # Workers of attempts that were superseded (they stop themselves once they notice):
         # reaped here, since nobody asks about their attempts any more.
         self._superseded: list[Worker] = []
-        self._launcher = (PreloadedLauncher(worker_env(settings), REPO_ROOT,
-                                            self.log_dir / "launcher.log")
-                          if settings.worker_preload else None)
+        self._owns_launcher = launcher is None and settings.worker_preload
+        self.launcher = (PreloadedLauncher(worker_env(settings), REPO_ROOT,
+                                           self.log_dir / "launcher.log")
+                         if self._owns_launcher else launcher)
 
     def _log_path(self, job_id: str, attempt: int) -> Path:
-        return self.log_dir / f"{job_id}-a{attempt}.log"
+        return self.log_dir / self.program.log_name(job_id, attempt)
 
     def start(self, job_id: str, attempt: int) -> str:
         self.log_dir.mkdir(parents=True, exist_ok=True)
         log_path = self._log_path(job_id, attempt)
         proc: Worker | None = None
-        if self._launcher is not None:
-            pid = self._launcher.start(job_id, attempt, log_path)
-            proc = ForkedWorker(pid, self._launcher) if pid is not None else None
+        if self.launcher is not None:
+            pid = self.launcher.start(self.program.module, job_id, attempt, log_path)
+            proc = ForkedWorker(pid, self.launcher) if pid is not None else None
             # The first job on this node starts cold while the launcher imports, for the next.
-            self._launcher.warm()
+            self.launcher.warm()
         if proc is None:
             with open(log_path, "ab") as log:
                 # Its own session: a signal to the API's process group does not hit training,
                 # and an API restart leaves a running worker to finish.
                 proc = subprocess.Popen(
-                    [sys.executable, "-m", "training.worker", job_id, str(attempt)],
+                    [sys.executable, "-m", self.program.module, job_id, str(attempt)],
                     env=worker_env(self.settings), stdout=log, stderr=subprocess.STDOUT,
                     stdin=subprocess.DEVNULL, start_new_session=True, cwd=REPO_ROOT,
                 )
@@ -100,9 +104,9 @@ class LocalExecutor:
         return f"{self.node_prefix}{proc.pid}"
 
     def close(self) -> None:
-        """Stops the launcher; the workers it started train on."""
-        if self._launcher is not None:
-            self._launcher.close()
+        """Stops its own launcher; the workers it started train on."""
+        if self.launcher is not None and self._owns_launcher:
+            self.launcher.close()
 
     def housekeep(self) -> None:
         self._superseded = [p for p in self._superseded if p.poll() is None]

@@ -35,7 +35,7 @@ class PreloadedLauncher:
         self._ready = False
         self._alive = False
         self._given_up = False
-        self._started: dict[tuple[str, int], int] = {}
+        self._started: dict[tuple[str, str, int], int] = {}  # (module, id, attempt) -> pid
         self.exit_codes: dict[int, int] = {}
 
     def warm(self) -> None:
@@ -74,7 +74,8 @@ class PreloadedLauncher:
                 if "ready" in message:
                     self._ready = True
                 elif "started" in message:
-                    self._started[(message["job_id"], message["attempt"])] = message["started"]
+                    key = (message["module"], message["job_id"], message["attempt"])
+                    self._started[key] = message["started"]
                     self.exit_codes.pop(message["started"], None)  # a pid used again
                 elif "exited" in message:
                     self.exit_codes[message["exited"]] = message["code"]
@@ -88,20 +89,22 @@ class PreloadedLauncher:
             self._ready = self._alive = False
             self._lock.notify_all()
 
-    def start(self, job_id: str, attempt: int, log_path: Path) -> int | None:
-        """The forked worker's pid, or None if the launcher is not ready (start one cold)."""
+    def start(self, module: str, job_id: str, attempt: int, log_path: Path) -> int | None:
+        """The pid of the forked `python -m MODULE JOB_ID ATTEMPT`, or None if the launcher
+        is not ready (start one cold)."""
         with self._lock:
             proc = self._proc
             if not self._ready or proc is None or proc.stdin is None:
                 return None
-            request = {"job_id": job_id, "attempt": attempt, "log": str(log_path)}
+            request = {"module": module, "job_id": job_id, "attempt": attempt,
+                       "log": str(log_path)}
             try:
                 proc.stdin.write(json.dumps(request).encode() + b"\n")
                 proc.stdin.flush()
             except OSError:
                 self._ready = False
                 return None
-            key = (job_id, attempt)
+            key = (module, job_id, attempt)
             if not self._lock.wait_for(lambda: key in self._started or not self._ready,
                                        timeout=START_TIMEOUT_SECONDS):
                 # Stuck: kill it, so a late fork cannot run beside the cold worker.

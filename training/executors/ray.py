@@ -8,10 +8,17 @@ job's runtime env) and reports to the DB like a local worker. The API process is
 HTTP client of the Ray dashboard; a restarted API finds its jobs by their ids."""
 
 import logging
+import shlex
 import time
 from typing import TYPE_CHECKING, Any
 
-from training.executors.base import ExecutorUnavailable, WorkerInfo, WorkerState
+from training.executors.base import (
+    WORKER,
+    ExecutorUnavailable,
+    Program,
+    WorkerInfo,
+    WorkerState,
+)
 from training.settings import TrainingSettings
 
 if TYPE_CHECKING:
@@ -28,20 +35,19 @@ DELETE_GRACE_SECONDS = 10.0
 CAPACITY_TTL = 10.0
 
 
-def submission_id(job_id: str, attempt: int) -> str:
-    return f"{job_id}-attempt-{attempt}"
-
-
 class RayExecutor:
     name = "ray"
     node_prefix = None
 
-    def __init__(self, settings: TrainingSettings) -> None:
-        self.settings = settings
+    def __init__(self, settings: TrainingSettings, program: Program = WORKER) -> None:
+        self.settings, self.program = settings, program
         self._client: JobSubmissionClient | None = None
         # Records to delete: submission id -> when (monotonic); retried at every housekeeping.
         self._deletions: dict[str, float] = {}
         self._capacity: tuple[int, float] | None = None  # (workers at once, when measured)
+
+    def _sid(self, job_id: str, attempt: int) -> str:
+        return self.program.submission_id(job_id, attempt)
 
     @property
     def client(self) -> "JobSubmissionClient":
@@ -57,9 +63,10 @@ class RayExecutor:
     def entrypoint_options(self, job_id: str, attempt: int) -> dict[str, Any]:
         """What `submit_job` gets, besides the client (pure: unit-tested)."""
         s = self.settings
+        command = s.ray_worker_command if self.program == WORKER else s.ray_tinker_command
         return {
-            "entrypoint": f"{s.ray_worker_command} {job_id} {attempt}",
-            "submission_id": submission_id(job_id, attempt),
+            "entrypoint": f"{command} {shlex.quote(job_id)} {attempt}",
+            "submission_id": self._sid(job_id, attempt),
             "entrypoint_num_gpus": s.ray_gpus_per_job,
             "entrypoint_resources": s.ray_entrypoint_resources(),
             "entrypoint_label_selector": s.ray_entrypoint_label_selector(),
@@ -68,7 +75,7 @@ class RayExecutor:
                 "RAY_JOB_STOP_WAIT_TIME_S": str(int(s.ray_stop_wait_seconds)),
                 "TUNESERVE_CHECKPOINT_EVERY_SECONDS": str(s.checkpoint_every_seconds),
             }},
-            "metadata": {"tuneserve_job": job_id, "attempt": str(attempt)},
+            "metadata": {f"tuneserve_{self.program.kind}": job_id, "attempt": str(attempt)},
         }
 
     def start(self, job_id: str, attempt: int) -> str:
@@ -85,12 +92,12 @@ class RayExecutor:
 
     def _info(self, job_id: str, attempt: int) -> Any:
         try:
-            return self.client.get_job_info(submission_id(job_id, attempt))
+            return self.client.get_job_info(self._sid(job_id, attempt))
         except ExecutorUnavailable:
             return None
         except Exception as exc:
             if not _unreachable(exc) and "does not exist" not in str(exc):
-                log.warning("Ray job %s: %s", submission_id(job_id, attempt), exc)
+                log.warning("Ray job %s: %s", self._sid(job_id, attempt), exc)
             return None
 
     def housekeep(self) -> None:
@@ -110,7 +117,7 @@ class RayExecutor:
         if status == "RUNNING":
             return WorkerInfo(WorkerState.RUNNING)
         if status != "SUCCEEDED":
-            log.warning("Ray job %s ended %s: %s", submission_id(job_id, attempt), status,
+            log.warning("Ray job %s ended %s: %s", self._sid(job_id, attempt), status,
                         info.message)
         code = getattr(info, "driver_exit_code", None)
         return WorkerInfo(WorkerState.EXITED, 0 if status == "SUCCEEDED" else code)
@@ -167,13 +174,13 @@ class RayExecutor:
         # Ray sends SIGTERM, waits RAY_JOB_STOP_WAIT_TIME_S, then SIGKILLs: `force` needs
         # nothing more.
         try:
-            self.client.stop_job(submission_id(job_id, attempt))
+            self.client.stop_job(self._sid(job_id, attempt))
         except Exception as exc:
-            log.warning("could not stop Ray job %s: %s", submission_id(job_id, attempt), exc)
+            log.warning("could not stop Ray job %s: %s", self._sid(job_id, attempt), exc)
 
     def forget(self, job_id: str, attempt: int) -> bool:
         # Our DB holds the outcome now; Ray would keep the record forever otherwise.
-        self._deletions.setdefault(submission_id(job_id, attempt),
+        self._deletions.setdefault(self._sid(job_id, attempt),
                                    time.monotonic() + DELETE_GRACE_SECONDS)
         self._delete_due()
         return True
@@ -195,7 +202,7 @@ class RayExecutor:
 
     def log_tail(self, job_id: str, attempt: int, max_chars: int = 2000) -> str:
         try:
-            return str(self.client.get_job_logs(submission_id(job_id, attempt)))[-max_chars:]
+            return str(self.client.get_job_logs(self._sid(job_id, attempt)))[-max_chars:]
         except Exception:
             return ""
 

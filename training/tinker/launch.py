@@ -1,9 +1,9 @@
-"""Starts Tinker trainers (`python -m training.tinker.trainer MODEL_ID ATTEMPT`) on this API
-node as subprocesses, at most `tinker_max_trainers` at once. A run whose trainer beats
-anywhere needs none; otherwise the node claims the run's next attempt and starts one."""
+"""Starts Tinker trainers (`python -m training.tinker.trainer MODEL_ID ATTEMPT`) where jobs'
+workers run: forked beside the API by the local executor (from the launcher that preloads
+jobs' imports), or as Ray jobs on GPU nodes with `executor = "ray"`. A run whose trainer
+beats anywhere needs none; otherwise the node claims the run's next attempt and starts one,
+at most `tinker_max_trainers` at once from this node."""
 
-import subprocess
-import sys
 import threading
 import time
 
@@ -11,9 +11,12 @@ from sqlalchemy import select
 
 from storage.db import Database
 from storage.models import TinkerModel
-from training.executors.local import REPO_ROOT, worker_env
+from training.executors import Executor, LocalExecutor, WorkerState
 from training.settings import TrainingSettings
 from training.tinker import runs
+
+# How long the API node's stop waits for its local trainers to end before killing them.
+STOP_WAIT_SECONDS = 10.0
 
 
 class TrainersBusy(RuntimeError):
@@ -21,54 +24,57 @@ class TrainersBusy(RuntimeError):
 
 
 class TinkerTrainers:
-    def __init__(self, settings: TrainingSettings, db: Database) -> None:
-        self.settings, self.db = settings, db
-        self.log_dir = settings.data_dir.resolve() / "logs"
-        self._procs: dict[str, subprocess.Popen[bytes]] = {}
+    def __init__(self, settings: TrainingSettings, db: Database, executor: Executor) -> None:
+        self.settings, self.db, self.executor = settings, db, executor
+        self._attempts: dict[str, int] = {}  # run -> the attempt this node started
         self._lock = threading.Lock()
+
+    def _live(self, model_id: str) -> bool:
+        """This node's trainer of the run is queued for a node, starting or running."""
+        attempt = self._attempts.get(model_id)
+        if attempt is None:
+            return False
+        if self.executor.state(model_id, attempt).state in (WorkerState.PENDING,
+                                                             WorkerState.RUNNING):
+            return True
+        self.executor.forget(model_id, attempt)
+        del self._attempts[model_id]
+        return False
 
     def ensure(self, model_id: str) -> None:
         """A trainer for the run: the live one, or one started here. Raises TrainersBusy when
-        it needs one and this node has no room."""
+        it needs one and this node has no room, ExecutorUnavailable when the cluster cannot
+        be reached."""
         with self._lock:
-            self._procs = {k: p for k, p in self._procs.items() if p.poll() is None}
-            if model_id in self._procs:
-                return
             with self.db.session() as s:
                 run = s.scalar(select(TinkerModel).where(TinkerModel.id == model_id))
                 if run is None or runs.trainer_alive(run, time.time()):
-                    return  # gone, or its trainer runs on another node
-                if len(self._procs) >= self.settings.tinker_max_trainers:
+                    return  # gone, or its trainer beats (here or on another node)
+                if self._live(model_id):
+                    return  # not beating yet: waiting for a GPU node, or importing
+                self.executor.housekeep()
+                if sum(self._live(m) for m in list(self._attempts)) >= \
+                        self.settings.tinker_max_trainers:
                     raise TrainersBusy(self.settings.tinker_max_trainers)
                 attempt = runs.claim(s, model_id)
             if attempt is not None:  # None: another node claimed it first
-                self._procs[model_id] = self._start(model_id, attempt)
-
-    def _start(self, model_id: str, attempt: int) -> "subprocess.Popen[bytes]":
-        self.log_dir.mkdir(parents=True, exist_ok=True)
-        log_path = self.log_dir / f"tinker-{_file_safe(model_id)}-a{attempt}.log"
-        with open(log_path, "ab") as log:
-            # Its own session: a signal to the API's process group does not reach it.
-            return subprocess.Popen(
-                [sys.executable, "-m", "training.tinker.trainer", model_id, str(attempt)],
-                env=worker_env(self.settings), stdout=log, stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL, start_new_session=True, cwd=REPO_ROOT)
+                self.executor.start(model_id, attempt)
+                self._attempts[model_id] = attempt
 
     def close(self) -> None:
-        """The API node stops: its trainers stop with it (their runs' weights live only in
-        their memory, and a session of this node's clients ends with it too)."""
+        """The API node stops: its local trainers stop with it (their runs' weights live only
+        in their memory, and a session of this node's clients ends with it too). Trainers on
+        a Ray cluster live on: another API node may hear their sessions."""
         with self._lock:
-            for proc in self._procs.values():
-                if proc.poll() is None:
-                    proc.terminate()
-            for proc in self._procs.values():
-                try:
-                    proc.wait(timeout=10)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-            self._procs.clear()
-
-
-def _file_safe(model_id: str) -> str:
-    return "".join(c if c.isalnum() or c in "-_" else "_" for c in model_id)
-
+            if isinstance(self.executor, LocalExecutor):
+                for model_id, attempt in self._attempts.items():
+                    self.executor.stop(model_id, attempt)
+                deadline = time.monotonic() + STOP_WAIT_SECONDS
+                while any(self._live(m) for m in list(self._attempts)):
+                    if time.monotonic() > deadline:
+                        for model_id, attempt in self._attempts.items():
+                            self.executor.stop(model_id, attempt, force=True)
+                        break
+                    time.sleep(0.1)
+            self._attempts.clear()
+            self.executor.close()
