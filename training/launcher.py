@@ -46,11 +46,18 @@ def threads_after_fork(threads: int) -> None:
 
 # What it may be asked to run: a job's worker or a Tinker run's trainer.
 PROGRAMS = ("training.worker", "training.tinker.trainer")
+# Set in a forked process's environment, so it can tell it was not started cold.
+FORKED_ENV = "TUNESERVE_FORKED_FROM_LAUNCHER"
+
+
+def forked_from_launcher() -> bool:
+    return os.environ.get(FORKED_ENV) == "1"
 
 
 def _run_worker(module: str, job_id: str, attempt: int, log_path: str, threads: int) -> int:
     """In the forked child: becomes the program exactly as a cold one is, then trains."""
     threads_after_fork(threads)
+    os.environ[FORKED_ENV] = "1"
     os.setsid()
     for sig in (signal.SIGCHLD, signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, signal.SIG_DFL)

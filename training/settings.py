@@ -35,10 +35,13 @@ class TrainingSettings(StorageSettings):
         1,
         ge=1,
         description=(
-            "Tinker API, on a node without CUDA: the torch threads each trainer computes with. "
-            "One by default: beside vLLM's CPU engine, whose OpenMP threads are bound to every "
-            "core and spin while they wait, a trainer with more threads waits on them at every "
-            "step (measured on 2 cores: a forward_backward 0.56 s with one thread, 9 s with two)."
+            "Tinker API, on a node without CUDA: the torch threads of a trainer started cold "
+            "(before the preloaded launcher is ready, or with `worker_preload` off). One by "
+            "default: a cold trainer beside vLLM's CPU engine, whose OpenMP threads are bound "
+            "to every core and spin while they wait, waits on them at every step with more "
+            "(measured on 2 cores: a forward_backward 1.1-2.0 s with one thread, 2.0-4.0 s with "
+            "two). A trainer forked from the launcher computes with a job worker's threads "
+            "(there two threads measured 1.2-1.4 s, one 1.8-2.4 s)."
         ),
     )
     max_running_jobs_per_project: int = Field(

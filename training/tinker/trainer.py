@@ -27,6 +27,7 @@ from storage.blob import BlobStore, open_blob_store
 from storage.db import Database
 from storage.models import TinkerCheckpoint, TinkerFuture, TinkerModel
 from training.hyperparameters import ALL_PROJECTIONS, RULE_ALPHA, Hyperparameters
+from training.launcher import forked_from_launcher
 from training.settings import TrainingSettings
 from training.tinker import checkpoints, futures, runs, sessions
 from training.tinker.futures import FutureStatus
@@ -156,7 +157,7 @@ def _micro_batches(data: list[Datum]) -> Iterator[list[int]]:
 def load_trainer(run: TinkerModel, settings: TrainingSettings, workdir: Path) -> Trainer:
     import torch
 
-    if not torch.cuda.is_available():
+    if not torch.cuda.is_available() and not forked_from_launcher():
         torch.set_num_threads(settings.tinker_cpu_threads)
 
     spec = base_models(settings)[run.base_model]
