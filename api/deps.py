@@ -10,6 +10,7 @@ from sqlalchemy.orm import Session
 from api.gate import authenticate, authenticate_tinker
 from api.services import Services, services_of
 from api.settings import Settings
+from api.tinker.answers import AnswerWatch
 from storage.blob import BlobStore
 from storage.db import Database
 from storage.models import Project
@@ -53,10 +54,15 @@ async def _tinker_trainers(services: AppServices) -> TinkerTrainers:
     return services.tinker_trainers
 
 
+async def _tinker_answers(services: AppServices) -> AnswerWatch:
+    return services.tinker_answers
+
+
 DB = Annotated[Session, Depends(_session)]
 DBFactory = Annotated[Database, Depends(_database)]
 Storage = Annotated[BlobStore, Depends(_storage)]
 Trainers = Annotated[TinkerTrainers, Depends(_tinker_trainers)]
+Answers = Annotated[AnswerWatch, Depends(_tinker_answers)]
 
 
 async def _current_project(

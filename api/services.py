@@ -22,6 +22,7 @@ from api.background.webhook_dispatcher import WebhookDispatcher
 from api.fine_tuning.jobs.event_stream import StreamSlots
 from api.settings import Settings
 from api.tenancy import bootstrap_keys
+from api.tinker.answers import AnswerWatch
 from serving.adapters import AdapterManager
 from serving.engine import VLLMEngine
 from serving.proxy import Proxy
@@ -108,6 +109,7 @@ class Services:
     keys: KeyCache  # API key -> project, with revocations heard at once
     scheduler: Scheduler  # starts, watches and fails over training jobs
     tinker_trainers: TinkerTrainers  # the Tinker API's trainer processes on this node
+    tinker_answers: AnswerWatch  # wakes this node's long polls for Tinker answers
     webhooks: WebhookDispatcher  # delivers queued webhook events
     event_streams: StreamSlots  # the event streams open on this node, per project
     serving: Serving | None  # None: serving is turned off, or its base is not prepared
@@ -150,6 +152,8 @@ async def _start(settings: Settings, parts: Parts) -> Services:
     tinker_trainers = TinkerTrainers(
         settings, db, open_executor(settings, TINKER_TRAINER, launcher=launcher))
     parts.started("tinker trainers", _in_thread(tinker_trainers.close))
+    tinker_answers = AnswerWatch(db)
+    parts.started("tinker answer watch", tinker_answers.stop)
     webhooks = WebhookDispatcher(settings, db)
     webhooks.start()
     parts.started("webhook dispatcher", webhooks.stop)
@@ -157,7 +161,8 @@ async def _start(settings: Settings, parts: Parts) -> Services:
     log.info("tuneserve listening on http://%s:%d (dashboard at /, API at /v1); %s",
              settings.host, settings.port, where_key)
     return Services(settings=settings, db=db, store=store, keys=keys, scheduler=scheduler,
-                    tinker_trainers=tinker_trainers, webhooks=webhooks,
+                    tinker_trainers=tinker_trainers, tinker_answers=tinker_answers,
+                    webhooks=webhooks,
                     event_streams=StreamSlots(settings.max_event_streams_per_project),
                     serving=serving, parts=parts)
 

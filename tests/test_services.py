@@ -20,7 +20,8 @@ def test_the_parts_start_in_order_and_stop_in_reverse(tmp_path: Path) -> None:
     async def run() -> None:
         services = await start_services(_settings(tmp_path))
         assert services.parts.names == ["database", "key listener", "reaper", "scheduler",
-                                        "tinker trainers", "webhook dispatcher"]
+                                        "tinker trainers", "tinker answer watch",
+                                        "webhook dispatcher"]
         assert services.serving is None
         await services.stop()
         assert services.parts.names == []
@@ -73,8 +74,8 @@ def test_a_start_that_fails_stops_the_parts_already_started(
     monkeypatch.setattr("api.services.WebhookDispatcher", no_dispatcher)
     with pytest.raises(RuntimeError, match="no dispatcher"):
         asyncio.run(start_services(_settings(tmp_path)))
-    assert made[0].stopped == ["tinker trainers", "scheduler", "reaper", "key listener",
-                               "database"]
+    assert made[0].stopped == ["tinker answer watch", "tinker trainers", "scheduler", "reaper",
+                               "key listener", "database"]
 
 
 def test_the_app_answers_with_its_services_and_without_an_engine(tmp_path: Path) -> None:

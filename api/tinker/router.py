@@ -3,7 +3,6 @@ before any route runs); everything a route touches is the key's project's."""
 
 import contextlib
 import io
-import time
 from typing import Annotated, Any
 
 import anyio
@@ -12,6 +11,7 @@ from fastapi import APIRouter, BackgroundTasks, Path, Query, Request, Response
 
 from api.deps import (
     DB,
+    Answers,
     AppServices,
     AppSettings,
     DBFactory,
@@ -316,7 +316,7 @@ def _start_trainer(trainers: TinkerTrainers, model_id: str) -> None:
 @router.post("/retrieve_future", response_model=dict[str, Any],
              responses=error_responses(404))
 async def retrieve_future(body: RetrieveFutureRequest, project: TinkerProject,
-                          db: DBFactory, trainers: Trainers) -> Any:
+                          db: DBFactory, answers: Answers) -> Any:
     """The request's answer as the SDK reads it (its result, or `{error, category}`; a
     forward_backward's as a protobuf), or `{"type": "try_again"}` while it is still being
     worked on."""
@@ -325,11 +325,11 @@ async def retrieve_future(body: RetrieveFutureRequest, project: TinkerProject,
         with db.session() as session:
             return service.future_result(session, project, body.request_id)
 
-    deadline = time.monotonic() + LONG_POLL_SECONDS
-    while (result := await anyio.to_thread.run_sync(look)) is None:
-        if time.monotonic() >= deadline:
-            return TryAgain(request_id=body.request_id).model_dump()
-        await anyio.sleep(0.05)
+    result = await anyio.to_thread.run_sync(look)  # also: the request is this project's
+    if result is None and await answers.answered(body.request_id, LONG_POLL_SECONDS):
+        result = await anyio.to_thread.run_sync(look)
+    if result is None:
+        return TryAgain(request_id=body.request_id).model_dump()
     if isinstance(result, bytes):
         return Response(content=result, media_type=PROTOBUF)
     return result

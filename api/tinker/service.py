@@ -274,16 +274,20 @@ def future_result(session: Session, project: Project,
                   request_id: str) -> dict[str, Any] | bytes | None:
     """The future's answer as the SDK reads it (a result, or `{error, category}`); None
     while it is pending."""
-    row = session.scalar(select(TinkerFuture).where(TinkerFuture.id == request_id,
-                                                    TinkerFuture.project_id == project.id))
-    if row is None:
+    # Asked every 50 ms while a request is worked on: the status alone, never the request's
+    # payload (up to 8 MiB), until there is an answer to read.
+    where = (TinkerFuture.id == request_id, TinkerFuture.project_id == project.id)
+    status = session.scalar(select(TinkerFuture.status).where(*where))
+    if status is None:
         raise APIError(404, f"No request '{request_id}' in this project (or its answer "
                        f"expired after {FUTURE_TTL_SECONDS} s).", param="request_id",
                        code="request_not_found")
-    if row.status == FutureStatus.PENDING:
+    if status == FutureStatus.PENDING:
         return None
+    answer = session.execute(select(TinkerFuture.result_proto, TinkerFuture.result)
+                             .where(*where)).one()
     # A forward_backward's answer is a protobuf; every other is the JSON the SDK reads.
-    return row.result_proto if row.result_proto is not None else row.result or {}
+    return answer.result_proto if answer.result_proto is not None else answer.result or {}
 
 
 def _enqueue(session: Session, project: Project, kind: str, owner: str, seq_id: int,
