@@ -122,7 +122,7 @@ def create_model(body: CreateModelRequest, project: TinkerProject, session: DB,
     assert future.model_id is not None
     # The trainer loads the base while the client prepares its first batch; with every
     # trainer busy, the run's first request asks again (and waits its turn).
-    with contextlib.suppress(TrainersBusy):
+    with contextlib.suppress(TrainersBusy, ExecutorUnavailable):
         trainers.ensure(future.model_id)
     return future
 

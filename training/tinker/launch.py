@@ -57,9 +57,15 @@ class TinkerTrainers:
                         self.settings.tinker_max_trainers:
                     raise TrainersBusy(self.settings.tinker_max_trainers)
                 attempt = runs.claim(s, model_id)
-            if attempt is not None:  # None: another node claimed it first
+            if attempt is None:
+                return  # another node claimed it first
+            try:
                 self.executor.start(model_id, attempt)
-                self._attempts[model_id] = attempt
+            except BaseException:
+                with self.db.session() as s:
+                    runs.release(s, model_id, attempt)
+                raise
+            self._attempts[model_id] = attempt
 
     def close(self) -> None:
         """The API node stops: its local trainers stop with it (their runs' weights live only

@@ -45,3 +45,12 @@ def beat(session: Session, model_id: str, attempt: int) -> bool:
         .execution_options(synchronize_session=False))
     session.commit()
     return held > 0
+
+
+def release(session: Session, model_id: str, attempt: int) -> None:
+    """The claimed attempt could not be started: the run's next request claims another at
+    once, instead of waiting out the silence its claim began."""
+    session.execute(update(TinkerModel).where(
+        TinkerModel.id == model_id, TinkerModel.trainer_attempt == attempt)
+        .values(trainer_beat_at=None).execution_options(synchronize_session=False))
+    session.commit()
