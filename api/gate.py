@@ -25,6 +25,8 @@ _INFERENCE = re.compile(r"^/v1/(chat/completions|completions|responses)/?$")
 # The Tinker API's routes (api/tinker/): keyed by `X-API-Key`, capped as control routes but
 # for forward_backward, whose protobuf body carries a batch of tokens.
 TINKER_PREFIX = "/api/v1/"
+# Tinker's external weights behind signed URLs: fetched with no key (api/tinker/downloads.py).
+SIGNED_DOWNLOADS = "/api/v1/external_weights/"
 _TINKER_FORWARD_BACKWARD = "/api/v1/forward_backward"
 
 
@@ -83,7 +85,9 @@ class RequestGate:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         tinker = scope["type"] == "http" and scope["path"].startswith(TINKER_PREFIX)
-        if scope["type"] != "http" or not (scope["path"].startswith("/v1/") or tinker):
+        if (scope["type"] != "http" or not (scope["path"].startswith("/v1/") or tinker)
+                # A signed download URL (api/tinker/downloads.py) carries its own key.
+                or scope["path"].startswith(SIGNED_DOWNLOADS)):
             await self.app(scope, receive, send)
             return
         headers = Headers(scope=scope)

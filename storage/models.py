@@ -469,6 +469,8 @@ class TinkerCheckpoint(Base):
     created_at: Mapped[int] = mapped_column(BigInteger)
     # None: kept until deleted.
     expires_at: Mapped[int | None] = mapped_column(BigInteger, default=None)
+    # An `external` checkpoint's: signs its download URLs (never shown; gone with the row).
+    download_secret: Mapped[str | None] = mapped_column(String(64), default=None)
 
 
 class TinkerSampler(Base):

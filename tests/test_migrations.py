@@ -87,6 +87,8 @@ def _placeholder(table: sa.Table, column: sa.Column[Any]) -> Any:
         return 7
     if isinstance(kind, sa.Boolean):
         return True
+    if isinstance(kind, sa.LargeBinary):
+        return f"{table.name}.{column.name}".encode()
     raise AssertionError(f"no placeholder for {table.name}.{column.name} ({kind!r})")
 
 

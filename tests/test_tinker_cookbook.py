@@ -1,11 +1,12 @@
 """tinker-cookbook 0.6.1's trainers, unchanged, against tuneserve on the default CPU model
 (tests/support/cookbook.py launches them with local data): the loss falls, the reward
-rises, the sampler serves the new weights, the run's checkpoints list; another project
-sees none of it."""
+rises, the sampler serves the new weights, the run's checkpoints list and download; another
+project sees none of it."""
 
 import json
 from pathlib import Path
 
+import httpx
 import pytest
 import tinker
 
@@ -60,6 +61,38 @@ def test_the_cookbook_s_supervised_trainer_runs_unchanged(cookbook: str, tmp_pat
     other = chat_server.cli("keys", "create", "--project", "cookbook-other", "--tinker").strip()
     with pytest.raises(tinker.NotFoundError):
         tinker.RestClient(base_url=cookbook, api_key=other).list_checkpoints(run_id).result()
+
+    # The trained state downloads with the cookbook's own helper: loaded into a new run,
+    # exported age-encrypted to a key it makes, fetched from signed URLs with no key,
+    # decrypted, and the export deleted.
+    from safetensors.numpy import load_file
+    from tinker_cookbook import weights
+
+    out = Path(weights.download(tinker_path=final["state_path"],
+                                output_dir=str(tmp_path / "adapter"), base_url=cookbook))
+    files = sorted(p.name for p in out.iterdir() if not p.name.startswith("."))
+    assert files == ["adapter_config.json", "adapter_model.safetensors"]
+    assert json.loads((out / "adapter_config.json").read_text())["base_model_name_or_path"]
+    lora = load_file(out / "adapter_model.safetensors")
+    assert any("lora_B" in k and abs(v).sum() > 0 for k, v in lora.items())  # trained
+    assert not [c for c in rest.list_checkpoints(run_id).result().checkpoints
+                if c.checkpoint_type == "external"]
+    # The same weights exported plain: their URLs need no key, and only as signed.
+    exported = (client.create_training_client_from_state(final["state_path"]).result()
+                .save_weights_external("plain").result().path)
+    urls = rest.get_external_weights_urls(exported).result().urls
+    assert set(urls) == set(files)
+    plain = httpx.get(urls["adapter_model.safetensors"], timeout=30)
+    assert plain.status_code == 200
+    assert plain.content == (out / "adapter_model.safetensors").read_bytes()
+    url = urls["adapter_config.json"]
+    forged = url[:-1] + ("0" if url[-1] != "0" else "1")
+    assert httpx.get(forged, timeout=30).status_code == 403
+    with pytest.raises(tinker.NotFoundError):
+        tinker.RestClient(base_url=cookbook, api_key=other).get_external_weights_urls(
+            exported).result()
+    rest.delete_checkpoint_from_tinker_path(exported).result()
+    assert httpx.get(url, timeout=30).status_code == 403  # gone with its checkpoint
     client.close("success").result()
 
 

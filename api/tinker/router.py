@@ -8,6 +8,7 @@ from typing import Annotated, Any
 import anyio
 import zstandard
 from fastapi import APIRouter, BackgroundTasks, Path, Query, Request, Response
+from fastapi.responses import StreamingResponse
 
 from api.deps import (
     DB,
@@ -20,10 +21,11 @@ from api.deps import (
     Trainers,
 )
 from api.errors import APIError, error_responses
-from api.tinker import service
+from api.tinker import downloads, service
 from api.tinker.sampling import run_sample
 from api.tinker.schemas import (
     CheckpointsListResponse,
+    CheckpointTtlRequest,
     ClientConfig,
     ClientConfigRequest,
     CreateModelRequest,
@@ -32,6 +34,7 @@ from api.tinker.schemas import (
     CreateSessionRequest,
     CreateSessionResponse,
     DynamicConfig,
+    ExternalWeightsUrls,
     FinishSessionRequest,
     GetInfoRequest,
     GetInfoResponse,
@@ -43,6 +46,7 @@ from api.tinker.schemas import (
     PromoteResponse,
     RetrieveFutureRequest,
     SampleRequest,
+    SaveWeightsExternalRequest,
     SaveWeightsForSamplerRequest,
     SaveWeightsRequest,
     ServerCapabilities,
@@ -191,6 +195,49 @@ def save_weights(body: SaveWeightsRequest, project: TinkerProject, session: DB,
     future = service.save_weights(session, project, body)
     _start_trainer(trainers, body.model_id)
     return future
+
+
+@router.post("/save_weights_external", response_model=UntypedFuture,
+             responses=error_responses(404, 410, 429))
+def save_weights_external(body: SaveWeightsExternalRequest, project: TinkerProject,
+                          session: DB, trainers: Trainers) -> UntypedFuture:
+    """The run's LoRA for download, at `tinker://{run}/external_weights/{name}` (a name used
+    again replaces the files), age-encrypted to `age_encryption_recipients` when given."""
+    future = service.save_weights_external(session, project, body)
+    _start_trainer(trainers, body.model_id)
+    return future
+
+
+@router.get("/training_runs/{run_id}/checkpoints/{checkpoint_id:path}/external_weights_urls",
+            response_model=ExternalWeightsUrls, responses=error_responses(404))
+def external_weights_urls(run_id: Annotated[str, Path(max_length=128)],
+                          checkpoint_id: Annotated[str, Path(max_length=160)],
+                          request: Request, project: TinkerProject, session: DB,
+                          store: Storage) -> ExternalWeightsUrls:
+    """A signed URL per file of external weights, working for an hour with no key."""
+    root = str(request.base_url).rstrip("/")
+    return downloads.signed_urls(session, store, project, run_id, checkpoint_id, root)
+
+
+@router.get(downloads.FILES_PREFIX.removeprefix("/api/v1") + "{checkpoint}/{name}",
+            response_class=StreamingResponse, responses=error_responses(403, 404))
+def external_weights_file(checkpoint: Annotated[str, Path(max_length=64)],
+                          name: Annotated[str, Path(max_length=128)],
+                          expires: Annotated[int, Query(ge=0, le=2**40)],
+                          signature: Annotated[str, Query(max_length=64)],
+                          session: DB, store: Storage) -> StreamingResponse:
+    """A file a signed URL names (no key: the signature is checked instead)."""
+    chunks = downloads.signed_file(session, store, checkpoint, name, expires, signature)
+    return StreamingResponse(chunks, media_type="application/octet-stream")
+
+
+@router.put("/training_runs/{run_id}/checkpoints/{checkpoint_id:path}/ttl", status_code=200,
+            responses=error_responses(404))
+def set_checkpoint_ttl(run_id: Annotated[str, Path(max_length=128)],
+                       checkpoint_id: Annotated[str, Path(max_length=160)],
+                       body: CheckpointTtlRequest, project: TinkerProject,
+                       session: DB) -> None:
+    service.set_checkpoint_ttl(session, project, run_id, checkpoint_id, body.ttl_seconds)
 
 
 @router.post("/load_weights", response_model=UntypedFuture,

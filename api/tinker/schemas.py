@@ -235,6 +235,34 @@ class SaveWeightsForSamplerRequest(TinkerRequest):
     type: Literal["save_weights_for_sampler"] = "save_weights_for_sampler"
 
 
+class SaveWeightsExternalRequest(TinkerRequest):
+    """`save_weights_external(name)`: the LoRA for the client to download (its signed URLs:
+    `get_external_weights_urls`), each file age-encrypted to `age_encryption_recipients`."""
+
+    model_config = ConfigDict(extra="ignore", protected_namespaces=())
+
+    model_id: str = Field(max_length=128)
+    path: CheckpointName
+    seq_id: int = Field(ge=0, le=2**62)
+    ttl_seconds: TtlSeconds | None = None
+    # At most 10, as the SDK documents: `age1...` keys or SSH public keys.
+    age_encryption_recipients: list[Annotated[str, StringConstraints(
+        min_length=1, max_length=4096)]] | None = Field(default=None, max_length=10)
+    type: Literal["save_weights_external"] = "save_weights_external"
+
+
+class CheckpointTtlRequest(BaseModel):
+    """`set_checkpoint_ttl_from_tinker_path`: expires that long from now; None keeps it."""
+
+    ttl_seconds: TtlSeconds | None = None
+
+
+class ExternalWeightsUrls(BaseModel):
+    # Each file's signed URL (no key needed), by its name in the checkpoint.
+    urls: dict[str, str]
+    expires: datetime
+
+
 TinkerPath = Annotated[str, StringConstraints(max_length=512, pattern=r"^tinker://")]
 
 
@@ -322,8 +350,10 @@ class LoadWeightsRequest(TinkerRequest):
 
 
 class Checkpoint(BaseModel):
-    checkpoint_id: str  # `weights/{name}` or `sampler_weights/{name}`, as the SDK parses paths
-    checkpoint_type: Literal["training", "sampler"]
+    # `weights/{name}`, `sampler_weights/{name}` or `external_weights/{name}`, as the SDK
+    # parses paths.
+    checkpoint_id: str
+    checkpoint_type: Literal["training", "sampler", "external"]
     time: datetime
     tinker_path: str
     size_bytes: int | None = None

@@ -9,7 +9,7 @@ another project's session, run or future is not found."""
 
 import time
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Literal
 
 from sqlalchemy import ColumnElement, and_, delete, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
@@ -30,6 +30,7 @@ from api.tinker.schemas import (
     ModelData,
     OptimizerConfig,
     SampleRequest,
+    SaveWeightsExternalRequest,
     SaveWeightsForSamplerRequest,
     SaveWeightsRequest,
     ServerCapabilities,
@@ -55,9 +56,11 @@ from storage.models import (
 from storage.sharing import usable_sampler_weights
 from storage.states import check_transition
 from training.jobs import fine_tuned_model_name
+from training.tinker.checkpoints import parse_recipient
 from training.tinker.futures import FutureStatus
 from training.tinker.sessions import SESSION_IDLE_SECONDS, SessionStatus, is_live
 from training.tinker.sessions import TRANSITIONS as SESSION_TRANSITIONS
+from training.tinker.wire import BadRequest
 
 # Active sessions one project may hold at once: a client that opens sessions in a loop must
 # not fill the table.
@@ -350,6 +353,32 @@ def save_weights_for_sampler(session: Session, project: Project,
                            "user_metadata": body.user_metadata})
 
 
+def save_weights_external(session: Session, project: Project,
+                          body: SaveWeightsExternalRequest) -> UntypedFuture:
+    recipients = body.age_encryption_recipients or []
+    for recipient in recipients:
+        try:
+            parse_recipient(recipient)
+        except BadRequest as exc:
+            raise APIError(400, str(exc), param="age_encryption_recipients") from exc
+    return submit(session, project, "save_weights_external", body.model_id, body.seq_id,
+                  request={"name": body.path, "ttl_seconds": body.ttl_seconds,
+                           "overwrite": True, "age_encryption_recipients": recipients})
+
+
+def set_checkpoint_ttl(session: Session, project: Project, run_id: str, checkpoint_id: str,
+                       ttl_seconds: int | None) -> None:
+    """The checkpoint now expires `ttl_seconds` from now (None: kept until deleted)."""
+    run = _own_model(session, project, run_id)
+    row = session.scalar(select(TinkerCheckpoint).where(
+        _live_checkpoints(project), TinkerCheckpoint.path == f"tinker://{run.id}/{checkpoint_id}"))
+    if row is None:
+        raise APIError(404, f"No checkpoint '{checkpoint_id}' in run '{run_id}'.",
+                       param="checkpoint_id", code="checkpoint_not_found")
+    row.expires_at = int(time.time()) + ttl_seconds if ttl_seconds else None
+    session.commit()
+
+
 def _own_sampler_checkpoint(session: Session, project: Project, path: str) -> TinkerCheckpoint:
     row = usable_sampler_weights(session, project.id, path)
     if row is None:
@@ -411,10 +440,15 @@ def sample(session: Session, project: Project,
             sampler if new else None)
 
 
+# A checkpoint's kind here, as the SDK types it.
+CHECKPOINT_TYPES: dict[str, Literal["training", "sampler", "external"]] = {
+    "weights": "training", "sampler": "sampler", "external": "external"}
+
+
 def _checkpoint_view(row: TinkerCheckpoint) -> Checkpoint:
     return Checkpoint(
         checkpoint_id=row.path.split("/", 3)[3], tinker_path=row.path,
-        checkpoint_type="training" if row.kind == "weights" else "sampler",
+        checkpoint_type=CHECKPOINT_TYPES[row.kind],
         time=datetime.fromtimestamp(row.created_at, UTC), size_bytes=row.size_bytes,
         user_metadata=row.user_metadata or None,
         expires_at=datetime.fromtimestamp(row.expires_at, UTC) if row.expires_at else None)

@@ -2,8 +2,10 @@
 adapter has, so serving loads it the same way) under `tinker/{project}/{checkpoint}/` in the
 blob store, and its `tinker_checkpoints` row; a save without a name also opens a sampling
 session on it (`tinker_samplers`), as the SDK's `save_weights_and_get_sampling_client`
-expects."""
+expects. External weights (`save_weights_external`) are the adapter for the client to
+download, each file age-encrypted to the request's recipients when it names any (`.age`)."""
 
+import secrets
 import time
 from pathlib import Path
 from typing import Any
@@ -20,7 +22,9 @@ from training.tinker.wire import BadRequest
 # The optimizer's moments, beside the adapter in a training state (`save_state`).
 OPTIMIZER_FILE = "optimizer.pt"
 # Where each kind's paths live, as the SDK names them.
-KIND_DIRS = {"weights": "weights", "sampler": "sampler_weights"}
+KIND_DIRS = {"weights": "weights", "sampler": "sampler_weights", "external": "external_weights"}
+# The suffix of an age-encrypted file, as the cookbook's download expects it.
+AGE_SUFFIX = ".age"
 
 
 def tinker_path(model_id: str, kind: str, name: str) -> str:
@@ -47,6 +51,8 @@ def save(db: Database, store: BlobStore, run: TinkerModel, model: Any, optimizer
     if kind == "weights":
         torch.save(optimizer.state_dict(), local / OPTIMIZER_FILE)
         names.append(OPTIMIZER_FILE)
+    if kind == "external" and request.get("age_encryption_recipients"):
+        names = _encrypted(local, names, request["age_encryption_recipients"])
     prefix = tinker_checkpoint_prefix(run.project_id, checkpoint_id)
     store.upload_dir(local, prefix, names=names)
     size = sum((local / n).stat().st_size for n in names)
@@ -62,7 +68,8 @@ def save(db: Database, store: BlobStore, run: TinkerModel, model: Any, optimizer
             name=name, path=path, base_model=run.base_model, lora_config=run.lora_config,
             blob_prefix=prefix,
             size_bytes=size, user_metadata=request.get("user_metadata") or {},
-            created_at=now, expires_at=now + ttl if ttl else None))
+            created_at=now, expires_at=now + ttl if ttl else None,
+            download_secret=secrets.token_hex(32) if kind == "external" else None))
         sampler_id = None
         if request.get("sampling_session_seq_id") is not None:
             sampler_id = new_id("sampler-")
@@ -75,8 +82,36 @@ def save(db: Database, store: BlobStore, run: TinkerModel, model: Any, optimizer
         store.delete_prefix(replaced.blob_prefix)
     if sampler_id is not None:
         return {"type": "save_weights_for_sampler", "sampling_session_id": sampler_id}
+    if kind == "external":
+        return {"type": "save_weights_external", "path": path, "size_bytes": size}
     return {"type": "save_weights" if kind == "weights" else "save_weights_for_sampler",
             "path": path}
+
+
+def _encrypted(local: Path, names: list[str], recipients: list[str]) -> list[str]:
+    """Each file age-encrypted to the recipients, as `{name}.age`; the plain files go."""
+    import pyrage
+
+    keys = [parse_recipient(r) for r in recipients]
+    out = []
+    for name in names:
+        plain = local / name
+        (local / (name + AGE_SUFFIX)).write_bytes(pyrage.encrypt(plain.read_bytes(), keys))
+        plain.unlink()
+        out.append(name + AGE_SUFFIX)
+    return out
+
+
+def parse_recipient(recipient: str) -> Any:
+    """An age recipient: a native `age1...` key or an SSH public key (BadRequest if neither:
+    the API checks a request's recipients with this before it is queued)."""
+    import pyrage
+
+    kind = pyrage.ssh.Recipient if recipient.startswith("ssh-") else pyrage.x25519.Recipient
+    try:
+        return kind.from_str(recipient)
+    except pyrage.RecipientError as exc:
+        raise BadRequest(f"'{recipient[:80]}' is not an age recipient ({exc}).") from exc
 
 
 def load(store: BlobStore, checkpoint: TinkerCheckpoint, model: Any, optimizer: Any,

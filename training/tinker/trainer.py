@@ -252,7 +252,8 @@ def execute(trainer: Trainer, request: TinkerFuture,
 
 
 # Requests that save the run's weights, and the checkpoint kind each makes.
-SAVES = {"save_weights": "weights", "save_weights_for_sampler": "sampler"}
+SAVES = {"save_weights": "weights", "save_weights_for_sampler": "sampler",
+         "save_weights_external": "external"}
 
 
 def serve(ctx: RunContext, attempt: int, trainer: Trainer, beat: Beat) -> None:
