@@ -151,3 +151,29 @@ def test_the_gpu_memory_share_defaults_to_nine_tenths(tmp_path: Path,
                                                      monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("TUNESERVE_GPU_MEMORY_UTILIZATION", raising=False)
     assert ServingSettings(data_dir=tmp_path).gpu_memory_utilization == 0.9
+
+
+@pytest.mark.parametrize(("config", "four_bit"), [
+    # Llama-3.1-8B's shape: QLoRA, as a job of it would train by default.
+    ({"hidden_size": 4096, "intermediate_size": 14336, "num_hidden_layers": 32,
+      "vocab_size": 128256, "max_position_embeddings": 8192}, True),
+    # SmolLM2-135M's: a 16-bit base, as its jobs.
+    ({"hidden_size": 576, "intermediate_size": 1536, "num_hidden_layers": 30,
+      "vocab_size": 49152, "max_position_embeddings": 8192}, False),
+])
+def test_a_tinker_trainer_loads_its_base_on_cuda_as_a_job_would(
+    tmp_path: Path, config: dict[str, int], four_bit: bool
+) -> None:
+    import json
+
+    from training.tinker.trainer import run_config
+
+    (tmp_path / "base").mkdir()
+    (tmp_path / "base" / "config.json").write_text(json.dumps(config))
+    cfg = run_config({"rank": 16, "train_mlp": False}, BaseModelSpec("b", tmp_path / "base"),
+                     tmp_path / "work")
+    kwargs = model_load_kwargs(cfg, Device(cuda=True, bf16=True))
+    assert kwargs["load_in_4bit"] is four_bit and kwargs["dtype"] is None
+    assert cfg.hyperparameters.lora_rank == 16
+    assert cfg.hyperparameters.max_seq_length == 8192
+    assert set(cfg.hyperparameters.target_modules) == {"q_proj", "k_proj", "v_proj", "o_proj"}

@@ -5,7 +5,7 @@ training client's `seq_id` order, as long as the run's session lives.
 Gradients accumulate across forward_backward calls until optim_step applies them, as the SDK
 expects (it splits one batch into chunks and sends them in parallel: order is restored here,
 from the sequence numbers). The model is loaded as jobs load it (training/trainer.py:
-Unsloth, a 4-bit base on CUDA where the base is large enough, the CPU path otherwise)."""
+Unsloth, a 4-bit base where the base is large enough: see `run_config`)."""
 
 import contextlib
 import logging
@@ -22,11 +22,17 @@ from typing import Any
 import numpy as np
 from sqlalchemy import Select, select
 
-from storage.base_models import base_models
+from storage.base_models import BaseModelSpec, base_models
 from storage.blob import BlobStore, open_blob_store
 from storage.db import Database
 from storage.models import TinkerCheckpoint, TinkerFuture, TinkerModel
-from training.hyperparameters import ALL_PROJECTIONS, RULE_ALPHA, Hyperparameters
+from training.hyperparameters import (
+    ALL_PROJECTIONS,
+    QLORA_FROM_PARAMETERS,
+    RULE_ALPHA,
+    Hyperparameters,
+    ModelShape,
+)
 from training.launcher import forked_from_launcher
 from training.settings import TrainingSettings
 from training.tinker import checkpoints, futures, runs, sessions
@@ -154,6 +160,20 @@ def _micro_batches(data: list[Datum]) -> Iterator[list[int]]:
         yield batch
 
 
+def run_config(lora: dict[str, Any], spec: BaseModelSpec, workdir: Path) -> RunConfig:
+    """How the trainer loads the run's base and LoRA (pure: unit-tested for CUDA without
+    one): as a job of that base would by default, a 4-bit base (QLoRA) from
+    QLORA_FROM_PARAMETERS up."""
+    hp = Hyperparameters(n_epochs=1, batch_size=1, learning_rate_multiplier=1.0,
+                         learning_rate=1e-4, lora_rank=int(lora["rank"]),
+                         lora_alpha=RULE_ALPHA, target_modules=target_modules(lora),
+                         use_qlora=ModelShape.of(spec.config).parameters
+                         >= QLORA_FROM_PARAMETERS,
+                         max_seq_length=spec.context_length)
+    return RunConfig(method="supervised", model_dir=spec.path, output_dir=workdir,
+                     hyperparameters=hp, seed=int(lora.get("seed") or 0))
+
+
 def load_trainer(run: TinkerModel, settings: TrainingSettings, workdir: Path) -> Trainer:
     import torch
 
@@ -161,17 +181,9 @@ def load_trainer(run: TinkerModel, settings: TrainingSettings, workdir: Path) ->
         torch.set_num_threads(settings.tinker_cpu_threads)
 
     spec = base_models(settings)[run.base_model]
-    lora = run.lora_config
-    hp = Hyperparameters(n_epochs=1, batch_size=1, learning_rate_multiplier=1.0,
-                         learning_rate=1e-4, lora_rank=int(lora["rank"]),
-                         lora_alpha=RULE_ALPHA, target_modules=target_modules(lora),
-                         use_qlora=torch.cuda.is_available(),
-                         max_seq_length=spec.context_length)
     # Unsloth hands back logits only when asked: the losses are computed here, on them.
     os.environ["UNSLOTH_RETURN_LOGITS"] = "1"
-    model, _ = load_model(RunConfig(method="supervised", model_dir=spec.path,
-                                    output_dir=workdir, hyperparameters=hp,
-                                    seed=int(lora.get("seed") or 0)))
+    model, _ = load_model(run_config(run.lora_config, spec, workdir))
     model.train()
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad],
                                   lr=1e-4, betas=(0.9, 0.95), eps=1e-12, weight_decay=0.0)
