@@ -123,3 +123,28 @@ def test_tinker_checkpoints_go_when_their_ttl_ends(database: Database,
         assert sorted(s.scalars(select(TinkerCheckpoint.id))) == ["ckpt-kept", "ckpt-later"]
     assert not blob_store.list_keys(tinker_checkpoint_prefix(project.id, "ckpt-old"))
     assert blob_store.list_keys(tinker_checkpoint_prefix(project.id, "ckpt-kept"))
+
+
+def test_a_sample_its_node_never_answered_fails_after_the_engine_s_deadline(
+    database: Database, blob_store: BlobStore
+) -> None:
+    from storage.models import TinkerFuture
+    from training.tinker.futures import FutureStatus
+
+    now = int(time.time())
+    with database.session() as s:
+        project = get_or_create_project(s, "p")
+        for name, kind, age in (("req-lost", "sample", 3600), ("req-running", "sample", 60),
+                                ("req-queued-step", "optim_step", 3600)):
+            s.add(TinkerFuture(id=name, project_id=project.id, model_id="m", kind=kind,
+                               status=FutureStatus.PENDING, created_at=now - age))
+        s.commit()
+    reap_expired(database, blob_store, sample_deadline_seconds=720)
+    with database.session() as s:
+        status = {row.id: row.status for row in
+                  s.execute(select(TinkerFuture.id, TinkerFuture.status))}
+        lost = s.scalar(select(TinkerFuture.result).where(TinkerFuture.id == "req-lost"))
+    # Only the sample older than the deadline: a trainer's request waits for its trainer.
+    assert status == {"req-lost": "failed", "req-running": "pending",
+                      "req-queued-step": "pending"}
+    assert lost is not None and lost["category"] == "server" and "sample again" in lost["error"]

@@ -1,5 +1,6 @@
 """Sweeps away expired files, uploads, stored responses and Tinker checkpoints (their
-`ttl_seconds`), so their bytes do not linger in storage."""
+`ttl_seconds`), so their bytes do not linger in storage; answers the Tinker samples an API
+node took and never answered (it stopped mid-sample)."""
 
 import asyncio
 import logging
@@ -19,15 +20,29 @@ from storage.logs import remove_old
 from storage.models import File, StoredResponse, TinkerCheckpoint, Upload
 from storage.tombstones import forget_old
 from storage.uploads import UploadStatus, finish
+from training.tinker import futures
 
 log = logging.getLogger("tuneserve.api")
 
 
+# A sample's node answers it within the engine's read timeout (or fails it): past that and
+# this margin (adapter fetch and load, a retry), nobody is working on it.
+SAMPLE_MARGIN_SECONDS = 120
+
+
+def sample_deadline(settings: Settings) -> int:
+    return int(settings.engine_read_timeout) + SAMPLE_MARGIN_SECONDS
+
+
 def reap_expired(db: Database, store: BlobStore, batch: int = 500,
-                 response_retention_seconds: int = 0) -> int:
-    """Deletes expired files and stored responses, expires stale uploads; returns how many
-    objects went. `response_retention_seconds`: 0 keeps stored responses."""
+                 response_retention_seconds: int = 0, sample_deadline_seconds: int = 0) -> int:
+    """Deletes expired files and stored responses, expires stale uploads, fails Tinker
+    samples whose node stopped; returns how many objects went. `response_retention_seconds`:
+    0 keeps stored responses; `sample_deadline_seconds`: 0 fails no sample."""
     now = int(time.time())
+    if sample_deadline_seconds:
+        with db.session() as session:
+            futures.fail_abandoned_samples(session, now - sample_deadline_seconds, batch)
     with db.session() as session:
         responses = (_old_responses(session, now - response_retention_seconds, batch)
                      if response_retention_seconds else [])
@@ -81,7 +96,8 @@ async def run_reaper(db: Database, store: BlobStore, settings: Settings) -> None
                 await run_in_threadpool(sweep_orphans, db, store,
                                         settings.orphan_grace_seconds)
             if await run_in_threadpool(reap_expired, db, store, 500,
-                                       settings.response_retention_days * 86400):
+                                       settings.response_retention_days * 86400,
+                                       sample_deadline(settings)):
                 continue
         except Exception:
             log.exception("reaping expired objects failed; trying again later")

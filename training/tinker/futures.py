@@ -85,3 +85,15 @@ def answered_any(session: Session, model_id: str) -> bool:
     return session.scalar(select(TinkerFuture.id).where(
         TinkerFuture.model_id == model_id, TinkerFuture.status != FutureStatus.PENDING,
         TinkerFuture.seq_id.is_not(None)).limit(1)) is not None
+
+
+def fail_abandoned_samples(session: Session, taken_before: int, batch: int = 500) -> int:
+    """Fails the sample requests still pending that were taken before `taken_before`: the API
+    node that took each samples it itself and answers within its engine's read timeout, so
+    one older has lost its node (it stopped mid-sample). Returns how many."""
+    ids = list(session.scalars(select(TinkerFuture.id).where(
+        TinkerFuture.kind == "sample", TinkerFuture.status == FutureStatus.PENDING,
+        TinkerFuture.created_at < taken_before).limit(batch)))
+    answer = server_error("The server that took this sample stopped before it answered; "
+                          "sample again.")
+    return sum(finish(session, i, FutureStatus.FAILED, result=answer) for i in ids)
