@@ -298,6 +298,21 @@ def test_bad_requests_are_refused_naming_their_field(local_server: TuneserveServ
                          headers={"X-API-Key": key}, timeout=30), 404, "checkpoint_id")
     refused(httpx.get(f"{root}/api/v1/samplers/sampler-none", headers={"X-API-Key": key},
                       timeout=30), 404, "sampling_session_id")
+    # Downloads: a recipient that is no age key, a TTL out of bounds, weights that are not
+    # there, and a file URL this server did not sign (no key is needed to be refused).
+    refused(post("save_weights_external", json={
+        "model_id": run, "seq_id": 1, "path": "x",
+        "age_encryption_recipients": ["age1notakey"]}), 400, "age_encryption_recipients")
+    checkpoints = f"{root}/api/v1/training_runs/{run}/checkpoints"
+    refused(httpx.put(f"{checkpoints}/weights/none/ttl", json={"ttl_seconds": 7200},
+                      headers={"X-API-Key": key}, timeout=30), 404, "checkpoint_id")
+    refused(httpx.put(f"{checkpoints}/weights/none/ttl", json={"ttl_seconds": 60},
+                      headers={"X-API-Key": key}, timeout=30), 400, "ttl_seconds")
+    refused(httpx.get(f"{checkpoints}/external_weights/none/external_weights_urls",
+                      headers={"X-API-Key": key}, timeout=30), 404, "checkpoint_id")
+    refused(httpx.get(f"{root}/api/v1/external_weights/ckpt-none/adapter_config.json",
+                      params={"expires": 2**31, "signature": "0" * 64}, timeout=30),
+            403, "signature")
     sampler = post("create_sampling_session", json={
         "session_id": session_id, "sampling_session_seq_id": 9, "base_model": BASE}).json()
     topk = post("asample", json={
