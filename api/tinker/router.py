@@ -73,6 +73,11 @@ PROTOBUF = "application/x-protobuf"
 # asks again at once): a long poll, so a result is seen as it lands.
 LONG_POLL_SECONDS = 5.0
 
+# A training run's id in a path (`{session}:train:{n}`), and a checkpoint's within its run
+# (`weights/{name}`, `sampler_weights/{name}` or `external_weights/{name}`).
+RunId = Annotated[str, Path(max_length=128)]
+CheckpointId = Annotated[str, Path(max_length=160)]
+
 
 @router.post("/client/config", response_model=ClientConfig)
 async def client_config(body: ClientConfigRequest, project: TinkerProject) -> ClientConfig:
@@ -210,8 +215,8 @@ def save_weights_external(body: SaveWeightsExternalRequest, project: TinkerProje
 
 @router.get("/training_runs/{run_id}/checkpoints/{checkpoint_id:path}/external_weights_urls",
             response_model=ExternalWeightsUrls, responses=error_responses(404))
-def external_weights_urls(run_id: Annotated[str, Path(max_length=128)],
-                          checkpoint_id: Annotated[str, Path(max_length=160)],
+def external_weights_urls(run_id: RunId,
+                          checkpoint_id: CheckpointId,
                           request: Request, project: TinkerProject, session: DB,
                           store: Storage) -> ExternalWeightsUrls:
     """A signed URL per file of external weights, working for an hour with no key."""
@@ -233,8 +238,8 @@ def external_weights_file(checkpoint: Annotated[str, Path(max_length=64)],
 
 @router.put("/training_runs/{run_id}/checkpoints/{checkpoint_id:path}/ttl", status_code=200,
             responses=error_responses(404))
-def set_checkpoint_ttl(run_id: Annotated[str, Path(max_length=128)],
-                       checkpoint_id: Annotated[str, Path(max_length=160)],
+def set_checkpoint_ttl(run_id: RunId,
+                       checkpoint_id: CheckpointId,
                        body: CheckpointTtlRequest, project: TinkerProject,
                        session: DB) -> None:
     service.set_checkpoint_ttl(session, project, run_id, checkpoint_id, body.ttl_seconds)
@@ -301,22 +306,22 @@ def list_training_runs(project: TinkerProject, session: DB,
 
 @router.get("/training_runs/{run_id}", response_model=TrainingRun,
             responses=error_responses(404))
-def get_training_run(run_id: Annotated[str, Path(max_length=128)], project: TinkerProject,
+def get_training_run(run_id: RunId, project: TinkerProject,
                      session: DB) -> TrainingRun:
     return service.get_run(session, project, run_id)
 
 
 @router.get("/training_runs/{run_id}/checkpoints", response_model=CheckpointsListResponse,
             responses=error_responses(404))
-def list_checkpoints(run_id: Annotated[str, Path(max_length=128)], project: TinkerProject,
+def list_checkpoints(run_id: RunId, project: TinkerProject,
                      session: DB) -> CheckpointsListResponse:
     return service.list_checkpoints(session, project, run_id)
 
 
 @router.delete("/training_runs/{run_id}/checkpoints/{checkpoint_id:path}", status_code=200,
                responses=error_responses(404))
-async def delete_checkpoint(run_id: Annotated[str, Path(max_length=128)],
-                            checkpoint_id: Annotated[str, Path(max_length=160)],
+async def delete_checkpoint(run_id: RunId,
+                            checkpoint_id: CheckpointId,
                             project: TinkerProject, services: AppServices) -> None:
     """Deletes the checkpoint, its stored weights, and (sampler weights) its served copy."""
 
@@ -332,8 +337,8 @@ async def delete_checkpoint(run_id: Annotated[str, Path(max_length=128)],
 
 @router.post("/training_runs/{run_id}/checkpoints/{checkpoint_id:path}/promote",
              response_model=PromoteResponse, responses=error_responses(404))
-def promote_checkpoint(run_id: Annotated[str, Path(max_length=128)],
-                       checkpoint_id: Annotated[str, Path(max_length=160)],
+def promote_checkpoint(run_id: RunId,
+                       checkpoint_id: CheckpointId,
                        body: PromoteRequest, project: TinkerProject, session: DB,
                        store: Storage) -> PromoteResponse:
     """tuneserve's own route: sampler weights become an `ft:` model of the project, served
